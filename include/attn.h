@@ -1,0 +1,370 @@
+/*
+ * attn.h - transformer attention on the CPU, exact and fast.
+ *
+ * This header is the manual. Every function states the shape of each argument
+ * and the einsum form of what it computes (dimension letters below).
+ *
+ * Dimension letters, used everywhere in attn:
+ *   B    batch                    H    query heads        Hkv  key/value heads
+ *   N    tokens (self-attention)  Nq   query tokens       Nkv  key/value tokens
+ *   D    model width (embedding)  d    head size (q, k)   dv   head size (v)
+ *   NH   heads of a module (= H)  HS   head size of a module
+ *
+ * Conventions
+ *   - Arrays are float32 views: a pointer plus shape and strides counted in
+ *     elements, NumPy's dimension order (last index fastest when contiguous).
+ *     Strides may be anything, 0 included (broadcast), for inputs. Outputs
+ *     must not have stride 0 on a dimension of size > 1 and must not overlap
+ *     an input.
+ *   - Argument order: inputs, then outputs, then options.
+ *   - Every function returns an attn_status. On failure, attn_last_error()
+ *     returns a message naming the argument and dimension at fault, and the
+ *     outputs are untouched: all checks run before anything is written.
+ *   - Weights follow the article's layout: a linear layer is x @ W + b with
+ *     W of shape (in, out).
+ *   - Nothing here aborts, prints or exits.
+ *
+ * Since v0.1.0 unless stated otherwise.
+ */
+#ifndef ATTN_H
+#define ATTN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ATTN_VERSION_MAJOR  0
+#define ATTN_VERSION_MINOR  1
+#define ATTN_VERSION_PATCH  0
+#define ATTN_VERSION_STRING "0.1.0"
+
+/* @return the run-time library version, e.g. "0.1.0". */
+const char *attn_version(void);
+
+/* @return a one-line description of how the library was built and what it
+ * runs: version, BLAS or not, OpenMP or not, ISA in use. Static storage. */
+const char *attn_build_info(void);
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Status codes. Values are pinned; new codes are only ever appended. */
+typedef enum attn_status {
+    ATTN_OK = 0,
+    ATTN_ERR_NULL = 1,     /* a required pointer is NULL */
+    ATTN_ERR_SHAPE = 2,    /* a size is <= 0, a rank is wrong, or two sizes disagree */
+    ATTN_ERR_STRIDE = 3,   /* an output has stride 0 on a dimension > 1, or overlaps an input */
+    ATTN_ERR_OVERFLOW = 4, /* a size or byte count overflows int64 / size_t */
+    ATTN_ERR_NOMEM = 5,    /* scratch memory could not be allocated */
+    ATTN_ERR_ARG = 6,      /* an option has an invalid value (enum, probability, key length) */
+    ATTN_ERR_ISA = 7,      /* the requested instruction set is not supported by this CPU/OS */
+} attn_status;
+
+/* @return a short constant name for a status ("ATTN_ERR_SHAPE"), or
+ * "unknown status" for a value outside the enum. */
+const char *attn_status_string(attn_status s);
+
+/* @return the message of the last failed call on this thread, e.g.
+ *   "attn_sdpa: k.shape[3]=80 but q.shape[3]=64 (head size must match)".
+ * Empty string if no call on this thread has failed yet. The message is not
+ * cleared by successful calls. Valid until the next failing call on this
+ * thread. */
+const char *attn_last_error(void);
+
+/* ------------------------------------------------------------------------ */
+/* Views                                                                     */
+/* ------------------------------------------------------------------------ */
+
+#define ATTN_MAX_NDIM 4
+
+/* A strided float32 array that attn reads or writes, never owns.
+ * Element [i0, i1, ...] lives at data[i0*stride[0] + i1*stride[1] + ...].
+ * Only the first ndim entries of shape and stride are meaningful. */
+typedef struct attn_view {
+    float *data;
+    int ndim;                      /* 1..ATTN_MAX_NDIM */
+    int64_t shape[ATTN_MAX_NDIM];  /* each >= 1 */
+    int64_t stride[ATTN_MAX_NDIM]; /* in elements, may be 0 or negative */
+} attn_view;
+
+/* @return a C-contiguous (row-major) view of data with the given shape.
+ * ndim is clamped to 0..ATTN_MAX_NDIM; validation happens when the view is
+ * used, so a bad shape is reported by the function that receives it. */
+attn_view attn_view_contiguous(float *data, int ndim, const int64_t *shape);
+
+/* Shorthands for contiguous views of rank 1 to 4. */
+attn_view attn_view_1d(float *data, int64_t n0);
+attn_view attn_view_2d(float *data, int64_t n0, int64_t n1);
+attn_view attn_view_3d(float *data, int64_t n0, int64_t n1, int64_t n2);
+attn_view attn_view_4d(float *data, int64_t n0, int64_t n1, int64_t n2, int64_t n3);
+
+/* @return v with dimensions a and b exchanged (no data moves): the article's
+ * k.swapaxes(-1, -2). Out-of-range a or b return v unchanged. */
+attn_view attn_view_swap(attn_view v, int a, int b);
+
+/* Split a fused projection result into per-head q, k, v views, without
+ * copying (S7). qkv has shape (B, N, 3*H*d), columns laid out [q | k | v],
+ * head h owning columns h*d .. h*d+d-1 of each part; its last dimension must
+ * have stride 1 and its rows any stride. On success q, k, v are views of
+ * shape (B, H, N, d):
+ *   q[b,h,n,e] = qkv[b, n, 0*H*d + h*d + e]
+ *   k[b,h,n,e] = qkv[b, n, 1*H*d + h*d + e]
+ *   v[b,h,n,e] = qkv[b, n, 2*H*d + h*d + e]
+ * i.e. reshape (B, N, 3, H, d) then transpose to (3, B, H, N, d).
+ * @return ATTN_ERR_SHAPE if qkv is not rank 3 or its last size is not a
+ * multiple of 3*num_heads. */
+attn_status attn_split_qkv(const attn_view *qkv, int64_t num_heads, attn_view *q, attn_view *k,
+                           attn_view *v);
+
+/* ------------------------------------------------------------------------ */
+/* Memory                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Scratch memory is allocated inside calls and freed before they return.
+ * A custom allocator lets a host track or limit it. alloc must return memory
+ * aligned to `align` (a power of two, at most 4096) or NULL; free(NULL, ctx)
+ * must be harmless. Both may be called from several threads at once. */
+typedef struct attn_allocator {
+    void *(*alloc)(size_t size, size_t align, void *ctx);
+    void (*free)(void *ptr, void *ctx);
+    void *ctx;
+} attn_allocator;
+
+/* Install an allocator for all later calls, process-wide; NULL restores the
+ * default (aligned_alloc/free). Not to be called while other threads are
+ * inside attn. */
+void attn_set_allocator(const attn_allocator *a);
+
+/* ------------------------------------------------------------------------ */
+/* Instruction sets                                                          */
+/* ------------------------------------------------------------------------ */
+
+/* Values are pinned. */
+typedef enum attn_isa {
+    ATTN_ISA_AUTO = 0,    /* the best the CPU and OS support */
+    ATTN_ISA_GENERIC = 1, /* portable C */
+    ATTN_ISA_AVX2 = 2,    /* AVX2 + FMA */
+    ATTN_ISA_AVX512 = 3,  /* AVX-512 F */
+} attn_isa;
+
+/* Select the kernels for all later calls, process-wide. AUTO picks the best
+ * supported. At first use the library reads the environment variable
+ * ATTN_ISA=generic|avx2|avx512 (or auto); an unsupported or unknown value
+ * there makes every call fail with ATTN_ERR_ISA and a message, never SIGILL.
+ * @return ATTN_ERR_ISA if the CPU or OS cannot run that set; the selection
+ * is then unchanged. Not to be called while other threads are inside attn. */
+attn_status attn_set_isa(attn_isa isa);
+
+/* @return the instruction set in use (never AUTO). */
+attn_isa attn_get_isa(void);
+
+/* @return 1 if this CPU and OS can run the set, else 0. */
+int attn_isa_supported(attn_isa isa);
+
+/* @return "generic", "avx2", "avx512" or "auto". */
+const char *attn_isa_name(attn_isa isa);
+
+/* ------------------------------------------------------------------------ */
+/* S1. Softmax                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Softmax over the last axis of a view of any rank (1..4), stable:
+ *   y[..., j] = exp(x[..., j] - m) / sum_k exp(x[..., k] - m),  m = max_k x[..., k]
+ * x and y have the same shape. y may be the very same view as x (in place);
+ * any other overlap is an error. A row whose entries are all -inf gives
+ * zeros (not NaN). A NaN in a row makes that row NaN. +inf entries: the row
+ * is NaN where x is finite or -inf is not; attn follows IEEE (inf - inf). */
+attn_status attn_softmax(const attn_view *x, attn_view *y);
+
+/* ------------------------------------------------------------------------ */
+/* Scaled dot-product attention (the core)                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Which keys a query may see, besides key lengths and the mask. Values pinned.
+ * With L_b the key length of batch b (Nkv when key_lengths is NULL):
+ *   NONE          every key j < L_b
+ *   TOP_LEFT      j <= i            (PyTorch's is_causal=True)
+ *   BOTTOM_RIGHT  j <= i + L_b - Nq (FlashAttention's; decoding with a cache)
+ * Both causal forms are the lower triangle when Nq == L_b. */
+typedef enum attn_causal {
+    ATTN_CAUSAL_NONE = 0,
+    ATTN_CAUSAL_TOP_LEFT = 1,
+    ATTN_CAUSAL_BOTTOM_RIGHT = 2,
+} attn_causal;
+
+/* Algorithm choice; AUTO is right for nearly everyone. Values pinned. */
+typedef enum attn_algo {
+    ATTN_ALGO_AUTO = 0,      /* fast path when it applies, else reference */
+    ATTN_ALGO_REFERENCE = 1, /* the plain loops of src/ref/, the specification */
+    ATTN_ALGO_FLASH = 2,     /* tiled online softmax (falls back to reference where unsupported) */
+} attn_algo;
+
+/* Options of attn_sdpa and of every module that calls it.
+ * Always start from attn_opts_default(); fields are only ever appended. */
+typedef struct attn_opts {
+    /* Score scale; NaN (the default) means 1/sqrt(d). */
+    float scale;
+    attn_causal causal;
+    /* Additive mask, rank 4, shape (B or 1, H or 1, Nq or 1, Nkv or 1), H
+     * counting query heads; a size-1 dimension broadcasts (any stride).
+     * -inf hides a key; any finite value (even -1e9) is added to the score
+     * and the key stays visible. NULL: no mask. */
+    const attn_view *mask;
+    /* B values in 0..Nkv: batch b sees keys j < key_lengths[b]. NULL: Nkv. */
+    const int64_t *key_lengths;
+    /* Dropout on the attention weights, p in [0, 1). See attn_dropout_keep. */
+    float dropout_p;
+    uint64_t dropout_seed;
+    /* Threads for this call; <= 0 means the number of online CPUs. OpenMP's
+     * global default is never consulted. */
+    int num_threads;
+    attn_algo algo;
+    /* Optional output, shape (B, H, Nq): lse[b,h,i] = log sum over visible j
+     * of exp(score(i, j)), before dropout; -inf for a row with no visible
+     * key. NULL: not computed. */
+    attn_view *lse;
+    /* Optional output, shape (B, H, Nq, Nkv): the attention weights after
+     * dropout (zeros for invisible keys). Setting it runs the reference
+     * path. NULL: not computed. */
+    attn_view *weights;
+} attn_opts;
+
+/* @return the defaults: scale NaN (1/sqrt(d)), no causal rule, no mask, no
+ * key lengths, no dropout, seed 0, num_threads 0 (all CPUs), AUTO, no lse,
+ * no weights. */
+attn_opts attn_opts_default(void);
+
+/* Dropout's keep/drop decision, a pure function of (seed, b, h, i, j), with
+ * h the query head, i the query index and j the key index:
+ *   mix(z) = splitmix64 finalizer of z + 0x9E3779B97F4A7C15:
+ *     z += 0x9E3779B97F4A7C15;
+ *     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9;
+ *     z = (z ^ (z >> 27)) * 0x94D049BB133111EB;
+ *     z =  z ^ (z >> 31);
+ *   x = mix(mix(mix(mix(seed ^ b) ^ h) ^ i) ^ j)      (all uint64 arithmetic)
+ *   u = x >> 40                                         (24 uniform bits)
+ *   dropped iff u < (uint32_t)(p * 16777216.0)          (threshold in double)
+ * Kept weights are scaled by 1/(1-p).
+ * @return 1 if weight (b, h, i, j) is kept, 0 if dropped. */
+int attn_dropout_keep(uint64_t seed, int64_t b, int64_t h, int64_t i, int64_t j, float p);
+
+/* Scaled dot-product attention.
+ *   q   (B, H,   Nq,  d)
+ *   k   (B, Hkv, Nkv, d)      H must be a multiple of Hkv; query head h reads
+ *   v   (B, Hkv, Nkv, dv)     kv head h / (H / Hkv) (grouped-query attention)
+ *   out (B, H,   Nq,  dv)
+ * With score(i, j) = scale * q_i . k_j + mask(i, j):
+ *   scores[b,h,i,j] = scale * sum_e q[b,h,i,e] k[b,g,j,e] + mask  // "bhie,bgje->bhij", g =
+ * h/(H/Hkv) w[b,h,i,:]      = softmax over visible j of scores[b,h,i,:]   (0 elsewhere)
+ *   out[b,h,i,f]    = sum_j w[b,h,i,j] v[b,g,j,f]                  // "bhij,bgjf->bhif"
+ * Visibility: key_lengths, causal and -inf mask entries (see attn_opts).
+ * Invisible keys are skipped, not multiplied by zero: NaN/Inf in them never
+ * reaches the output. NaN in a visible input propagates. A row with no
+ * visible key gives zeros (and lse -inf).
+ * Dropout (p > 0): w is multiplied by keep/(1-p) after the softmax.
+ * Inputs may have any strides; out, lse and weights must not overlap inputs.
+ * Determinism: with the same ISA and build, a row's output depends only on
+ * its own inputs, not on threads, B, Nq or other rows.
+ * @return ATTN_OK, or NULL/SHAPE/STRIDE/OVERFLOW/ARG/NOMEM/ISA. */
+attn_status attn_sdpa(const attn_view *q, const attn_view *k, const attn_view *v, attn_view *out,
+                      const attn_opts *opts);
+
+/* Merge partial attention results computed over disjoint key sets.
+ *   part_out[p] (B, H, Nq, dv), part_lse[p] (B, H, Nq), p = 0..n_parts-1
+ *   m = max_p lse_p;  w_p = exp(lse_p - m)
+ *   out = sum_p w_p out_p / sum_p w_p;   lse = m + log(sum_p w_p)
+ * Parts are combined in ascending p. Where every part's lse is -inf, out is
+ * zeros and lse -inf. lse may be NULL. out may alias part_out[0] exactly
+ * (same data and strides); lse may alias part_lse[0] likewise.
+ * Dropout must have been off in the partials for the merge to be exact. */
+attn_status attn_merge(const attn_view *part_out, const attn_view *part_lse, int n_parts,
+                       attn_view *out, attn_view *lse);
+
+/* ------------------------------------------------------------------------ */
+/* Building blocks (S2, S9)                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Linear layer: y = x @ W + b.
+ *   x (..., in) of rank 1..3;  W (in, out);  bias (out) or NULL;  y (..., out)
+ *   y[n, o] = sum_i x[n, i] W[i, o] + bias[o]     // einsum "ni,io->no"
+ * Uses CBLAS sgemm when built with BLAS (deterministic per thread count),
+ * else a plain blocked loop. num_threads <= 0 means all CPUs. */
+attn_status attn_linear(const attn_view *x, const attn_view *W, const attn_view *bias, attn_view *y,
+                        int num_threads);
+
+/* Layer normalisation over the last axis:
+ *   mu = mean_j x[..., j];  var = mean_j (x[..., j] - mu)^2   (biased, as PyTorch)
+ *   y[..., j] = (x[..., j] - mu) / sqrt(var + eps) * gamma[j] + beta[j]
+ * x, y: same shape, rank 1..4, y may be the same view as x. gamma, beta:
+ * (D) or NULL (1 and 0). eps >= 0 (PyTorch's default is 1e-5). */
+attn_status attn_layer_norm(const attn_view *x, const attn_view *gamma, const attn_view *beta,
+                            float eps, attn_view *y);
+
+/* ------------------------------------------------------------------------ */
+/* Attention modules (S2-S7)                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Single-head self-attention (S2, S3), one function for one or many sequences:
+ *   x (N, D) or (B, N, D);  Wq, Wk (D, HS);  Wv (D, HSv);  out (N, HSv) or (B, N, HSv)
+ *   q = x @ Wq, k = x @ Wk, v = x @ Wv                   // "bnd,de->bne"
+ *   out = softmax(q k^T * scale + mask) v                // "bie,bje->bij", "bij,bjf->bif"
+ * opts as for attn_sdpa with H = 1 (mask (B|1, 1, N|1, N|1)); NULL = defaults. */
+attn_status attn_self_attention(const attn_view *x, const attn_view *Wq, const attn_view *Wk,
+                                const attn_view *Wv, attn_view *out, const attn_opts *opts);
+
+/* Single-head cross-attention (S6): queries from xq, keys and values from xkv.
+ *   xq (Nq, Dq) or (B, Nq, Dq);  xkv (Nkv, Dkv) or (B, Nkv, Dkv)
+ *   Wq (Dq, HS);  Wk (Dkv, HS);  Wv (Dkv, HSv);  out (Nq, HSv) or (B, Nq, HSv) */
+attn_status attn_cross_attention(const attn_view *xq, const attn_view *xkv, const attn_view *Wq,
+                                 const attn_view *Wk, const attn_view *Wv, attn_view *out,
+                                 const attn_opts *opts);
+
+/* Multi-head attention parameters. Per-head weights are stacked views:
+ *   Wq (NH, Dq, HS)   Wk (NH, Dkv, HS)   Wv (NH, Dkv, HSv)
+ *   bq (NH, HS)       bk (NH, HS)        bv (NH, HSv)        (data NULL: none)
+ *   Wo (NH*HSv, Dout)                    bo (Dout)           (data NULL: none)
+ * Without Wo the module returns the heads concatenated, (B, Nq, NH*HSv).
+ * Any strides: the article's list of per-head matrices stacked, or the fused
+ * (D, 3*D) matrix seen through attn_mha_from_fused, without copying. */
+typedef struct attn_mha_params {
+    int64_t num_heads;
+    attn_view Wq, Wk, Wv;
+    attn_view bq, bk, bv;
+    attn_view Wo, bo;
+} attn_mha_params;
+
+/* Fill p from the fused form (S7):
+ *   Wqkv (D, 3*D), columns [q | k | v], head h owning columns h*HS..h*HS+HS-1
+ *   of each part, HS = D / num_heads (D % num_heads must be 0);
+ *   bqkv (3*D) or NULL;  Wo (D, Dout) or NULL;  bo (Dout) or NULL.
+ * This is PyTorch's in_proj_weight transposed. The views in p point into the
+ * caller's arrays: Wq[h, i, e] = Wqkv[i, h*HS + e] (strides (HS, ld, 1)).
+ * The module detects this layout and projects with one GEMM. */
+attn_status attn_mha_from_fused(const attn_view *Wqkv, const attn_view *bqkv, int64_t num_heads,
+                                const attn_view *Wo, const attn_view *bo, attn_mha_params *p);
+
+/* Multi-head attention (S4, S5, S6, S7):
+ *   xq  (Nq, Dq) or (B, Nq, Dq)
+ *   xkv (Nkv, Dkv) or (B, Nkv, Dkv), or NULL for self-attention (xkv = xq)
+ *   out (Nq, Dout) or (B, Nq, Dout)   (Dout = NH*HSv without Wo)
+ * Steps, with H = NH:
+ *   q[b,h,i,e] = sum_c xq[b,i,c]  Wq[h,c,e] + bq[h,e]    // "bic,hce->bhie"
+ *   k[b,h,j,e] = sum_c xkv[b,j,c] Wk[h,c,e] + bk[h,e]    // "bjc,hce->bhje"
+ *   v[b,h,j,f] = sum_c xkv[b,j,c] Wv[h,c,f] + bv[h,f]    // "bjc,hcf->bhjf"
+ *   a = attn_sdpa(q, k, v, opts)                         // (B, H, Nq, HSv)
+ *   cat[b,i,h*HSv+f] = a[b,h,i,f]                        // "bhif->bi(hf)"
+ *   out = cat @ Wo + bo                                  // "bio,od->bid"
+ * opts pass to attn_sdpa unchanged (causal, mask, key_lengths, dropout,
+ * threads, lse, weights); NULL = defaults. */
+attn_status attn_mha(const attn_mha_params *p, const attn_view *xq, const attn_view *xkv,
+                     attn_view *out, const attn_opts *opts);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ATTN_H */

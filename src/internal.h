@@ -1,0 +1,133 @@
+/* internal.h - what the layers of attn share and users never see.
+ * Names start with attn__ (two underscores). */
+#ifndef ATTN_INTERNAL_H
+#define ATTN_INTERNAL_H
+
+#include "attn.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- errors (src/error.c) ---------------------------------------------- */
+
+/* Record a printf-style message for attn_last_error() and return s. */
+attn_status attn__fail(attn_status s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* ---- views (src/view.c) ------------------------------------------------ */
+
+/* Check that v is non-NULL with non-NULL data, rank `ndim` (or any rank
+ * 1..4 when ndim == 0), every size >= 1, and that its element offsets fit in
+ * int64. fn and name go into the message ("attn_sdpa: q ..."). */
+attn_status attn__check_view(const char *fn, const char *name, const attn_view *v, int ndim);
+
+/* Check that an output view writes each element once: no stride 0 (or
+ * repeated address) on a dimension of size > 1. */
+attn_status attn__check_output(const char *fn, const char *name, const attn_view *v);
+
+/* Fail with ATTN_ERR_STRIDE if the memory spans of out and in intersect. */
+attn_status attn__check_disjoint(const char *fn, const char *out_name, const attn_view *out,
+                                 const char *in_name, const attn_view *in);
+
+/* Fail with ATTN_ERR_SHAPE unless a.shape[ia] == b.shape[ib]. */
+attn_status attn__check_dim(const char *fn, const char *a_name, const attn_view *a, int ia,
+                            const char *b_name, const attn_view *b, int ib, const char *why);
+
+/* Number of elements (product of sizes); the view must have passed
+ * attn__check_view, and the caller must check *n against its own limits. */
+attn_status attn__numel(const char *fn, const char *name, const attn_view *v, int64_t *n);
+
+/* True when the spans of two views in memory intersect. */
+bool attn__views_overlap(const attn_view *a, const attn_view *b);
+
+/* True when a and b are the same view (data, rank, shape, strides). */
+bool attn__same_view(const attn_view *a, const attn_view *b);
+
+/* Pointer to element [i0, i1, i2, i3] of a rank-4 view. */
+static inline float *attn__at4(const attn_view *v, int64_t i0, int64_t i1, int64_t i2, int64_t i3) {
+    return v->data + i0 * v->stride[0] + i1 * v->stride[1] + i2 * v->stride[2] + i3 * v->stride[3];
+}
+
+/* Pointer to element [i0, i1, i2] of a rank-3 view. */
+static inline float *attn__at3(const attn_view *v, int64_t i0, int64_t i1, int64_t i2) {
+    return v->data + i0 * v->stride[0] + i1 * v->stride[1] + i2 * v->stride[2];
+}
+
+/* v (rank 1..4) as rank 4: size-1 dimensions with stride 0 put in front. */
+attn_view attn__as4(const attn_view *v);
+
+/* ---- memory (src/alloc.c) ---------------------------------------------- */
+
+#define ATTN_ALIGN 64
+
+/* Allocate n * size bytes aligned to ATTN_ALIGN through the installed
+ * allocator; NULL on overflow or failure (the caller reports NOMEM). */
+void *attn__alloc(size_t n, size_t size);
+void attn__free(void *p);
+
+/* ---- threads and ISA (src/dispatch.c) ------------------------------------ */
+
+/* The thread count for a call: requested if > 0, else the online CPUs. */
+int attn__threads(int requested);
+
+/* ATTN_OK if the selected ISA is usable (the ATTN_ISA variable was valid),
+ * else a failure recorded with the function name. */
+attn_status attn__isa_ready(const char *fn);
+
+/* ---- the validated SDPA problem (src/sdpa.c fills it) ------------------ */
+
+/* All checks have passed when an algorithm receives this. Views are rank 4
+ * (lse rank 3). The mask, if any, has stride 0 on every broadcast
+ * dimension, so mask(b, h, i, j) = *attn__at4(&mask, b, h, i, j) always. */
+typedef struct attn__sdpa_problem {
+    int64_t B, H, Hkv, Nq, Nkv, d, dv;
+    attn_view q, k, v, out;
+    float scale;
+    attn_causal causal;
+    bool has_mask;
+    attn_view mask;
+    const int64_t *key_lengths; /* NULL: all Nkv */
+    float dropout_p;
+    uint64_t dropout_seed;
+    attn_view *lse;     /* NULL: not wanted */
+    attn_view *weights; /* NULL: not wanted */
+    int threads;
+} attn__sdpa_problem;
+
+/* Keys j < attn__key_end(P, b, i) pass the key-length and causal rules
+ * (the mask may still hide some). May be <= 0: no key visible. */
+static inline int64_t attn__key_end(const attn__sdpa_problem *P, int64_t b, int64_t i) {
+    int64_t L = P->key_lengths ? P->key_lengths[b] : P->Nkv;
+    int64_t end = L;
+    if (P->causal == ATTN_CAUSAL_TOP_LEFT && i + 1 < end) end = i + 1;
+    if (P->causal == ATTN_CAUSAL_BOTTOM_RIGHT && i + 1 + L - P->Nq < end) end = i + 1 + L - P->Nq;
+    return end;
+}
+
+/* The dropout factor for weight (b, h, i, j): 0 if dropped, else 1/(1-p). */
+static inline float attn__dropout_factor(const attn__sdpa_problem *P, int64_t b, int64_t h,
+                                         int64_t i, int64_t j) {
+    if (P->dropout_p <= 0.0f) return 1.0f;
+    return attn_dropout_keep(P->dropout_seed, b, h, i, j, P->dropout_p)
+               ? (float)(1.0 / (1.0 - (double)P->dropout_p))
+               : 0.0f;
+}
+
+/* The reference algorithm (src/ref/sdpa_ref.c): always applicable. */
+attn_status attn__sdpa_ref(const attn__sdpa_problem *P);
+
+/* ---- GEMM for projections (src/gemm.c) ----------------------------------- */
+
+/* C (M, N) = A (M, K) @ B (K, N) [+ bias (N) broadcast over rows].
+ * A and B are rank-2 views of any strides; C must have a unit column stride.
+ * Uses CBLAS sgemm when built with BLAS and the strides allow, else a plain
+ * blocked loop. */
+attn_status attn__gemm(const attn_view *A, const attn_view *B, const attn_view *bias, attn_view *C,
+                       int threads);
+
+#endif /* ATTN_INTERNAL_H */
