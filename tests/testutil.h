@@ -42,43 +42,43 @@ static int tu_failed = 0, tu_passed = 0;
     } while (0)
 
 /* Print the closing line ctest logs and return the exit code. */
-static int tu_summary(const char *name) {
+static inline int tu_summary(const char *name) {
     printf("%s: %d passed, %d failed\n", name, tu_passed, tu_failed);
     return tu_failed ? 1 : 0;
 }
 
 /* splitmix64: reproducible numbers for test data. */
 static uint64_t tu_state = 0x1234567;
-static uint64_t tu_next(void) {
+static inline uint64_t tu_next(void) {
     uint64_t z = (tu_state += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
 /* Uniform in [lo, hi). */
-static float tu_uniform(float lo, float hi) {
+static inline float tu_uniform(float lo, float hi) {
     return lo + (hi - lo) * (float)((tu_next() >> 40) * (1.0 / 16777216.0));
 }
-static int64_t tu_int(int64_t lo, int64_t hi) { /* inclusive */
+static inline int64_t tu_int(int64_t lo, int64_t hi) { /* inclusive */
     return lo + (int64_t)(tu_next() % (uint64_t)(hi - lo + 1));
 }
-static float *tu_rand(int64_t n, float lo, float hi) {
+static inline float *tu_rand(int64_t n, float lo, float hi) {
     float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
     for (int64_t i = 0; i < n; i++)
         p[i] = tu_uniform(lo, hi);
     return p;
 }
-static float *tu_zeros(int64_t n) {
+static inline float *tu_zeros(int64_t n) {
     return calloc((size_t)(n > 0 ? n : 1), sizeof(float));
 }
-static float *tu_copy(const float *a, int64_t n) {
+static inline float *tu_copy(const float *a, int64_t n) {
     float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
     memcpy(p, a, (size_t)n * sizeof(float));
     return p;
 }
 
 /* Largest |a - b| over n values; NaN if either side has a NaN where the other does not. */
-static double tu_maxdiff(const float *a, const float *b, int64_t n) {
+static inline double tu_maxdiff(const float *a, const float *b, int64_t n) {
     double m = 0.0;
     for (int64_t i = 0; i < n; i++) {
         if (isnan(a[i]) != isnan(b[i])) return NAN;
