@@ -16,7 +16,10 @@ soname=$(objdump -p "$lib/libattn.so" | awk '/SONAME/ {print $2}')
 if nm -D --defined-only "$lib/libattn.so" | awk '{print $3}' | grep -v '^attn_[a-z]' | grep -q .; then
   echo "internal symbols exported:"; nm -D --defined-only "$lib/libattn.so" | grep -v ' attn_[a-z]'; exit 1
 fi
-cc -std=c11 -Wall -Werror -o "$prefix/example" "$src/examples/readme_example.c" \
+# The README's C block, compiled as pasted; it must also equal examples/readme_example.c.
+awk '/^```c$/ {on=1; next} /^```$/ {on=0} on' "$src/README.md" > "$prefix/example.c"
+diff -u "$src/examples/readme_example.c" "$prefix/example.c"
+cc -std=c11 -Wall -Werror -o "$prefix/example" "$prefix/example.c" \
    $(pkg-config --cflags --libs attn) -Wl,-rpath,"$lib"
 "$prefix/example" | grep -q '^out\[3\]'
 echo "install test: 1 passed, 0 failed"
