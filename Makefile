@@ -6,7 +6,7 @@ PYTHON      := /usr/bin/python3
 CMAKE_FLAGS ?=
 PREFIX      ?= /usr/local
 
-.PHONY: all build demo test test-sanitize bench install install-python clean
+.PHONY: all build demo test test-sanitize test-noblas bench install clean
 
 all: build
 
@@ -36,6 +36,14 @@ test-sanitize:
 	cd $(ASAN_BUILD) && ATTN_TEST_QUICK=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j$(JOBS)
 
+# The dependency-free configuration (-DATTN_BLAS=OFF: built-in GEMM loops), C tests.
+test-noblas:
+	@tools/deps.sh build
+	cmake -S . -B build-noblas -DCMAKE_BUILD_TYPE=Release -DATTN_WERROR=ON -DATTN_BLAS=OFF \
+	      -DATTN_PYTHON=OFF -DATTN_CLI=OFF $(CMAKE_FLAGS)
+	cmake --build build-noblas -j$(JOBS)
+	cd build-noblas && ctest --output-on-failure -j$(JOBS)
+
 bench: build
 	bash bench/run.sh $(BUILD)
 
@@ -43,4 +51,4 @@ install: build
 	cmake --install $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) build-noblas

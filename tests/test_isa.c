@@ -1,0 +1,44 @@
+/* test_isa.c - instruction-set selection: names, set/get, and the ATTN_ISA
+ * variable (run a second time by ctest with ATTN_ISA=bogus and with
+ * ATTN_ISA=generic; see tests/CMakeLists.txt). */
+#include "testutil.h"
+
+int main(int argc, char **argv) {
+    const char *mode = argc > 1 ? argv[1] : "";
+    float q[8] = {1, 2, 3, 4, 5, 6, 7, 8}, out[8];
+    attn_view qv = attn_view_4d(q, 1, 1, 2, 4), ov = attn_view_4d(out, 1, 1, 2, 4);
+    if (strcmp(mode, "expect-bogus") == 0) {
+        /* Every call fails with a message naming the variable, never SIGILL. */
+        CHECK_FAIL(attn_sdpa(&qv, &qv, &qv, &ov, NULL), ATTN_ERR_ISA,
+                   "attn_sdpa: ATTN_ISA=bogus is not one of generic, avx2, avx512, auto");
+        attn_view x = attn_view_2d(q, 2, 4);
+        CHECK_FAIL(attn_linear(&x, &x, NULL, &ov, 1), ATTN_ERR_SHAPE, "attn_linear");
+        /* An explicit choice in code replaces the bad variable. */
+        CHECK_OK(attn_set_isa(ATTN_ISA_AUTO));
+        CHECK_OK(attn_sdpa(&qv, &qv, &qv, &ov, NULL));
+        return tu_summary("test_isa (ATTN_ISA=bogus)");
+    }
+    if (strcmp(mode, "expect-generic") == 0) {
+        CHECK(attn_get_isa() == ATTN_ISA_GENERIC, "ATTN_ISA=generic gave %s",
+              attn_isa_name(attn_get_isa()));
+        CHECK_OK(attn_sdpa(&qv, &qv, &qv, &ov, NULL));
+        return tu_summary("test_isa (ATTN_ISA=generic)");
+    }
+    CHECK(strcmp(attn_isa_name(ATTN_ISA_AVX512), "avx512") == 0, "name");
+    CHECK(attn_isa_supported(ATTN_ISA_GENERIC) && attn_isa_supported(ATTN_ISA_AUTO), "generic");
+    CHECK(attn_get_isa() != ATTN_ISA_AUTO, "get_isa never returns AUTO");
+    for (int isa = ATTN_ISA_GENERIC; isa <= ATTN_ISA_AVX512; isa++) {
+        if (attn_isa_supported((attn_isa)isa)) {
+            CHECK_OK(attn_set_isa((attn_isa)isa));
+            CHECK(attn_get_isa() == (attn_isa)isa, "set %d, got %d", isa, (int)attn_get_isa());
+            CHECK(strstr(attn_build_info(), attn_isa_name((attn_isa)isa)) != NULL, "%s",
+                  attn_build_info());
+        } else {
+            attn_isa before = attn_get_isa();
+            CHECK_FAIL(attn_set_isa((attn_isa)isa), ATTN_ERR_ISA, "is not supported");
+            CHECK(attn_get_isa() == before, "a refused choice changed the ISA");
+        }
+    }
+    CHECK(strcmp(attn_version(), ATTN_VERSION_STRING) == 0, "version %s", attn_version());
+    return tu_summary("test_isa");
+}
