@@ -1,9 +1,9 @@
 /* gemm.c - the projections' matrix product, C = A @ B (+ bias).
  *   C[m, n] = sum_k A[m, k] B[k, n] + bias[n]      // einsum "mk,kn->mn"
  * With BLAS: CBLAS sgemm whenever each operand has a unit stride in one
- * dimension (A or B transposed by strides is fine); other layouts are packed
- * into a contiguous copy first. Without BLAS: a plain loop, rows in parallel,
- * the inner loop running along contiguous rows of B and C. */
+ * dimension (A or B transposed by strides is fine). Otherwise, and without
+ * BLAS: a plain loop, rows in parallel, the inner loop along rows of B and C.
+ * Nothing is allocated, so this cannot fail half-way through an output. */
 #include "internal.h"
 
 #ifdef ATTN_HAVE_BLAS
@@ -11,16 +11,6 @@
 #endif
 
 #ifdef ATTN_HAVE_BLAS
-/* Copy a rank-2 view into a contiguous row-major buffer. */
-static float *pack(const attn_view *a) {
-    float *p = attn__alloc((size_t)a->shape[0] * (size_t)a->shape[1], sizeof(float));
-    if (!p) return NULL;
-    for (int64_t i = 0; i < a->shape[0]; i++)
-        for (int64_t j = 0; j < a->shape[1]; j++)
-            p[i * a->shape[1] + j] = a->data[i * a->stride[0] + j * a->stride[1]];
-    return p;
-}
-
 /* BLAS form of a rank-2 view: row-major with leading dimension ld, maybe
  * transposed. Returns 0 if the strides do not allow it. */
 static int blas_form(const attn_view *a, int *trans, int64_t *ld) {
@@ -39,8 +29,8 @@ static int blas_form(const attn_view *a, int *trans, int64_t *ld) {
 }
 #endif
 
-attn_status attn__gemm(const attn_view *A, const attn_view *B, const attn_view *bias, attn_view *C,
-                       int threads) {
+void attn__gemm(const attn_view *A, const attn_view *B, const attn_view *bias, attn_view *C,
+                int threads) {
     const int64_t M = A->shape[0], K = A->shape[1], N = B->shape[1];
     for (int64_t m = 0; m < M; m++)
         for (int64_t n = 0; n < N; n++)
@@ -48,34 +38,15 @@ attn_status attn__gemm(const attn_view *A, const attn_view *B, const attn_view *
 
 #ifdef ATTN_HAVE_BLAS
     int ta = 0, tb = 0;
-    int64_t lda = 0, ldb = 0;
-    attn_view Ap = *A, Bp = *B;
-    float *pa = NULL, *pb = NULL;
-    if (!blas_form(A, &ta, &lda)) {
-        if (!(pa = pack(A))) return attn__fail(ATTN_ERR_NOMEM, "attn_gemm: cannot pack A");
-        Ap = attn_view_2d(pa, M, K);
-        blas_form(&Ap, &ta, &lda);
-    }
-    if (!blas_form(B, &tb, &ldb)) {
-        if (!(pb = pack(B))) {
-            attn__free(pa);
-            return attn__fail(ATTN_ERR_NOMEM, "attn_gemm: cannot pack B");
-        }
-        Bp = attn_view_2d(pb, K, N);
-        blas_form(&Bp, &tb, &ldb);
-    }
-    int64_t ldc = M == 1 ? N : C->stride[0];
-    if (M <= INT32_MAX && N <= INT32_MAX && K <= INT32_MAX && ldc <= INT32_MAX) {
+    int64_t lda = 0, ldb = 0, ldc = M == 1 ? N : C->stride[0];
+    if (blas_form(A, &ta, &lda) && blas_form(B, &tb, &ldb) && M <= INT32_MAX && N <= INT32_MAX &&
+        K <= INT32_MAX && ldc <= INT32_MAX) {
         if (openblas_get_num_threads() != threads) openblas_set_num_threads(threads);
         cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                    (int)M, (int)N, (int)K, 1.0f, Ap.data, (int)lda, Bp.data, (int)ldb, 1.0f,
+                    (int)M, (int)N, (int)K, 1.0f, A->data, (int)lda, B->data, (int)ldb, 1.0f,
                     C->data, (int)ldc);
-        attn__free(pa);
-        attn__free(pb);
-        return ATTN_OK;
+        return;
     }
-    attn__free(pa);
-    attn__free(pb);
 #endif
     /* Plain loop: c[m, :] += a[m, k] * b[k, :], k ascending. */
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -88,5 +59,4 @@ attn_status attn__gemm(const attn_view *A, const attn_view *B, const attn_view *
                 c[n] += a * b[n * B->stride[1]];
         }
     }
-    return ATTN_OK;
 }

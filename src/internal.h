@@ -126,8 +126,8 @@ attn_status attn__sdpa_ref(const attn__sdpa_problem *P);
 /* C (M, N) = A (M, K) @ B (K, N) [+ bias (N) broadcast over rows].
  * A and B are rank-2 views of any strides; C must have a unit column stride.
  * Uses CBLAS sgemm when built with BLAS and the strides allow, else a plain
- * blocked loop. */
-attn_status attn__gemm(const attn_view *A, const attn_view *B, const attn_view *bias, attn_view *C,
-                       int threads);
+ * loop. Allocates nothing and cannot fail. */
+void attn__gemm(const attn_view *A, const attn_view *B, const attn_view *bias, attn_view *C,
+                int threads);
 
 #endif /* ATTN_INTERNAL_H */

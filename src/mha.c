@@ -34,8 +34,8 @@ static attn_view as3(const attn_view *x) {
 /* dst (B, N, H*HS) contiguous = x (B, N, Din) @ W (H, Din, HS) + bias (H, HS).
  * When W's heads sit side by side in one matrix (the fused layout, or one
  * head) it is one GEMM (Din, H*HS); otherwise one GEMM per head. */
-static attn_status project(const attn_view *x, const attn_view *W, const attn_view *bias,
-                           float *dst, int threads) {
+static void project(const attn_view *x, const attn_view *W, const attn_view *bias, float *dst,
+                    int threads) {
     const int64_t B = x->shape[0], N = x->shape[1], Din = x->shape[2];
     const int64_t H = W->shape[0], HS = W->shape[2], ld = H * HS;
     const bool has_bias = bias->data != NULL;
@@ -44,27 +44,25 @@ static attn_status project(const attn_view *x, const attn_view *W, const attn_vi
     /* Rows of all batches form one matrix when x's batches are evenly spaced. */
     const bool flat = B == 1 || x->stride[0] == N * x->stride[1];
     const int64_t nb = flat ? 1 : B, rows = flat ? B * N : N;
-    attn_status s = ATTN_OK;
-    for (int64_t b = 0; b < nb && !s; b++) {
+    for (int64_t b = 0; b < nb; b++) {
         attn_view A = {x->data + b * x->stride[0], 2, {rows, Din}, {x->stride[1], x->stride[2]}};
         if (side_by_side && bias_flat) {
             attn_view W2 = {W->data, 2, {Din, ld}, {W->stride[1], W->stride[2]}};
             attn_view b1 = {bias->data, 1, {ld}, {has_bias ? bias->stride[1] : 0}};
             attn_view C = {dst + b * N * ld, 2, {rows, ld}, {ld, 1}};
-            s = attn__gemm(&A, &W2, has_bias ? &b1 : NULL, &C, threads);
+            attn__gemm(&A, &W2, has_bias ? &b1 : NULL, &C, threads);
             continue;
         }
-        for (int64_t h = 0; h < H && !s; h++) {
+        for (int64_t h = 0; h < H; h++) {
             attn_view Wh = {W->data + h * W->stride[0], 2, {Din, HS}, {W->stride[1], W->stride[2]}};
             attn_view bh = {has_bias ? bias->data + h * bias->stride[0] : NULL,
                             1,
                             {HS},
                             {has_bias ? bias->stride[1] : 0}};
             attn_view C = {dst + b * N * ld + h * HS, 2, {rows, HS}, {ld, 1}};
-            s = attn__gemm(&A, &Wh, has_bias ? &bh : NULL, &C, threads);
+            attn__gemm(&A, &Wh, has_bias ? &bh : NULL, &C, threads);
         }
     }
-    return s;
 }
 
 static attn_status check_weight(const char *fn, const char *name, const attn_view *W, int64_t H,
@@ -194,10 +192,9 @@ attn_status attn_mha(const attn_mha_params *p, const attn_view *xq, const attn_v
     }
 
     /* 1. Projections. */
-    if ((s = project(&x3, &p->Wq, &p->bq, q, threads)) ||
-        (s = project(&kv3, &p->Wk, &p->bk, k, threads)) ||
-        (s = project(&kv3, &p->Wv, &p->bv, v, threads)))
-        goto done;
+    project(&x3, &p->Wq, &p->bq, q, threads);
+    project(&kv3, &p->Wk, &p->bk, k, threads);
+    project(&kv3, &p->Wv, &p->bv, v, threads);
 
     /* 2. Heads by strides: (B, N, H*HS) read as (B, H, N, HS). */
     attn_view q4 = {q, 4, {B, H, Nq, HS}, {Nq * H * HS, HS, H * HS, 1}};
