@@ -8,6 +8,7 @@ attn_status attn_layer_norm(const attn_view *x, const attn_view *gamma, const at
                             float eps, attn_view *y) {
     const char *fn = "attn_layer_norm";
     attn_status s;
+    if ((s = attn__isa_ready(fn))) return s;
     if ((s = attn__check_view(fn, "x", x, 0)) || (s = attn__check_view(fn, "y", y, 0))) return s;
     if (y->ndim != x->ndim)
         return attn__fail(ATTN_ERR_SHAPE, "%s: y.ndim=%d but x.ndim=%d (shapes must match)", fn,

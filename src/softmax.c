@@ -25,6 +25,7 @@ static void softmax_row(const float *x, int64_t xs, float *y, int64_t ys, int64_
 attn_status attn_softmax(const attn_view *x, attn_view *y) {
     const char *fn = "attn_softmax";
     attn_status s;
+    if ((s = attn__isa_ready(fn))) return s;
     if ((s = attn__check_view(fn, "x", x, 0)) || (s = attn__check_view(fn, "y", y, 0))) return s;
     if (y->ndim != x->ndim)
         return attn__fail(ATTN_ERR_SHAPE, "%s: y.ndim=%d but x.ndim=%d (shapes must match)", fn,

@@ -11,8 +11,11 @@ int main(int argc, char **argv) {
         /* Every call fails with a message naming the variable, never SIGILL. */
         CHECK_FAIL(attn_sdpa(&qv, &qv, &qv, &ov, NULL), ATTN_ERR_ISA,
                    "attn_sdpa: ATTN_ISA=bogus is not one of generic, avx2, avx512, auto");
-        attn_view x = attn_view_2d(q, 2, 4);
-        CHECK_FAIL(attn_linear(&x, &x, NULL, &ov, 1), ATTN_ERR_SHAPE, "attn_linear");
+        attn_view x = attn_view_2d(q, 2, 4), y = attn_view_2d(out, 2, 4);
+        CHECK_FAIL(attn_softmax(&x, &y), ATTN_ERR_ISA, "attn_softmax: ATTN_ISA=bogus");
+        CHECK_FAIL(attn_layer_norm(&x, NULL, NULL, 1e-5f, &y), ATTN_ERR_ISA, "attn_layer_norm");
+        attn_view w = attn_view_2d(q, 4, 2), y2 = attn_view_2d(out, 2, 2);
+        CHECK_FAIL(attn_linear(&x, &w, NULL, &y2, 1), ATTN_ERR_ISA, "attn_linear");
         /* An explicit choice in code replaces the bad variable. */
         CHECK_OK(attn_set_isa(ATTN_ISA_AUTO));
         CHECK_OK(attn_sdpa(&qv, &qv, &qv, &ov, NULL));
