@@ -38,6 +38,10 @@ attn_status attn__check_disjoint(const char *fn, const char *out_name, const att
 attn_status attn__check_dim(const char *fn, const char *a_name, const attn_view *a, int ia,
                             const char *b_name, const attn_view *b, int ib, const char *why);
 
+/* Checks of a row-wise op from x to y (softmax, layer norm): both valid,
+ * same shape, y a proper output that is x itself (in place) or disjoint. */
+attn_status attn__check_x_to_y(const char *fn, const attn_view *x, const attn_view *y);
+
 /* Number of elements (product of sizes); the view must have passed
  * attn__check_view, and the caller must check *n against its own limits. */
 attn_status attn__numel(const char *fn, const char *name, const attn_view *v, int64_t *n);

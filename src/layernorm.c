@@ -9,12 +9,7 @@ attn_status attn_layer_norm(const attn_view *x, const attn_view *gamma, const at
     const char *fn = "attn_layer_norm";
     attn_status s;
     if ((s = attn__isa_ready(fn))) return s;
-    if ((s = attn__check_view(fn, "x", x, 0)) || (s = attn__check_view(fn, "y", y, 0))) return s;
-    if (y->ndim != x->ndim)
-        return attn__fail(ATTN_ERR_SHAPE, "%s: y.ndim=%d but x.ndim=%d (shapes must match)", fn,
-                          y->ndim, x->ndim);
-    for (int i = 0; i < x->ndim; i++)
-        if ((s = attn__check_dim(fn, "y", y, i, "x", x, i, "shapes must match"))) return s;
+    if ((s = attn__check_x_to_y(fn, x, y))) return s;
     const int last = x->ndim - 1;
     if (gamma) {
         if ((s = attn__check_view(fn, "gamma", gamma, 1)) ||
@@ -28,8 +23,6 @@ attn_status attn_layer_norm(const attn_view *x, const attn_view *gamma, const at
     }
     if (!(eps >= 0.0f) || !isfinite(eps))
         return attn__fail(ATTN_ERR_ARG, "%s: eps=%g must be finite and >= 0", fn, (double)eps);
-    if ((s = attn__check_output(fn, "y", y))) return s;
-    if (!attn__same_view(x, y) && (s = attn__check_disjoint(fn, "y", y, "x", x))) return s;
     if (gamma && (s = attn__check_disjoint(fn, "y", y, "gamma", gamma))) return s;
     if (beta && (s = attn__check_disjoint(fn, "y", y, "beta", beta))) return s;
 

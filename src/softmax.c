@@ -26,14 +26,7 @@ attn_status attn_softmax(const attn_view *x, attn_view *y) {
     const char *fn = "attn_softmax";
     attn_status s;
     if ((s = attn__isa_ready(fn))) return s;
-    if ((s = attn__check_view(fn, "x", x, 0)) || (s = attn__check_view(fn, "y", y, 0))) return s;
-    if (y->ndim != x->ndim)
-        return attn__fail(ATTN_ERR_SHAPE, "%s: y.ndim=%d but x.ndim=%d (shapes must match)", fn,
-                          y->ndim, x->ndim);
-    for (int i = 0; i < x->ndim; i++)
-        if ((s = attn__check_dim(fn, "y", y, i, "x", x, i, "shapes must match"))) return s;
-    if ((s = attn__check_output(fn, "y", y))) return s;
-    if (!attn__same_view(x, y) && (s = attn__check_disjoint(fn, "y", y, "x", x))) return s;
+    if ((s = attn__check_x_to_y(fn, x, y))) return s;
 
     attn_view x4 = attn__as4(x), y4 = attn__as4(y);
     for (int64_t a = 0; a < x4.shape[0]; a++)

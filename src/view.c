@@ -208,3 +208,16 @@ attn_view attn__as4(const attn_view *v) {
     }
     return r;
 }
+
+attn_status attn__check_x_to_y(const char *fn, const attn_view *x, const attn_view *y) {
+    attn_status s;
+    if ((s = attn__check_view(fn, "x", x, 0)) || (s = attn__check_view(fn, "y", y, 0))) return s;
+    if (y->ndim != x->ndim)
+        return attn__fail(ATTN_ERR_SHAPE, "%s: y.ndim=%d but x.ndim=%d (shapes must match)", fn,
+                          y->ndim, x->ndim);
+    for (int i = 0; i < x->ndim; i++)
+        if ((s = attn__check_dim(fn, "y", y, i, "x", x, i, "shapes must match"))) return s;
+    if ((s = attn__check_output(fn, "y", y))) return s;
+    if (!attn__same_view(x, y) && (s = attn__check_disjoint(fn, "y", y, "x", x))) return s;
+    return ATTN_OK;
+}
