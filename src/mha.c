@@ -162,6 +162,31 @@ static attn_status check_mha(const char *fn, const attn_mha_params *p, const att
     return ATTN_OK;
 }
 
+/* Whether q, k and v weights sit side by side in one matrix, [Wq | Wk | Wv]
+ * with equal strides (the fused (D, 3*D) layout), and their biases likewise.
+ * If so, W and bias become that matrix as one head: (1, Din, 3*H*HS). */
+static bool fused_qkv(const attn_mha_params *p, attn_view *W, attn_view *bias) {
+    const attn_view *Ws[3] = {&p->Wq, &p->Wk, &p->Wv}, *bs[3] = {&p->bq, &p->bk, &p->bv};
+    const int64_t H = p->num_heads, HS = p->Wq.shape[2], ld = H * HS;
+    const int64_t rs = p->Wq.stride[1], cs = p->Wq.stride[2];
+    const bool has_bias = p->bq.data != NULL;
+    const int64_t bst = has_bias ? p->bq.stride[1] : 0;
+    if (p->Wv.shape[2] != HS) return false;
+    for (int i = 0; i < 3; i++) {
+        const attn_view *w = Ws[i], *b = bs[i];
+        if ((H > 1 && w->stride[0] != HS * cs) || w->stride[1] != rs || w->stride[2] != cs ||
+            w->data != p->Wq.data + i * ld * cs)
+            return false;
+        if ((b->data != NULL) != has_bias) return false;
+        if (has_bias && ((H > 1 && b->stride[0] != HS * bst) || b->stride[1] != bst ||
+                         b->data != p->bq.data + i * ld * bst))
+            return false;
+    }
+    *W = (attn_view){p->Wq.data, 3, {1, p->Wq.shape[1], 3 * ld}, {0, rs, cs}};
+    *bias = (attn_view){has_bias ? p->bq.data : NULL, 2, {1, 3 * ld}, {0, bst}};
+    return true;
+}
+
 attn_status attn_mha(const attn_mha_params *p, const attn_view *xq, const attn_view *xkv,
                      attn_view *out, const attn_opts *opts) {
     const char *fn = "attn_mha";
@@ -176,30 +201,42 @@ attn_status attn_mha(const attn_mha_params *p, const attn_view *xq, const attn_v
     const attn_view x3 = as3(xq), kv3 = as3(xkv), out3 = as3(out);
     const int64_t B = x3.shape[0], Nq = x3.shape[1], Nkv = kv3.shape[1];
     const int64_t H = p->num_heads, HS = p->Wq.shape[2], HSv = p->Wv.shape[2];
-    /* Scratch: q (B, Nq, H*HS), k (B, Nkv, H*HS), v (B, Nkv, H*HSv), cat (B, Nq, H*HSv). */
+    attn_view Wf, bf;
+    const bool fused = attn__same_view(xq, xkv) && fused_qkv(p, &Wf, &bf);
+    /* Scratch: q (B, Nq, H*HS), k (B, Nkv, H*HS), v (B, Nkv, H*HSv) - or, fused,
+     * one qkv (B, N, 3*H*HS) - and cat (B, Nq, H*HSv) when there is a Wo. */
     size_t nq, nk, nv, nc;
     if (__builtin_mul_overflow((size_t)(B * Nq), (size_t)(H * HS), &nq) ||
         __builtin_mul_overflow((size_t)(B * Nkv), (size_t)(H * HS), &nk) ||
         __builtin_mul_overflow((size_t)(B * Nkv), (size_t)(H * HSv), &nv) ||
-        __builtin_mul_overflow((size_t)(B * Nq), (size_t)(H * HSv), &nc))
+        __builtin_mul_overflow((size_t)(B * Nq), (size_t)(H * HSv), &nc) ||
+        __builtin_add_overflow(nq, nk, &nk) || __builtin_add_overflow(nk, nv, &nv))
         return attn__fail(ATTN_ERR_OVERFLOW, "%s: projected sizes overflow", fn);
-    float *q = attn__alloc(nq, sizeof(float)), *k = attn__alloc(nk, sizeof(float));
-    float *v = attn__alloc(nv, sizeof(float));
+    /* One block holds q, then k, then v (nv now counts all three). */
+    float *qkv = attn__alloc(nv, sizeof(float));
     float *cat = p->Wo.data ? attn__alloc(nc, sizeof(float)) : NULL;
-    if (!q || !k || !v || (p->Wo.data && !cat)) {
+    if (!qkv || (p->Wo.data && !cat)) {
         s = attn__fail(ATTN_ERR_NOMEM, "%s: cannot allocate the projected q, k, v", fn);
         goto done;
     }
 
-    /* 1. Projections. */
-    project(&x3, &p->Wq, &p->bq, q, threads);
-    project(&kv3, &p->Wk, &p->bk, k, threads);
-    project(&kv3, &p->Wv, &p->bv, v, threads);
-
-    /* 2. Heads by strides: (B, N, H*HS) read as (B, H, N, HS). */
-    attn_view q4 = {q, 4, {B, H, Nq, HS}, {Nq * H * HS, HS, H * HS, 1}};
-    attn_view k4 = {k, 4, {B, H, Nkv, HS}, {Nkv * H * HS, HS, H * HS, 1}};
-    attn_view v4 = {v, 4, {B, H, Nkv, HSv}, {Nkv * H * HSv, HSv, H * HSv, 1}};
+    /* 1. Projections, and 2. heads by strides: (B, N, H*HS) read as (B, H, N, HS). */
+    attn_view q4, k4, v4;
+    if (fused) {
+        const int64_t ld = 3 * H * HS; /* row of qkv: [q | k | v] */
+        project(&x3, &Wf, &bf, qkv, threads);
+        q4 = (attn_view){qkv, 4, {B, H, Nq, HS}, {Nq * ld, HS, ld, 1}};
+        k4 = (attn_view){qkv + H * HS, 4, {B, H, Nq, HS}, {Nq * ld, HS, ld, 1}};
+        v4 = (attn_view){qkv + 2 * H * HS, 4, {B, H, Nq, HS}, {Nq * ld, HS, ld, 1}};
+    } else {
+        float *q = qkv, *k = qkv + nq, *v = qkv + nk;
+        project(&x3, &p->Wq, &p->bq, q, threads);
+        project(&kv3, &p->Wk, &p->bk, k, threads);
+        project(&kv3, &p->Wv, &p->bv, v, threads);
+        q4 = (attn_view){q, 4, {B, H, Nq, HS}, {Nq * H * HS, HS, H * HS, 1}};
+        k4 = (attn_view){k, 4, {B, H, Nkv, HS}, {Nkv * H * HS, HS, H * HS, 1}};
+        v4 = (attn_view){v, 4, {B, H, Nkv, HSv}, {Nkv * H * HSv, HSv, H * HSv, 1}};
+    }
 
     /* 3. Attention, written into the concatenated layout (B, Nq, H*HSv). */
     attn_view a4;
@@ -215,14 +252,12 @@ attn_status attn_mha(const attn_mha_params *p, const attn_view *xq, const attn_v
 
     /* 4. Output projection. */
     if (cat) {
-        attn_view c3 = {cat, out->ndim, {0}, {0}};
-        c3 = out->ndim == 3 ? attn_view_3d(cat, B, Nq, H * HSv) : attn_view_2d(cat, Nq, H * HSv);
-        s = attn_linear(&c3, &p->Wo, p->bo.data ? &p->bo : NULL, out, threads);
+        attn_view c =
+            out->ndim == 3 ? attn_view_3d(cat, B, Nq, H * HSv) : attn_view_2d(cat, Nq, H * HSv);
+        s = attn_linear(&c, &p->Wo, p->bo.data ? &p->bo : NULL, out, threads);
     }
 done:
-    attn__free(q);
-    attn__free(k);
-    attn__free(v);
+    attn__free(qkv);
     attn__free(cat);
     return s;
 }
