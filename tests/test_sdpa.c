@@ -454,6 +454,13 @@ static void test_invisible_nan_and_identities(void) {
     v[0] = NAN;
     CHECK_OK(run(&c, q, k, v, o2, NULL, attn_opts_default()));
     CHECK(isnan(o2[0]) && isnan(o2[(N - 1) * D]), "NaN in a visible value did not propagate");
+    /* A NaN query makes its own row NaN (lse too), even though every score is NaN. */
+    float l2[N];
+    q[D] = NAN;
+    CHECK_OK(run(&c, q, k, v, o2, l2, attn_opts_default()));
+    CHECK(isnan(o2[D]) && isnan(l2[1]) && !isnan(l2[0]) && !isnan(l2[2]),
+          "NaN query: out %g lse %g (rows 0, 2: %g %g)", o2[D], l2[1], l2[0], l2[2]);
+    q[D] = 0.5f;
 
     attn_view qv = attn_view_4d(q, 1, 1, N, D), kv = attn_view_4d(k, 1, 1, N, D);
     attn_view vv = attn_view_4d(v, 1, 1, N, D), ov = attn_view_4d(o2, 1, 1, N, D);

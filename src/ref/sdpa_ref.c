@@ -40,7 +40,7 @@ static void attend_row(const attn__sdpa_problem *P, int64_t b, int64_t h, int64_
         s[j] = (double)P->scale * dot + mask;
         visible[j] = 1;
         n_visible++;
-        if (s[j] > m) m = s[j];
+        if (s[j] > m || isnan(s[j])) m = s[j]; /* a NaN score makes the row NaN */
     }
 
     /* 2. A row that sees nothing (or only -inf scores) is zeros, lse -inf. */
