@@ -203,6 +203,9 @@ typedef enum attn_algo {
     ATTN_ALGO_FLASH = 2,     /* tiled online softmax (falls back to reference where unsupported) */
 } attn_algo;
 
+/* The most threads a call uses, whatever it asks for. */
+#define ATTN_MAX_THREADS 256
+
 /* Options of attn_sdpa and of every module that calls it.
  * Always start from attn_opts_default(); fields are only ever appended. */
 typedef struct attn_opts {
@@ -220,7 +223,7 @@ typedef struct attn_opts {
     float dropout_p;
     uint64_t dropout_seed;
     /* Threads for this call; <= 0 means the number of online CPUs. OpenMP's
-     * global default is never consulted. */
+     * global default is never consulted. Capped at ATTN_MAX_THREADS. */
     int num_threads;
     attn_algo algo;
     /* Optional output, shape (B, H, Nq): lse[b,h,i] = log sum over visible j
@@ -248,7 +251,8 @@ attn_opts attn_opts_default(void);
  *   x = mix(mix(mix(mix(seed ^ b) ^ h) ^ i) ^ j)      (all uint64 arithmetic)
  *   u = x >> 40                                         (24 uniform bits)
  *   dropped iff u < (uint32_t)(p * 16777216.0)          (threshold in double)
- * Kept weights are scaled by 1/(1-p).
+ * Kept weights are scaled by 1/(1-p). p <= 0 (or NaN) keeps everything,
+ * p >= 1 drops everything (attn_sdpa itself only accepts p in [0, 1)).
  * @return 1 if weight (b, h, i, j) is kept, 0 if dropped. */
 int attn_dropout_keep(uint64_t seed, int64_t b, int64_t h, int64_t i, int64_t j, float p);
 
@@ -292,7 +296,7 @@ attn_status attn_merge(const attn_view *part_out, const attn_view *part_lse, int
  *   x (..., in) of rank 1..3;  W (in, out);  bias (out) or NULL;  y (..., out)
  *   y[n, o] = sum_i x[n, i] W[i, o] + bias[o]     // einsum "ni,io->no"
  * Uses CBLAS sgemm when built with BLAS (deterministic per thread count),
- * else a plain blocked loop. num_threads <= 0 means all CPUs. */
+ * else a plain loop. num_threads <= 0 means all CPUs (capped at ATTN_MAX_THREADS). */
 attn_status attn_linear(const attn_view *x, const attn_view *W, const attn_view *bias, attn_view *y,
                         int num_threads);
 

@@ -126,7 +126,10 @@ attn_status attn__isa_ready(const char *fn) {
 }
 
 int attn__threads(int requested) {
+    /* OpenMP runtimes exit the process when they cannot create a team, so
+     * absurd requests are capped rather than passed on. */
+    if (requested > ATTN_MAX_THREADS) return ATTN_MAX_THREADS;
     if (requested > 0) return requested;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
+    return n > 0 ? (int)(n < ATTN_MAX_THREADS ? n : ATTN_MAX_THREADS) : 1;
 }

@@ -25,8 +25,9 @@ int attn_dropout_keep(uint64_t seed, int64_t b, int64_t h, int64_t i, int64_t j,
     x = mix64(x ^ (uint64_t)i);
     x = mix64(x ^ (uint64_t)j);
     uint32_t u = (uint32_t)(x >> 40);
-    uint32_t threshold = p > 0.0f ? (uint32_t)((double)p * 16777216.0) : 0u;
-    return u >= threshold;
+    if (!(p > 0.0f)) return 1; /* p <= 0 or NaN: nothing is dropped */
+    if (p >= 1.0f) return 0;
+    return u >= (uint32_t)((double)p * 16777216.0);
 }
 
 /* The mask as a rank-4 view with stride 0 on its broadcast dimensions. */

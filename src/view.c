@@ -61,7 +61,7 @@ attn_status attn_split_qkv(const attn_view *qkv, int64_t num_heads, attn_view *q
     if (num_heads < 1)
         return attn__fail(ATTN_ERR_SHAPE, "%s: num_heads=%" PRId64 " must be >= 1", fn, num_heads);
     int64_t C = qkv->shape[2];
-    if (C % (3 * num_heads) != 0)
+    if (num_heads > C / 3 || C % (3 * num_heads) != 0)
         return attn__fail(ATTN_ERR_SHAPE,
                           "%s: qkv.shape[2]=%" PRId64 " is not a multiple of 3*num_heads=%" PRId64,
                           fn, C, 3 * num_heads);

@@ -604,6 +604,21 @@ static void test_errors(void) {
     for (int i = 0; i < 2 * 64; i++)
         CHECK(out[i] == 42.0f, "a failed call wrote out[%d]", i);
 
+    /* Hostile values that must not reach undefined behaviour or the OpenMP runtime. */
+    attn_view qkv = attn_view_3d(q, 1, 2, 48), s1, s2, s3;
+    CHECK_FAIL(attn_split_qkv(&qkv, INT64_MAX / 2, &s1, &s2, &s3), ATTN_ERR_SHAPE,
+               "is not a multiple of 3*num_heads");
+    CHECK(attn_dropout_keep(1, 0, 0, 0, 0, INFINITY) == 0 &&
+              attn_dropout_keep(1, 0, 0, 0, 0, NAN) == 1 &&
+              attn_dropout_keep(1, 0, 0, 0, 0, 300.0f) == 0,
+          "dropout_keep outside [0, 1)");
+    o = attn_opts_default();
+    o.num_threads = INT32_MAX; /* capped at ATTN_MAX_THREADS */
+    o.algo = ATTN_ALGO_REFERENCE;
+    float ok_out[2 * 64];
+    attn_view okv = attn_view_4d(ok_out, 1, 1, 2, 64);
+    CHECK_OK(attn_sdpa(&qv, &kv, &vv, &okv, &o));
+
     /* Merge, softmax. */
     CHECK_FAIL(attn_merge(&ov, &lv, 0, &ov, NULL), ATTN_ERR_ARG, "n_parts=0");
     attn_view x = attn_view_2d(q, 2, 3), y = attn_view_2d(out, 3, 2);
