@@ -32,6 +32,7 @@ static int blas_form(const attn_view *a, int *trans, int64_t *ld) {
 void attn__gemm(const attn_view *A, const attn_view *B, const attn_view *bias, attn_view *C,
                 int threads) {
     const int64_t M = A->shape[0], K = A->shape[1], N = B->shape[1];
+    (void)threads; /* unused when built without BLAS and OpenMP */
     for (int64_t m = 0; m < M; m++)
         for (int64_t n = 0; n < N; n++)
             C->data[m * C->stride[0] + n] = bias ? bias->data[n * bias->stride[0]] : 0.0f;

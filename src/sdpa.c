@@ -1,6 +1,7 @@
 /* sdpa.c - attn_sdpa: validate everything, then pick an algorithm.
  * The checks all run before any output is written. */
 #include "internal.h"
+#include "flash/flash.h"
 
 #include <inttypes.h>
 
@@ -161,7 +162,8 @@ static attn_status build_problem(const char *fn, const attn_view *q, const attn_
 
 /* Pick the algorithm for a validated problem. */
 static attn_status attn__sdpa_select(const attn__sdpa_problem *P, attn_algo algo) {
-    (void)algo;
+    /* The flash path has no dropout and never forms the weights. */
+    if (algo != ATTN_ALGO_REFERENCE && attn__flash_applies(P)) return attn__sdpa_flash(P);
     return attn__sdpa_ref(P);
 }
 

@@ -63,8 +63,9 @@ attn_status attn_split_qkv(const attn_view *qkv, int64_t num_heads, attn_view *q
     int64_t C = qkv->shape[2];
     if (num_heads > C / 3 || C % (3 * num_heads) != 0)
         return attn__fail(ATTN_ERR_SHAPE,
-                          "%s: qkv.shape[2]=%" PRId64 " is not a multiple of 3*num_heads=%" PRId64,
-                          fn, C, 3 * num_heads);
+                          "%s: qkv.shape[2]=%" PRId64
+                          " is not a multiple of 3*num_heads (num_heads=%" PRId64 ")",
+                          fn, C, num_heads);
     int64_t D = C / 3, d = D / num_heads;
     attn_view *parts[3] = {q, k, v};
     for (int p = 0; p < 3; p++) {

@@ -360,7 +360,8 @@ static void test_dropout(void) {
     attn_view wv = attn_view_4d(w, B, H, N, N), o0v = attn_view_4d(o0, B, H, N, N);
     attn_opts op = attn_opts_default();
     op.causal = ATTN_CAUSAL_TOP_LEFT;
-    op.weights = &wv; /* undropped weights */
+    op.algo = ATTN_ALGO_REFERENCE; /* bit-for-bit comparisons below: one algorithm */
+    op.weights = &wv;              /* undropped weights */
     CHECK_OK(attn_sdpa(&qv, &kv, &vv, &o0v, &op));
     op.weights = NULL;
     op.dropout_seed = 99;

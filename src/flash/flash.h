@@ -1,0 +1,44 @@
+/* flash/flash.h - the fast path of attn_sdpa: tiled online softmax.
+ *
+ * For each tile (batch b, kv head g, up to ATTN_TILE_ROWS query rows of the
+ * query heads that read g) the keys are walked in blocks of ATTN_KEY_BLOCK
+ * with a running max and sum; the output tile stays in a small per-thread
+ * accumulator and the Nq x Nkv scores are never formed. Extra memory is
+ * O(threads x tile), independent of Nq and Nkv (plus, in decode, the
+ * partials of at most 64 MiB, see below).
+ *
+ * Determinism: the keys of a row are processed in chunks of ATTN_KEY_CHUNK
+ * keys (multiples of the block) from j = 0, each chunk from a fresh state,
+ * and the chunk partials (max, sum, unnormalised output) are folded in
+ * ascending order by one merge routine. Prefill folds them on the thread
+ * that owns the tile; decode (few tiles, many keys) spreads (tile, chunk)
+ * pairs over the threads and folds afterwards. The kernels compute every
+ * element with the same operations whatever the tile (kernels/kernels.h), so
+ * a row's bits depend neither on threads, Nq, B, other rows nor the mode.
+ *
+ * Supported: scale, every causal rule, additive mask (broadcast), key
+ * lengths, grouped-query heads, lse, any strides (q, mask, out are read or
+ * written element by element; k and v blocks are copied to contiguous
+ * scratch when their last dimension is not contiguous). Dropout > 0 and the
+ * weights output are not: attn__sdpa_select sends those to the reference
+ * (see attn__flash_applies). */
+#ifndef ATTN_FLASH_H
+#define ATTN_FLASH_H
+
+#include "internal.h"
+
+/* Head sizes (d, dv) above this go to the reference path: the per-thread
+ * scratch holds a few (d, ATTN_TILE_ROWS) tiles. */
+#define ATTN_FLASH_MAX_HEAD ((int64_t)1 << 20)
+
+/* True when the flash path computes P: no dropout, no weights output, head
+ * sizes up to ATTN_FLASH_MAX_HEAD. */
+bool attn__flash_applies(const attn__sdpa_problem *P);
+
+/* Compute P with the flash algorithm and the kernels of attn_get_isa().
+ * attn__flash_applies(P) must hold.
+ * @return ATTN_OK, or ATTN_ERR_NOMEM (outputs untouched), or ATTN_ERR_ARG
+ * if it does not apply. */
+attn_status attn__sdpa_flash(const attn__sdpa_problem *P);
+
+#endif /* ATTN_FLASH_H */

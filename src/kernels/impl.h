@@ -1,0 +1,42 @@
+/* kernels/impl.h - the per-ISA kernel functions that kernels.c puts in tables.
+ * Each is documented at its slot in kernels.h. */
+#ifndef ATTN_KERNELS_IMPL_H
+#define ATTN_KERNELS_IMPL_H
+
+#include "kernels/kernels.h"
+
+/* The exponential's constants, shared by every ISA (Cephes' expf):
+ * x = n ln2 + r with n = round(x log2e), ln2 = C1 + C2 split so n*C1 is exact,
+ * exp(r) = 1 + r + r^2 P(r) on |r| <= ln2/2, then scaled by 2^n. */
+#define ATTN_EXP_LO    (-87.33654f) /* below: 0 (exp would be subnormal) */
+#define ATTN_EXP_HI    88.37626f    /* above: saturate, so 2^n stays finite */
+#define ATTN_EXP_LOG2E 1.44269504088896341f
+#define ATTN_EXP_C1    0.693359375f
+#define ATTN_EXP_C2    (-2.12194440e-4f)
+#define ATTN_EXP_P0    1.9875691500e-4f
+#define ATTN_EXP_P1    1.3981999507e-3f
+#define ATTN_EXP_P2    8.3334519073e-3f
+#define ATTN_EXP_P3    4.1665795894e-2f
+#define ATTN_EXP_P4    1.6666665459e-1f
+#define ATTN_EXP_P5    5.0000001201e-1f
+
+#define ATTN_KERNEL_DECLS(isa)                                                                     \
+    void attn__score_##isa(float *st, const float *qt, int64_t ldr, const float *k, int64_t ks,    \
+                           int64_t nk, int64_t nr, int64_t d);                                     \
+    void attn__scale_max_##isa(float *st, int64_t ldr, int64_t nk, float scale,                    \
+                               const int32_t *vis, float *bmax);                                   \
+    void attn__softmax_##isa(float *st, int64_t ldr, int64_t nk, const float *bmax, float *m,      \
+                             float *l, float *alpha);                                              \
+    void attn__pv_##isa(float *o, int64_t ldo, const float *alpha, const float *p, int64_t ldr,    \
+                        const float *v, int64_t vs, int64_t nk, int64_t nr, int64_t dv);           \
+    void attn__merge_##isa(float *ot, const float *oc, int64_t ldo, const float *a,                \
+                           const float *b, int64_t nr, int64_t dv);                                \
+    void attn__exp_##isa(float *y, const float *x, int64_t n);
+
+ATTN_KERNEL_DECLS(generic)
+#if defined(__x86_64__)
+ATTN_KERNEL_DECLS(avx2)
+ATTN_KERNEL_DECLS(avx512)
+#endif
+
+#endif /* ATTN_KERNELS_IMPL_H */

@@ -1,0 +1,88 @@
+/* kernels/kernels.h - the SIMD micro-kernels of the flash path, one table per ISA.
+ *
+ * Layouts (all float, row r = a query row of the tile, c = a key of the block):
+ *   qt  (d, ldr)     Q^T of the tile: qt[e*ldr + r]; rows nr..ldr-1 are zero
+ *   st  (nk, ldr)    scores, then probabilities, KEY-MAJOR: st[c*ldr + r]
+ *   k   (nk, d)      key rows: k[c*ks + e] (last dimension contiguous)
+ *   v   (nk, dv)     value rows: v[c*vs + f] (last dimension contiguous)
+ *   o   (nr, ldo)    output accumulator, row-major: o[r*ldo + f]
+ * ldr is a multiple of ATTN_LANES (16) and at most ATTN_TILE_ROWS; kernels
+ * that take ldr compute all ldr lanes, so row tails need no special case.
+ *
+ * Determinism: every kernel computes each element with the same sequence of
+ * IEEE operations whatever nk, nr, ldr or the position in a register tile:
+ *   score  s[c][r] = fma chain over e = 0..d-1 ascending, starting from +0
+ *   pv     o[r][f] = o[r][f] * alpha[r], then fma(p[c][r], v[c][f], .) for
+ *                    c = 0..nk-1 ascending
+ *   sums   l[r] = l[r] * alpha[r], then + p[c][r] for c ascending
+ * so a row's bits never depend on the tile it is computed in. Results are
+ * per ISA: the generic, AVX2 and AVX-512 exponentials may differ in the last
+ * bit (they agree with exp within 2 ulp). */
+#ifndef ATTN_KERNELS_H
+#define ATTN_KERNELS_H
+
+#include "attn.h"
+
+#include <stdint.h>
+
+#define ATTN_LANES     16  /* rows are padded to a multiple of this */
+#define ATTN_TILE_ROWS 64  /* query rows per tile, at most */
+#define ATTN_KEY_BLOCK 64  /* keys per block: one online-softmax step */
+#define ATTN_KEY_CHUNK 512 /* keys per chunk: the unit split across threads in decode */
+
+typedef struct attn__kernels {
+    const char *name;
+
+    /* Raw scores of a tile, key-major, for c < nk and r < nr (lanes nr..ldr-1
+     * may be left unspecified):
+     *   st[c*ldr + r] = sum_e qt[e*ldr + r] * k[c*ks + e]   // "er,ce->cr" */
+    void (*score)(float *st, const float *qt, int64_t ldr, const float *k, int64_t ks, int64_t nk,
+                  int64_t nr, int64_t d);
+
+    /* Scale, hide, take the block maximum, for c < nk, r < ldr:
+     *   st[c][r] = c < vis[r] ? st[c][r] * scale : -inf
+     *   bmax[r]  = max_c st[c][r]   (-inf if nothing is visible)
+     * vis[r] in 0..nk (a prefix of the block is visible to row r). */
+    void (*scale_max)(float *st, int64_t ldr, int64_t nk, float scale, const int32_t *vis,
+                      float *bmax);
+
+    /* One online-softmax step, for r < ldr:
+     *   mn = max(m[r], bmax[r]);  ms = mn == -inf ? 0 : mn
+     *   alpha[r] = exp(m[r] - ms)
+     *   st[c][r] = exp(st[c][r] - ms)                 (-inf -> exactly 0)
+     *   l[r] = l[r] * alpha[r] + st[0][r] + st[1][r] + ...   (c ascending)
+     *   m[r] = mn */
+    void (*softmax)(float *st, int64_t ldr, int64_t nk, const float *bmax, float *m, float *l,
+                    float *alpha);
+
+    /* Output update, for r < nr, f < dv:
+     *   o[r][f] = o[r][f] * alpha[r] + sum_c p[c*ldr + r] * v[c*vs + f]   // "cr,cf->rf" */
+    void (*pv)(float *o, int64_t ldo, const float *alpha, const float *p, int64_t ldr,
+               const float *v, int64_t vs, int64_t nk, int64_t nr, int64_t dv);
+
+    /* Merge of two partial accumulators, for r < nr, f < dv:
+     *   ot[r][f] = fma(oc[r][f], b[r], ot[r][f] * a[r]) */
+    void (*merge)(float *ot, const float *oc, int64_t ldo, const float *a, const float *b,
+                  int64_t nr, int64_t dv);
+
+    /* y[i] = exp(x[i]) for i < n: within 2 ulp on [-87.3, 0]; 0 below
+     * -87.336 and for -inf; NaN stays NaN; inputs above 88.37 saturate.
+     * y may equal x. */
+    void (*exp)(float *y, const float *x, int64_t n);
+} attn__kernels;
+
+/* The table for an ISA the CPU supports (AUTO: the selected one). */
+const attn__kernels *attn__kernels_for(attn_isa isa);
+
+/* The tables of each ISA; the ISA ones exist only on x86-64. */
+extern const attn__kernels attn__kernels_generic;
+#if defined(__x86_64__)
+extern const attn__kernels attn__kernels_avx2;
+extern const attn__kernels attn__kernels_avx512;
+#endif
+
+/* The scalar exponential of the generic kernels (same algorithm as the
+ * vector ones), for tests. */
+float attn__expf_generic(float x);
+
+#endif /* ATTN_KERNELS_H */

@@ -1,0 +1,57 @@
+/* kernels/softmax_avx2.c - scale/hide/max, the online-softmax step and exp
+ * over arrays, AVX2 + FMA. 8 rows per vector; per element the same
+ * operations as softmax_generic.c (see kernels.h). */
+#include "kernels/exp_avx2.h"
+
+#define AVX2 __attribute__((target("avx2,fma")))
+
+AVX2 void attn__exp_avx2(float *y, const float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, attn__exp256(_mm256_loadu_ps(x + i)));
+    for (; i < n; i++) {
+        float buf[8] = {0};
+        buf[0] = x[i];
+        _mm256_storeu_ps(buf, attn__exp256(_mm256_loadu_ps(buf)));
+        y[i] = buf[0];
+    }
+}
+
+AVX2 void attn__scale_max_avx2(float *st, int64_t ldr, int64_t nk, float scale, const int32_t *vis,
+                               float *bmax) {
+    const __m256 sc = _mm256_set1_ps(scale), ninf = _mm256_set1_ps(-INFINITY);
+    for (int64_t r = 0; r < ldr; r += 8) {
+        const __m256i vr = _mm256_loadu_si256((const __m256i *)(vis + r));
+        __m256 mx = ninf;
+        for (int64_t c = 0; c < nk; c++) {
+            const __m256 seen =
+                _mm256_castsi256_ps(_mm256_cmpgt_epi32(vr, _mm256_set1_epi32((int)c)));
+            __m256 s = _mm256_mul_ps(_mm256_load_ps(st + c * ldr + r), sc);
+            s = _mm256_blendv_ps(ninf, s, seen);
+            _mm256_store_ps(st + c * ldr + r, s);
+            mx = _mm256_max_ps(s, mx);
+        }
+        _mm256_storeu_ps(bmax + r, mx);
+    }
+}
+
+AVX2 void attn__softmax_avx2(float *st, int64_t ldr, int64_t nk, const float *bmax, float *m,
+                             float *l, float *alpha) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    for (int64_t r = 0; r < ldr; r += 8) {
+        const __m256 mo = _mm256_loadu_ps(m + r);
+        const __m256 mn = _mm256_max_ps(_mm256_loadu_ps(bmax + r), mo);
+        const __m256 ms =
+            _mm256_blendv_ps(mn, _mm256_setzero_ps(), _mm256_cmp_ps(mn, ninf, _CMP_EQ_OQ));
+        const __m256 a = attn__exp256(_mm256_sub_ps(mo, ms));
+        __m256 sum = _mm256_mul_ps(_mm256_loadu_ps(l + r), a);
+        for (int64_t c = 0; c < nk; c++) {
+            const __m256 p = attn__exp256(_mm256_sub_ps(_mm256_load_ps(st + c * ldr + r), ms));
+            _mm256_store_ps(st + c * ldr + r, p);
+            sum = _mm256_add_ps(sum, p);
+        }
+        _mm256_storeu_ps(l + r, sum);
+        _mm256_storeu_ps(m + r, mn);
+        _mm256_storeu_ps(alpha + r, a);
+    }
+}

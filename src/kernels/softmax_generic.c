@@ -1,0 +1,66 @@
+/* kernels/softmax_generic.c - scale/hide/max, the online-softmax step and
+ * the exponential, in portable C. Same operations per element as the SIMD
+ * versions (see kernels.h). */
+#include "kernels/impl.h"
+
+#include <math.h>
+#include <string.h>
+
+float attn__expf_generic(float x) {
+    if (x != x) return x;
+    if (x < ATTN_EXP_LO) return 0.0f;
+    if (x > ATTN_EXP_HI) x = ATTN_EXP_HI;
+    const float n = nearbyintf(x * ATTN_EXP_LOG2E); /* |n| <= 127 */
+    float r = fmaf(n, -ATTN_EXP_C1, x);
+    r = fmaf(n, -ATTN_EXP_C2, r);
+    float p = ATTN_EXP_P0;
+    p = fmaf(p, r, ATTN_EXP_P1);
+    p = fmaf(p, r, ATTN_EXP_P2);
+    p = fmaf(p, r, ATTN_EXP_P3);
+    p = fmaf(p, r, ATTN_EXP_P4);
+    p = fmaf(p, r, ATTN_EXP_P5);
+    p = fmaf(p, r * r, r);
+    p = p + 1.0f;
+    /* 2^n exactly, as the bits of a normal float (n in -126..127) */
+    const uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+void attn__exp_generic(float *y, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        y[i] = attn__expf_generic(x[i]);
+}
+
+void attn__scale_max_generic(float *st, int64_t ldr, int64_t nk, float scale, const int32_t *vis,
+                             float *bmax) {
+    for (int64_t r = 0; r < ldr; r++)
+        bmax[r] = -INFINITY;
+    for (int64_t c = 0; c < nk; c++) {
+        float *sc = st + c * ldr;
+        for (int64_t r = 0; r < ldr; r++) {
+            const float s = c < vis[r] ? sc[r] * scale : -INFINITY;
+            sc[r] = s;
+            bmax[r] = s > bmax[r] ? s : bmax[r];
+        }
+    }
+}
+
+void attn__softmax_generic(float *st, int64_t ldr, int64_t nk, const float *bmax, float *m,
+                           float *l, float *alpha) {
+    for (int64_t r = 0; r < ldr; r++) {
+        /* NaN scores: m may or may not become NaN; the output is NaN either way. */
+        const float mn = bmax[r] > m[r] ? bmax[r] : m[r];
+        const float ms = mn == -INFINITY ? 0.0f : mn;
+        alpha[r] = attn__expf_generic(m[r] - ms);
+        float sum = l[r] * alpha[r];
+        for (int64_t c = 0; c < nk; c++) {
+            const float p = attn__expf_generic(st[c * ldr + r] - ms);
+            st[c * ldr + r] = p;
+            sum = sum + p;
+        }
+        l[r] = sum;
+        m[r] = mn;
+    }
+}
