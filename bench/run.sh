@@ -11,12 +11,29 @@ shift $(($# >= 2 ? 2 : $#))
 # (re)configure so that bench/ is part of the build tree, then build the bench
 cmake -S "$root" -B "$build" > /dev/null
 cmake --build "$build" --target attn_bench -j2 > /dev/null
+# OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE may be set on this machine to keep older
+# OpenBLAS builds safe; they pin a slower kernel for every BLAS user, NumPy and
+# our projections alike. The benchmark drops them (in its own commands only)
+# when OpenBLAS then still multiplies correctly, checked here, and prints the
+# kernel OpenBLAS picked. Tests and CI never change them.
+run_env=(env)
+if [ -n "${OPENBLAS_CORETYPE:-}${OPENBLAS_L2_SIZE:-}" ] &&
+   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/python3 -c '
+import numpy as np
+r = np.random.default_rng(0)
+a, b = r.random((512, 300), np.float32), r.random((300, 700), np.float32)
+d = np.abs(a @ b - a.astype(np.float64) @ b.astype(np.float64)).max()
+raise SystemExit(0 if d < 1e-3 else 1)' 2>/dev/null; then
+    run_env=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
+fi
+core=$("${run_env[@]}" OPENBLAS_VERBOSE=2 /usr/bin/python3 -c 'import numpy' 2>&1 | sed -n 's/^Core: //p')
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 echo "# command: bash bench/run.sh $build $threads $*"
 echo "# date: $(date -u '+%Y-%m-%d %H:%M UTC'), host: $(uname -srm), $(nproc) CPUs"
-if ! OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads \
+echo "# OpenBLAS kernel: ${core:-unknown}; OPENBLAS_CORETYPE ${OPENBLAS_CORETYPE:-unset} in the environment, $([ ${#run_env[@]} -gt 1 ] && echo "dropped for this run" || echo "kept")"
+if ! "${run_env[@]}" OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads \
     /usr/bin/python3 "$root/bench/bench_py.py" --threads "$threads" > "$tmp/py.txt"; then
     echo "# NumPy/PyTorch timing failed; their columns stay empty" | tee "$tmp/py.txt"
 fi
-OPENBLAS_NUM_THREADS=$threads "$build/bench/attn_bench" --threads "$threads" --py "$tmp/py.txt" "$@"
+"${run_env[@]}" OPENBLAS_NUM_THREADS=$threads "$build/bench/attn_bench" --threads "$threads" --py "$tmp/py.txt" "$@"
