@@ -20,6 +20,16 @@
 #define ATTN_EXP_P4    1.6666665459e-1f
 #define ATTN_EXP_P5    5.0000001201e-1f
 
+/* The address of p[row * stride + col], for prefetching only. Computed in
+ * unsigned integers: a prefetch past the data (even a wrapped address, with
+ * the huge stride a size-1 dimension may carry) is then no undefined
+ * behaviour, and a prefetch never faults. */
+static inline const char *attn__prefetch_addr(const float *p, int64_t row, int64_t stride,
+                                              int64_t col) {
+    return (const char *)((uintptr_t)p +
+                          ((uint64_t)row * (uint64_t)stride + (uint64_t)col) * sizeof(float));
+}
+
 #define ATTN_KERNEL_DECLS(isa)                                                                     \
     void attn__score_##isa(float *st, const float *qt, int64_t ldr, const float *k, int64_t ks,    \
                            int64_t nk, int64_t nr, int64_t d);                                     \

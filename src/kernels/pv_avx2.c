@@ -30,7 +30,7 @@ tile(float *o, int64_t ldo, const float *alpha, const float *p, int64_t ldr, con
             vv[j] = _mm256_maskload_ps(v + c * vs + 8 * j, mk[j]);
         if (PF) /* 16 keys ahead, one 64-byte line per two vectors */
             for (int j = 0; j < NF; j += 2)
-                _mm_prefetch((const char *)(v + (c + 16) * vs + 8 * j), _MM_HINT_T0);
+                _mm_prefetch(attn__prefetch_addr(v, c + 16, vs, 8 * j), _MM_HINT_T0);
         for (int a = 0; a < MR; a++) {
             const __m256 pb = _mm256_broadcast_ss(p + c * ldr + a);
             for (int j = 0; j < NF; j++)

@@ -24,7 +24,7 @@ tile(float *o, int64_t ldo, const float *alpha, const float *p, int64_t ldr, con
         for (int j = 0; j < NF; j++) {
             vv[j] = _mm512_maskz_loadu_ps(mk[j], v + c * vs + 16 * j);
             /* few rows (decode): V streams from memory, ask 16 keys ahead */
-            if (PF) _mm_prefetch((const char *)(v + (c + 16) * vs + 16 * j), _MM_HINT_T0);
+            if (PF) _mm_prefetch(attn__prefetch_addr(v, c + 16, vs, 16 * j), _MM_HINT_T0);
         }
         for (int a = 0; a < MR; a++) {
             const __m512 pb = _mm512_set1_ps(p[c * ldr + a]);

@@ -89,7 +89,7 @@ AVX2 __attribute__((always_inline)) static inline void keys8(float *st, const fl
         for (int c = 0; c < 8; c++) {
             x[c] = c < nk ? _mm256_maskload_ps(k + c * ks + e0, cols) : _mm256_setzero_ps();
             /* the same line 8 keys on: K streams from memory in decode */
-            _mm_prefetch((const char *)(k + (c + 8) * ks + e0), _MM_HINT_T0);
+            _mm_prefetch(attn__prefetch_addr(k, c + 8, ks, e0), _MM_HINT_T0);
         }
         transpose8(x);
         for (int e = 0; e < ne; e++)

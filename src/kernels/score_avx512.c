@@ -91,12 +91,11 @@ AVX512 __attribute__((always_inline)) static inline void keys16(float *st, const
         const int64_t ne = d - e0 < 16 ? d - e0 : 16;
         const __mmask16 cols = (__mmask16)((1u << ne) - 1);
         __m512 x[16];
-        const float *row = k + e0; /* seek to k[0, e0] */
-        for (int c = 0; c < 16; c++, row += ks) {
-            /* rows past nk: mask 0, zeros, memory untouched */
-            x[c] = _mm512_maskz_loadu_ps(c < nk ? cols : (__mmask16)0, row);
+        for (int c = 0; c < 16; c++) {
+            /* rows past nk: zeros, memory untouched */
+            x[c] = c < nk ? _mm512_maskz_loadu_ps(cols, k + c * ks + e0) : _mm512_setzero_ps();
             /* the same line 16 keys on: K streams from memory in decode */
-            _mm_prefetch((const char *)(row + 16 * ks), _MM_HINT_T0);
+            _mm_prefetch(attn__prefetch_addr(k, c + 16, ks, e0), _MM_HINT_T0);
         }
         transpose16(x);
         for (int e = 0; e < ne; e++)
