@@ -342,7 +342,10 @@ int npy_parse(const unsigned char *buf, size_t len, const char *name, int flags,
     for (int k = 0; k < out->ndim; k++) {
         int i = out->fortran_order ? k : out->ndim - 1 - k;
         out->stride[i] = s;
-        s *= out->shape[i] > 0 ? out->shape[i] : 1;
+        /* An empty array passes the size check whatever its other sizes. */
+        if (__builtin_mul_overflow(s, out->shape[i] > 0 ? out->shape[i] : 1, &s))
+            return fail(err, errlen, "%s: shape %s is too large", name,
+                        npy_shape_str(out->ndim, out->shape, sbuf, sizeof sbuf));
     }
     return convert(buf + prefix + hlen, &dt, out, err, errlen, name);
 }
