@@ -44,7 +44,9 @@ test-noblas:
 	cmake --build build-noblas -j$(JOBS)
 	cd build-noblas && ctest --output-on-failure -j$(JOBS)
 
-bench: build
+bench:
+	@tools/deps.sh test
+	@$(MAKE) --no-print-directory build
 	bash bench/run.sh $(BUILD)
 
 install: build
@@ -52,3 +54,36 @@ install: build
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) build-noblas
+
+# ---- Reliability (docs/reliability.md) --------------------------------------
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   ?= build-fuzz
+TSAN_BUILD   ?= build-tsan
+TSAN_FLAGS    = -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTN_PYTHON=OFF \
+                -DATTN_CLI=OFF -DCMAKE_C_FLAGS="-fsanitize=thread -fno-omit-frame-pointer" \
+                -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread -DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=thread
+
+.PHONY: fuzz fuzz-smoke test-tsan
+
+# libFuzzer targets (clang, ASan + UBSan): replay fuzz/regressions/, then
+# fuzz each target for FUZZ_SECONDS seconds.
+fuzz:
+	FUZZ_BUILD=$(FUZZ_BUILD) FUZZ_JOBS=$(JOBS) bash fuzz/run.sh $(FUZZ_SECONDS)
+
+# About a minute in total: the regression inputs, then 15 s per target.
+fuzz-smoke:
+	FUZZ_BUILD=$(FUZZ_BUILD) FUZZ_JOBS=$(JOBS) bash fuzz/run.sh 15
+
+# ThreadSanitizer on test_threads, with clang: OpenMP off (only the callers'
+# pthreads), then clang's libomp with its Archer tool so TSan understands
+# OpenMP's barriers (GCC's libgomp gives false reports).
+test-tsan:
+	cmake -S . -B $(TSAN_BUILD) $(TSAN_FLAGS) -DATTN_OPENMP=OFF
+	cmake --build $(TSAN_BUILD) -j$(JOBS) --target test_threads
+	cd $(TSAN_BUILD) && ATTN_TEST_QUICK=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	    ./tests/test_threads
+	cmake -S . -B $(TSAN_BUILD)-omp $(TSAN_FLAGS) -DATTN_OPENMP=ON
+	cmake --build $(TSAN_BUILD)-omp -j$(JOBS) --target test_threads
+	cd $(TSAN_BUILD)-omp && ATTN_TEST_QUICK=1 \
+	    OMP_TOOL_LIBRARIES=$$(ls /usr/lib/llvm-*/lib/libarcher.so | tail -1) \
+	    TSAN_OPTIONS=halt_on_error=1:ignore_noninstrumented_modules=1 ./tests/test_threads

@@ -1,0 +1,478 @@
+/* fuzz_api.c - argument validation of every public entry point.
+ *
+ * The input is read as a little program: which function to call, the views
+ * to give it (rank, sizes, strides, offset, NULL pointers), option values and
+ * which allocation to fail. Views live in two fixed heap buffers, IN (inputs)
+ * and OUT (outputs), so AddressSanitizer sees any access outside them.
+ *
+ * Rule that keeps the harness honest: a view that looks valid (rank 1..4,
+ * sizes >= 1, offsets that fit in int64) is always placed entirely inside its
+ * buffer, so the library may read or write all of it; a view that is not
+ * valid is placed anywhere, and the library must reject it before touching
+ * memory. Valid views with more than MAX_NUMEL elements are not generated
+ * (the input is dropped) to keep each run fast.
+ *
+ * Checked after every call:
+ *   - the status is an attn_status value; failure leaves a message;
+ *   - a failed call changed no byte of IN or OUT (outputs untouched);
+ *   - a successful call changed no byte of IN (unless in place by design);
+ *   - no scratch allocation is left live; no allocation exceeded the cap;
+ *   - views produced by attn_split_qkv / attn_mha_from_fused lie inside the
+ *     memory of the view they were cut from. */
+#include "attn.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BUF_FLOATS 2048
+#define MAX_NUMEL  1024
+#define ALLOC_CAP  ((size_t)64 << 20)
+
+static float *IN, *OUT, *IN_SAVE, *OUT_SAVE;
+
+/* Statuses per entry point (call selector x status), for fuzz/replay.c's
+ * summary: how many inputs get past validation. */
+static long api_hist[12][ATTN_ERR_ISA + 1];
+static int api_last_call = -1;
+
+/* ---- input reader --------------------------------------------------------- */
+
+typedef struct {
+    const uint8_t *p;
+    size_t n, i;
+} reader;
+
+static uint8_t u8(reader *r) {
+    return r->i < r->n ? r->p[r->i++] : 0;
+}
+static uint32_t u32(reader *r) {
+    uint32_t x = 0;
+    for (int k = 0; k < 4; k++)
+        x |= (uint32_t)u8(r) << (8 * k);
+    return x;
+}
+static uint64_t u64(reader *r) {
+    return (uint64_t)u32(r) | (uint64_t)u32(r) << 32;
+}
+
+/* ---- allocator: capped, counting, failing on request ---------------------- */
+
+static atomic_long live, calls, fail_at, over_cap;
+
+static void *fz_alloc(size_t size, size_t align, void *ctx) {
+    (void)ctx;
+    long n = atomic_fetch_add(&calls, 1) + 1;
+    if (n == atomic_load(&fail_at)) return NULL;
+    if (size > ALLOC_CAP) {
+        atomic_fetch_add(&over_cap, 1);
+        return NULL;
+    }
+    if (align < sizeof(void *)) align = sizeof(void *);
+    size_t rounded = (size + align - 1) / align * align;
+    void *p = aligned_alloc(align, rounded ? rounded : align);
+    if (p) atomic_fetch_add(&live, 1);
+    return p;
+}
+
+static void fz_free(void *p, void *ctx) {
+    (void)ctx;
+    if (!p) return;
+    atomic_fetch_sub(&live, 1);
+    free(p);
+}
+
+/* ---- views ------------------------------------------------------------------ */
+
+/* Sizes shared by the views of one input, so that shapes agree often. */
+typedef struct {
+    int64_t dim[8];
+} dims;
+
+static const int64_t hostile_size[] = {
+    0, -1, -7, INT64_MIN, INT64_MAX, 1ll << 31, 1ll << 40, 1ll << 62, 3ll << 61, 4096, 65, 100000};
+static const int64_t hostile_stride[] = {
+    INT64_MIN, INT64_MAX, 1ll << 40, -(1ll << 40), 1ll << 61, -(1ll << 61), 1ll << 32, 3, -1,
+    0,         2,         -2};
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* True when v passes the library's documented checks on rank, sizes and
+ * offsets (every element offset, and the byte offsets, fit in ptrdiff_t);
+ * then *lo, *hi are the lowest and highest element offsets. */
+static int looks_valid(const attn_view *v, int64_t *lo, int64_t *hi, int64_t *numel) {
+    if (v->ndim < 1 || v->ndim > ATTN_MAX_NDIM) return 0;
+    int64_t neg = 0, pos = 0, n = 1, span = 0;
+    for (int i = 0; i < v->ndim; i++) {
+        if (v->shape[i] < 1 || v->stride[i] == INT64_MIN) return 0;
+        const int64_t a = v->stride[i] < 0 ? -v->stride[i] : v->stride[i];
+        int64_t t;
+        if (__builtin_mul_overflow(v->shape[i] - 1, a, &t) ||
+            __builtin_add_overflow(span, t, &span) || __builtin_mul_overflow(n, v->shape[i], &n))
+            return 0;
+        if (v->stride[i] < 0)
+            neg -= t;
+        else
+            pos += t;
+    }
+    if (span > PTRDIFF_MAX / 4 || n > PTRDIFF_MAX / 4) return 0;
+    *lo = neg, *hi = pos, *numel = n;
+    return 1;
+}
+
+/* Decode a view of preferred rank `want` in buffer buf. @return 0 if the
+ * input must be dropped (a valid view too large to place). */
+static int view(reader *r, const dims *D, int want, float *buf, attn_view *v) {
+    memset(v, 0, sizeof *v);
+    uint8_t m = u8(r);
+    v->ndim = m < 224 ? want : (int)(m % 7) - 1; /* -1..5 */
+    for (int i = 0; i < ATTN_MAX_NDIM; i++) {
+        uint8_t s = u8(r);
+        v->shape[i] = s < 232 ? D->dim[s % 8] : hostile_size[s % COUNT(hostile_size)];
+    }
+    /* Strides: contiguous, permuted-contiguous, small, or hostile. */
+    uint8_t sm = u8(r);
+    int64_t st = 1;
+    for (int i = ATTN_MAX_NDIM - 1; i >= 0; i--) {
+        v->stride[i] = st;
+        int64_t sh = v->shape[i] > 0 && v->shape[i] < 4096 ? v->shape[i] : 1;
+        st *= sh;
+        if (st > (1 << 20)) st = 1 << 20;
+    }
+    if (sm >= 96 && sm < 160) { /* swap two strides: a transposed view */
+        int a = sm % 4, b = (sm / 4) % 4;
+        int64_t t = v->stride[a];
+        v->stride[a] = v->stride[b];
+        v->stride[b] = t;
+    } else if (sm >= 160 && sm < 224) {
+        for (int i = 0; i < ATTN_MAX_NDIM; i++)
+            v->stride[i] = (int64_t)(int8_t)u8(r) % 9;
+    } else if (sm >= 224) {
+        v->stride[sm % 4] = hostile_stride[u8(r) % COUNT(hostile_stride)];
+    }
+    uint32_t off = u32(r);
+    int64_t lo, hi, numel;
+    if (looks_valid(v, &lo, &hi, &numel)) {
+        const int64_t span = hi - lo + 1;
+        if (numel > MAX_NUMEL || span > BUF_FLOATS) return 0;
+        v->data = buf + (-lo) + (int64_t)(off % (uint32_t)(BUF_FLOATS - span + 1));
+    } else {
+        v->data = buf + off % BUF_FLOATS;
+    }
+    if ((m & 0x1f) == 7) v->data = NULL;
+    return 1;
+}
+
+/* A view pointer: NULL now and then. */
+static attn_view *maybe(reader *r, attn_view *v) {
+    return u8(r) == 0x5a ? NULL : v;
+}
+
+/* True when every element of `inner` lies within the memory span of `outer`. */
+static int within(const attn_view *inner, const attn_view *outer) {
+    int64_t ilo, ihi, olo, ohi, n;
+    if (!looks_valid(inner, &ilo, &ihi, &n) || !looks_valid(outer, &olo, &ohi, &n)) return 0;
+    const int64_t off = inner->data - outer->data;
+    return off + ilo >= olo && off + ihi <= ohi;
+}
+
+/* ---- options -------------------------------------------------------------- */
+
+static float pick_float(reader *r, const float *table, size_t n) {
+    uint8_t b = u8(r);
+    if (b < 240) return table[b % n];
+    uint32_t bits = u32(r);
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static const float scales[] = {NAN, 1.0f, 0.125f, 0.0f, -1.0f, 1e30f, INFINITY, -INFINITY, 3e-39f};
+static const float probs[] = {0.0f, 0.0f, 0.1f, 0.5f, 0.999f, 1.0f, -0.1f, NAN, INFINITY, 1e-8f};
+static const int enums[] = {0, 1, 2, 0, 1, 2, 3, -1, 1000, INT_MIN};
+static const int threads[] = {0, 1, 2, 3, -1, INT_MAX, INT_MIN, 5};
+static const int64_t heads[] = {1, 2, 3, 4, 0, -1, INT64_MAX, INT64_MIN, 6, 8};
+
+typedef struct {
+    attn_opts o;
+    attn_view mask, lse, weights;
+    int64_t *key_lengths;
+} opts_box;
+
+/* B: the batch size the key lengths must cover, if it is small and valid. */
+static int options(reader *r, const dims *D, int64_t B, opts_box *ob) {
+    ob->o = attn_opts_default();
+    ob->key_lengths = NULL;
+    uint8_t f = u8(r);
+    ob->o.scale = pick_float(r, scales, COUNT(scales));
+    ob->o.causal = (attn_causal)enums[u8(r) % COUNT(enums)];
+    ob->o.algo = (attn_algo)enums[u8(r) % COUNT(enums)];
+    if (f & 1) ob->o.dropout_p = pick_float(r, probs, COUNT(probs));
+    ob->o.dropout_seed = u64(r);
+    ob->o.num_threads = threads[u8(r) % COUNT(threads)];
+    if (f & 2) {
+        if (!view(r, D, 4, IN, &ob->mask)) return 0;
+        ob->o.mask = maybe(r, &ob->mask);
+    }
+    if (f & 4) {
+        if (!view(r, D, 3, OUT, &ob->lse)) return 0;
+        ob->o.lse = maybe(r, &ob->lse);
+    }
+    if (f & 8) {
+        if (!view(r, D, 4, OUT, &ob->weights)) return 0;
+        ob->o.weights = maybe(r, &ob->weights);
+    }
+    if ((f & 16) && B >= 1 && B <= MAX_NUMEL) {
+        /* Exactly B entries: reading beyond is caught. */
+        ob->key_lengths = malloc((size_t)B * sizeof(int64_t));
+        for (int64_t b = 0; b < B; b++) {
+            uint8_t k = u8(r);
+            ob->key_lengths[b] = k < 200 ? D->dim[k % 8] - (k / 8) % 3
+                                         : (int64_t[]){-1, INT64_MAX, INT64_MIN, 0}[k % 4];
+        }
+        ob->o.key_lengths = ob->key_lengths;
+    }
+    return 1;
+}
+
+/* ---- the calls ------------------------------------------------------------ */
+
+static int64_t b0(const attn_view *v) {
+    return v && v->ndim >= 1 ? v->shape[0] : 0;
+}
+
+/* @return 1 if IN may legitimately change (an in-place call), -1 to drop. */
+static int call(reader *r, const dims *D, attn_status *st) {
+    attn_view a, b, c, d, e, f, g, h;
+    opts_box ob = {0};
+    int in_place = 0;
+    const uint8_t which = u8(r) % 12;
+    api_last_call = which;
+    switch (which) {
+    case 0: { /* softmax, maybe in place */
+        const int rank = 1 + u8(r) % 4;
+        if (!view(r, D, rank, IN, &a) || !view(r, D, rank, OUT, &b)) return -1;
+        in_place = u8(r) < 40;
+        *st = attn_softmax(maybe(r, &a), in_place ? &a : maybe(r, &b));
+        break;
+    }
+    case 1: { /* sdpa */
+        if (!view(r, D, 4, IN, &a) || !view(r, D, 4, IN, &b) || !view(r, D, 4, IN, &c) ||
+            !view(r, D, 4, OUT, &d) || !options(r, D, b0(&a), &ob))
+            return -1;
+        *st = attn_sdpa(maybe(r, &a), maybe(r, &b), maybe(r, &c), maybe(r, &d),
+                        u8(r) == 1 ? NULL : &ob.o);
+        break;
+    }
+    case 2: { /* merge */
+        attn_view po[4], pl[4];
+        int n = (int)(u8(r) % 6) - 1; /* -1..4 */
+        for (int p = 0; p < 4; p++)
+            if (!view(r, D, 4, IN, &po[p]) || !view(r, D, 3, IN, &pl[p])) return -1;
+        if (!view(r, D, 4, OUT, &a) || !view(r, D, 3, OUT, &b)) return -1;
+        const uint8_t alias = u8(r);
+        if (alias == 3) { /* out aliases part_out[0] exactly: documented as allowed */
+            a = po[0];
+            in_place = 1;
+        }
+        *st = attn_merge(u8(r) == 9 ? NULL : po, u8(r) == 9 ? NULL : pl, n, maybe(r, &a),
+                         u8(r) & 1 ? &b : NULL);
+        break;
+    }
+    case 3: { /* linear */
+        if (!view(r, D, 3, IN, &a) || !view(r, D, 2, IN, &b) || !view(r, D, 1, IN, &c) ||
+            !view(r, D, 3, OUT, &d))
+            return -1;
+        *st = attn_linear(maybe(r, &a), maybe(r, &b), u8(r) & 1 ? &c : NULL, maybe(r, &d),
+                          threads[u8(r) % COUNT(threads)]);
+        break;
+    }
+    case 4: { /* layer norm, maybe in place */
+        if (!view(r, D, 3, IN, &a) || !view(r, D, 1, IN, &b) || !view(r, D, 1, IN, &c) ||
+            !view(r, D, 3, OUT, &d))
+            return -1;
+        in_place = u8(r) < 40;
+        const float eps = pick_float(r, (const float[]){1e-5f, 0.0f, -1.0f, NAN, INFINITY}, 5);
+        *st = attn_layer_norm(maybe(r, &a), u8(r) & 1 ? &b : NULL, u8(r) & 1 ? &c : NULL, eps,
+                              in_place ? &a : maybe(r, &d));
+        break;
+    }
+    case 5: /* split_qkv, then attention on the parts */
+    case 11: {
+        if (!view(r, D, 3, IN, &a) || !view(r, D, 4, OUT, &e)) return -1;
+        const int64_t nh = heads[u8(r) % COUNT(heads)];
+        attn_view q, k, v;
+        const int qnull = u8(r) == 2;
+        *st = attn_split_qkv(maybe(r, &a), nh, qnull ? NULL : &q, &k, &v);
+        if (*st == ATTN_OK && qnull) {
+            fprintf(stderr, "attn_split_qkv accepted q = NULL\n");
+            abort();
+        }
+        if (*st == ATTN_OK) {
+            if (!within(&q, &a) || !within(&k, &a) || !within(&v, &a)) {
+                fprintf(stderr, "attn_split_qkv produced a view outside qkv\n");
+                abort();
+            }
+            if (which == 11) {
+                if (!options(r, D, q.shape[0], &ob)) return -1;
+                *st = attn_sdpa(&q, &k, &v, &e, &ob.o);
+            }
+        }
+        break;
+    }
+    case 6: { /* from_fused, then the module */
+        attn_mha_params p;
+        if (!view(r, D, 2, IN, &a) || !view(r, D, 1, IN, &b) || !view(r, D, 2, IN, &c) ||
+            !view(r, D, 1, IN, &d) || !view(r, D, 3, IN, &e) || !view(r, D, 3, IN, &f) ||
+            !view(r, D, 3, OUT, &g))
+            return -1;
+        const int64_t nh = heads[u8(r) % COUNT(heads)];
+        const uint8_t fl = u8(r);
+        const int pnull = u8(r) == 4;
+        *st = attn_mha_from_fused(maybe(r, &a), fl & 1 ? &b : NULL, nh, fl & 2 ? &c : NULL,
+                                  fl & 4 ? &d : NULL, pnull ? NULL : &p);
+        if (*st == ATTN_OK && pnull) {
+            fprintf(stderr, "attn_mha_from_fused accepted p = NULL\n");
+            abort();
+        }
+        if (*st == ATTN_OK) {
+            if (!within(&p.Wq, &a) || !within(&p.Wk, &a) || !within(&p.Wv, &a) ||
+                ((fl & 1) && (!within(&p.bq, &b) || !within(&p.bk, &b) || !within(&p.bv, &b)))) {
+                fprintf(stderr, "attn_mha_from_fused produced a view outside Wqkv/bqkv\n");
+                abort();
+            }
+            if (!options(r, D, b0(&e), &ob)) return -1;
+            *st = attn_mha(&p, maybe(r, &e), u8(r) & 1 ? &f : NULL, maybe(r, &g),
+                           u8(r) == 1 ? NULL : &ob.o);
+        }
+        break;
+    }
+    case 7: { /* mha with stacked per-head weights */
+        attn_mha_params p;
+        memset(&p, 0, sizeof p);
+        p.num_heads = heads[u8(r) % COUNT(heads)];
+        if (!view(r, D, 3, IN, &p.Wq) || !view(r, D, 3, IN, &p.Wk) || !view(r, D, 3, IN, &p.Wv) ||
+            !view(r, D, 2, IN, &p.bq) || !view(r, D, 2, IN, &p.bk) || !view(r, D, 2, IN, &p.bv) ||
+            !view(r, D, 2, IN, &p.Wo) || !view(r, D, 1, IN, &p.bo) || !view(r, D, 3, IN, &a) ||
+            !view(r, D, 3, IN, &b) || !view(r, D, 3, OUT, &c) || !options(r, D, b0(&a), &ob))
+            return -1;
+        const uint8_t fl = u8(r);
+        if (!(fl & 1)) p.bq.data = NULL;
+        if (!(fl & 2)) p.bk.data = NULL;
+        if (!(fl & 4)) p.bv.data = NULL;
+        if (!(fl & 8)) p.Wo.data = NULL;
+        if (!(fl & 16)) p.bo.data = NULL;
+        *st = attn_mha(fl == 0xff ? NULL : &p, maybe(r, &a), fl & 32 ? &b : NULL, maybe(r, &c),
+                       fl & 64 ? &ob.o : NULL);
+        break;
+    }
+    case 8:
+    case 9: { /* single-head modules */
+        if (!view(r, D, 3, IN, &a) || !view(r, D, 3, IN, &b) || !view(r, D, 2, IN, &c) ||
+            !view(r, D, 2, IN, &d) || !view(r, D, 2, IN, &e) || !view(r, D, 3, OUT, &f) ||
+            !options(r, D, b0(&a), &ob))
+            return -1;
+        if (which == 8)
+            *st = attn_self_attention(maybe(r, &a), maybe(r, &c), maybe(r, &d), maybe(r, &e),
+                                      maybe(r, &f), u8(r) & 1 ? &ob.o : NULL);
+        else
+            *st = attn_cross_attention(maybe(r, &a), maybe(r, &b), maybe(r, &c), maybe(r, &d),
+                                       maybe(r, &e), maybe(r, &f), u8(r) & 1 ? &ob.o : NULL);
+        break;
+    }
+    case 10: { /* pure helpers: never crash, never read beyond ndim */
+        int64_t shape[ATTN_MAX_NDIM];
+        for (int i = 0; i < ATTN_MAX_NDIM; i++)
+            shape[i] = hostile_size[u8(r) % COUNT(hostile_size)];
+        const int nd = (int)(int8_t)u8(r);
+        int64_t *sh = malloc(sizeof(int64_t) * (size_t)(nd > 0 && nd < 4 ? nd : 4));
+        memcpy(sh, shape, sizeof(int64_t) * (size_t)(nd > 0 && nd < 4 ? nd : 4));
+        h = attn_view_contiguous(IN, nd, u8(r) & 1 ? sh : NULL);
+        free(sh);
+        h = attn_view_swap(h, (int)(int8_t)u8(r), (int)(int8_t)u8(r));
+        (void)attn_status_string((attn_status)(int)u32(r));
+        (void)attn_isa_name((attn_isa)(int)u32(r));
+        (void)attn_isa_supported((attn_isa)(int)u32(r));
+        float p = pick_float(r, probs, COUNT(probs));
+        (void)attn_dropout_keep(u64(r), (int64_t)u64(r), (int64_t)u64(r), (int64_t)u64(r),
+                                (int64_t)u64(r), p);
+        (void)attn_version();
+        (void)attn_build_info();
+        *st = ATTN_OK;
+        break;
+    }
+    }
+    free(ob.key_lengths);
+    return in_place;
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+    (void)argc, (void)argv;
+    IN = malloc(BUF_FLOATS * sizeof(float));
+    OUT = malloc(BUF_FLOATS * sizeof(float));
+    IN_SAVE = malloc(BUF_FLOATS * sizeof(float));
+    OUT_SAVE = malloc(BUF_FLOATS * sizeof(float));
+    static const attn_allocator a = {fz_alloc, fz_free, NULL};
+    attn_set_allocator(&a);
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    reader r = {data, size, 0};
+    dims D;
+    for (int i = 0; i < 8; i++) {
+        uint8_t b = u8(&r);
+        D.dim[i] = 1 + b % 9; /* 1..9 */
+        if (b >= 250) D.dim[i] = 16 + b % 50;
+    }
+    /* Values: small numbers, or NaN/Inf sprinkled in. */
+    const uint8_t vals = u8(&r);
+    for (int i = 0; i < BUF_FLOATS; i++) {
+        IN[i] = (float)((i * 37) % 17 - 8) * 0.125f;
+        if (vals > 200 && i % (vals - 190) == 0) IN[i] = (i & 1) ? NAN : -INFINITY;
+        OUT[i] = (float)i; /* distinct bits everywhere */
+    }
+    const attn_isa isas[4] = {ATTN_ISA_AUTO, ATTN_ISA_GENERIC, ATTN_ISA_AVX2, ATTN_ISA_AVX512};
+    const attn_isa isa = isas[u8(&r) % 4];
+    if (attn_isa_supported(isa)) attn_set_isa(isa);
+    const uint8_t fb = u8(&r);
+    memcpy(IN_SAVE, IN, BUF_FLOATS * sizeof(float));
+    memcpy(OUT_SAVE, OUT, BUF_FLOATS * sizeof(float));
+    atomic_store(&calls, 0);
+    atomic_store(&fail_at, fb < 192 ? 0 : fb % 8 + 1);
+    attn_status st = ATTN_OK;
+    const int in_place = call(&r, &D, &st);
+    atomic_store(&fail_at, 0);
+    if (in_place < 0) return 0;
+    if ((int)st >= 0 && (int)st <= ATTN_ERR_ISA) api_hist[api_last_call][st]++;
+
+    if ((int)st < 0 || (int)st > ATTN_ERR_ISA) {
+        fprintf(stderr, "status %d is not an attn_status\n", (int)st);
+        abort();
+    }
+    if (atomic_load(&live) != 0) {
+        fprintf(stderr, "%ld scratch blocks left live after a call (status %s)\n",
+                atomic_load(&live), attn_status_string(st));
+        abort();
+    }
+    if (st != ATTN_OK) {
+        if (attn_last_error()[0] == '\0') {
+            fprintf(stderr, "failure %s without a message\n", attn_status_string(st));
+            abort();
+        }
+        if (memcmp(OUT, OUT_SAVE, BUF_FLOATS * sizeof(float)) != 0 ||
+            memcmp(IN, IN_SAVE, BUF_FLOATS * sizeof(float)) != 0) {
+            fprintf(stderr, "failed call (%s: %s) wrote memory\n", attn_status_string(st),
+                    attn_last_error());
+            abort();
+        }
+    } else if (!in_place && memcmp(IN, IN_SAVE, BUF_FLOATS * sizeof(float)) != 0) {
+        fprintf(stderr, "a successful call wrote into an input\n");
+        abort();
+    }
+    return 0;
+}

@@ -1,0 +1,513 @@
+/* test_faults.c - allocation-failure injection and the fast path's memory.
+ *
+ * 1. A counting allocator, installed with attn_set_allocator, fails the N-th
+ *    allocation of a call. For every public entry point that allocates, and
+ *    for N = 1, 2, ... until the call succeeds, each failing call must
+ *      - return ATTN_ERR_NOMEM,
+ *      - leave no allocation live (the allocator counts them),
+ *      - leave every output byte as it was (outputs are filled with a
+ *        sentinel pattern first and compared with memcmp).
+ *    The successful call must leave nothing live either, and its result
+ *    must equal the one computed without injection.
+ * 2. Peak scratch memory of ATTN_ALGO_FLASH, measured through the same
+ *    allocator, must not grow with Nq x Nkv.
+ *
+ * ATTN_TEST_QUICK=1 shrinks the sizes of part 2. */
+#define _POSIX_C_SOURCE 200809L
+#include "testutil.h"
+
+#include <stdatomic.h>
+#include <time.h>
+
+/* ---- the counting allocator -------------------------------------------- */
+
+/* A header before each block keeps its size, so the allocator can count
+ * bytes. Headers are 64 bytes so the user pointer stays aligned to any
+ * align <= 64; larger alignments get a header of `align` bytes. */
+typedef struct {
+    atomic_long calls;    /* allocations attempted since reset */
+    atomic_long live;     /* blocks allocated and not yet freed */
+    atomic_long bytes;    /* bytes live */
+    atomic_long peak;     /* highest `bytes` since reset */
+    atomic_long fail_at;  /* 1-based index of the allocation to fail; 0: never */
+    atomic_long failures; /* injected failures since reset */
+    atomic_long bad_align;
+} counter;
+
+static counter C;
+
+static void counter_reset(long fail_at) {
+    atomic_store(&C.calls, 0);
+    atomic_store(&C.bytes, 0);
+    atomic_store(&C.peak, 0);
+    atomic_store(&C.failures, 0);
+    atomic_store(&C.fail_at, fail_at);
+    /* live is not reset: a leak from an earlier call stays visible. */
+}
+
+static void *count_alloc(size_t size, size_t align, void *ctx) {
+    (void)ctx;
+    long n = atomic_fetch_add(&C.calls, 1) + 1;
+    if (n == atomic_load(&C.fail_at)) {
+        atomic_fetch_add(&C.failures, 1);
+        return NULL;
+    }
+    if (align == 0 || (align & (align - 1)) != 0 || align > 4096) {
+        atomic_fetch_add(&C.bad_align, 1);
+        return NULL;
+    }
+    size_t head = align < 64 ? 64 : align;
+    size_t total = head + size;
+    if (total < size) return NULL;
+    total = (total + head - 1) / head * head;
+    unsigned char *base = aligned_alloc(head, total);
+    if (!base) return NULL;
+    memcpy(base, &size, sizeof size);
+    memcpy(base + sizeof size, &head, sizeof head);
+    /* The user part starts `head` bytes in; its size and the header size sit
+     * just before it as well, for count_free. */
+    unsigned char *user = base + head;
+    memcpy(user - 2 * sizeof(size_t), &size, sizeof size);
+    memcpy(user - sizeof(size_t), &head, sizeof head);
+    atomic_fetch_add(&C.live, 1);
+    long now = atomic_fetch_add(&C.bytes, (long)size) + (long)size;
+    long pk = atomic_load(&C.peak);
+    while (now > pk && !atomic_compare_exchange_weak(&C.peak, &pk, now)) {
+    }
+    return user;
+}
+
+static void count_free(void *p, void *ctx) {
+    (void)ctx;
+    if (!p) return;
+    unsigned char *user = p;
+    size_t size, head;
+    memcpy(&size, user - 2 * sizeof(size_t), sizeof size);
+    memcpy(&head, user - sizeof(size_t), sizeof head);
+    atomic_fetch_sub(&C.live, 1);
+    atomic_fetch_sub(&C.bytes, (long)size);
+    free(user - head);
+}
+
+static const attn_allocator counting = {count_alloc, count_free, NULL};
+
+/* ---- one fault-injection sweep ----------------------------------------- */
+
+/* An output buffer the calls write into: compared byte for byte. */
+typedef struct {
+    float *p;
+    int64_t n;
+} outbuf;
+
+#define SENTINEL_BYTE 0xA5 /* 0xA5A5A5A5 is a float of about -2.9e-16 */
+
+static void fill_sentinel(const outbuf *o, int n) {
+    for (int i = 0; i < n; i++)
+        memset(o[i].p, SENTINEL_BYTE, (size_t)o[i].n * sizeof(float));
+}
+
+static int untouched(const outbuf *o, int n) {
+    for (int i = 0; i < n; i++) {
+        const unsigned char *b = (const unsigned char *)o[i].p;
+        for (size_t j = 0; j < (size_t)o[i].n * sizeof(float); j++)
+            if (b[j] != SENTINEL_BYTE) return 0;
+    }
+    return 1;
+}
+
+typedef attn_status (*call_fn)(void *ctx);
+
+/* Totals for the report. */
+static long total_points = 0, total_cases = 0;
+
+/* Run `call` with the N-th allocation failing for N = 1, 2, ... until it
+ * succeeds; outputs o[0..no-1]. min_points: allocations the call must make
+ * at least (1 wherever scratch is unavoidable: projections, score rows; exact
+ * counts are the implementation's business), so a sweep that never injects
+ * a failure is caught. */
+static void sweep(const char *name, call_fn call, void *ctx, const outbuf *o, int no,
+                  long min_points) {
+    /* The result without injection, to compare the final success with. */
+    float **want = malloc((size_t)no * sizeof *want);
+    fill_sentinel(o, no);
+    counter_reset(0);
+    attn_status s = call(ctx);
+    CHECK(s == ATTN_OK, "%s without injection: %s: %s", name, attn_status_string(s),
+          attn_last_error());
+    const long allocs = atomic_load(&C.calls);
+    for (int i = 0; i < no; i++)
+        want[i] = tu_copy(o[i].p, o[i].n);
+
+    long n = 1, bad = 0;
+    for (; n <= allocs + 1; n++) {
+        fill_sentinel(o, no);
+        const long live0 = atomic_load(&C.live);
+        counter_reset(n);
+        s = call(ctx);
+        const long leaked = atomic_load(&C.live) - live0;
+        CHECK(leaked == 0, "%s, allocation %ld failing: %ld blocks leaked", name, n, leaked);
+        if (atomic_load(&C.failures) == 0) {
+            /* Allocation n never happened: the call must have succeeded. */
+            CHECK(s == ATTN_OK, "%s, no failure injected: %s: %s", name, attn_status_string(s),
+                  attn_last_error());
+            break;
+        }
+        if (s != ATTN_ERR_NOMEM || !untouched(o, no)) bad++;
+        CHECK(s == ATTN_ERR_NOMEM, "%s, allocation %ld failing: got %s: %s", name, n,
+              attn_status_string(s), attn_last_error());
+        CHECK(untouched(o, no), "%s, allocation %ld failing: an output was written", name, n);
+    }
+    CHECK(n == allocs + 1, "%s: %ld allocations without injection but %ld with", name, allocs,
+          n - 1);
+    CHECK(allocs >= min_points, "%s: only %ld allocations, expected at least %ld", name, allocs,
+          min_points);
+    for (int i = 0; i < no; i++) {
+        CHECK(memcmp(want[i], o[i].p, (size_t)o[i].n * sizeof(float)) == 0,
+              "%s: output %d after the sweep differs from the first run", name, i);
+        free(want[i]);
+    }
+    free(want);
+    printf("  %-44s %2ld allocation points, %s\n", name, allocs, bad ? "VIOLATIONS" : "all held");
+    total_points += allocs;
+    total_cases++;
+}
+
+/* ---- the calls --------------------------------------------------------- */
+
+typedef struct {
+    attn_view q, k, v, out, lse, weights, mask;
+    int64_t key_lengths[4];
+    attn_opts o;
+} sdpa_case;
+
+static attn_status call_sdpa(void *ctx) {
+    sdpa_case *c = ctx;
+    return attn_sdpa(&c->q, &c->k, &c->v, &c->out, &c->o);
+}
+
+static void sdpa_sweeps(void) {
+    /* Prefill, grouped-query, strided k (the head dimension not innermost),
+     * lse requested, a mask and key lengths. */
+    enum { B = 2, H = 4, Hkv = 2, Nq = 70, Nkv = 130, d = 16, dv = 12 };
+    float *q = tu_rand(B * H * Nq * d, -1, 1), *kbuf = tu_rand(B * Hkv * Nkv * d, -1, 1);
+    float *v = tu_rand(B * Hkv * Nkv * dv, -1, 1), *mask = tu_rand(Nq * Nkv, -2, 2);
+    float *out = tu_zeros(B * H * Nq * dv), *lse = tu_zeros(B * H * Nq);
+    float *w = tu_zeros(B * H * Nq * Nkv);
+    for (int64_t i = 0; i < Nq * Nkv; i += 7)
+        mask[i] = -INFINITY;
+    sdpa_case c;
+    c.q = attn_view_4d(q, B, H, Nq, d);
+    /* k stored as (B, Hkv, d, Nkv) and seen as (B, Hkv, Nkv, d). */
+    c.k = attn_view_swap(attn_view_4d(kbuf, B, Hkv, d, Nkv), 2, 3);
+    c.v = attn_view_4d(v, B, Hkv, Nkv, dv);
+    c.out = attn_view_4d(out, B, H, Nq, dv);
+    c.lse = attn_view_3d(lse, B, H, Nq);
+    c.weights = attn_view_4d(w, B, H, Nq, Nkv);
+    c.mask = attn_view_4d(mask, 1, 1, Nq, Nkv);
+    c.key_lengths[0] = Nkv;
+    c.key_lengths[1] = 77;
+    const outbuf ob[3] = {{out, B * H * Nq * dv}, {lse, B * H * Nq}, {w, B * H * Nq * Nkv}};
+
+    static const attn_algo algos[3] = {ATTN_ALGO_REFERENCE, ATTN_ALGO_FLASH, ATTN_ALGO_AUTO};
+    static const char *const names[3] = {"reference", "flash", "auto"};
+    char label[96];
+    for (int a = 0; a < 3; a++) {
+        for (int threads = 1; threads <= 2; threads++) {
+            c.o = attn_opts_default();
+            c.o.algo = algos[a];
+            c.o.num_threads = threads;
+            c.o.lse = &c.lse;
+            c.o.mask = &c.mask;
+            c.o.key_lengths = c.key_lengths;
+            c.o.causal = ATTN_CAUSAL_BOTTOM_RIGHT;
+            snprintf(label, sizeof label, "attn_sdpa %s prefill, %d thr", names[a], threads);
+            sweep(label, call_sdpa, &c, ob, 2, 1);
+        }
+    }
+    /* Dropout and the weights output: the reference path, whatever algo says. */
+    c.o = attn_opts_default();
+    c.o.algo = ATTN_ALGO_FLASH;
+    c.o.dropout_p = 0.25f;
+    c.o.dropout_seed = 7;
+    c.o.weights = &c.weights;
+    c.o.lse = &c.lse;
+    c.o.num_threads = 2;
+    sweep("attn_sdpa dropout + weights", call_sdpa, &c, ob, 3, 1);
+    free(q), free(kbuf), free(v), free(mask), free(out), free(lse), free(w);
+
+    /* Decode: one query, many keys, split across threads. */
+    {
+        enum { DB = 1, DH = 8, DHkv = 2, DNkv = 5000, Dd = 32 };
+        float *dq = tu_rand(DB * DH * Dd, -1, 1), *dk = tu_rand(DB * DHkv * DNkv * Dd, -1, 1);
+        float *dvv = tu_rand(DB * DHkv * DNkv * Dd, -1, 1), *dout = tu_zeros(DB * DH * Dd);
+        float *dlse = tu_zeros(DB * DH);
+        sdpa_case e;
+        e.q = attn_view_4d(dq, DB, DH, 1, Dd);
+        e.k = attn_view_4d(dk, DB, DHkv, DNkv, Dd);
+        e.v = attn_view_4d(dvv, DB, DHkv, DNkv, Dd);
+        e.out = attn_view_4d(dout, DB, DH, 1, Dd);
+        e.lse = attn_view_3d(dlse, DB, DH, 1);
+        const outbuf eb[2] = {{dout, DB * DH * Dd}, {dlse, DB * DH}};
+        for (int a = 0; a < 3; a++) {
+            for (int threads = 1; threads <= 3; threads += 2) {
+                e.o = attn_opts_default();
+                e.o.algo = algos[a];
+                e.o.num_threads = threads;
+                e.o.lse = &e.lse;
+                snprintf(label, sizeof label, "attn_sdpa %s decode, %d thr", names[a], threads);
+                sweep(label, call_sdpa, &e, eb, 2, 1);
+            }
+        }
+        free(dq), free(dk), free(dvv), free(dout), free(dlse);
+    }
+}
+
+typedef struct {
+    attn_mha_params p;
+    attn_view xq, xkv, out;
+    int cross;
+    attn_opts o;
+} mha_case;
+
+static attn_status call_mha(void *ctx) {
+    mha_case *c = ctx;
+    return attn_mha(&c->p, &c->xq, c->cross ? &c->xkv : NULL, &c->out, &c->o);
+}
+
+static void mha_sweeps(void) {
+    enum { B = 2, N = 19, Nkv = 23, D = 24, NH = 4, HS = D / NH, Dout = 10 };
+    float *x = tu_rand(B * N * D, -1, 1), *xkv = tu_rand(B * Nkv * D, -1, 1);
+    float *Wqkv = tu_rand(D * 3 * D, -0.3f, 0.3f), *bqkv = tu_rand(3 * D, -0.1f, 0.1f);
+    float *Wo = tu_rand(D * Dout, -0.3f, 0.3f), *bo = tu_rand(Dout, -0.1f, 0.1f);
+    float *WoT = tu_rand(Dout * 3 * D, -0.3f, 0.3f);
+    float *out = tu_zeros(B * N * 3 * D);
+    mha_case c;
+    memset(&c, 0, sizeof c);
+    char label[96];
+
+    /* Fused weights with biases and an output projection, causal. */
+    attn_view wv = attn_view_2d(Wqkv, D, 3 * D), bv = attn_view_1d(bqkv, 3 * D);
+    attn_view wov = attn_view_2d(Wo, D, Dout), bov = attn_view_1d(bo, Dout);
+    CHECK_OK(attn_mha_from_fused(&wv, &bv, NH, &wov, &bov, &c.p));
+    c.xq = attn_view_3d(x, B, N, D);
+    c.out = attn_view_3d(out, B, N, Dout);
+    outbuf ob = {out, B * N * Dout};
+    for (int a = 1; a <= 2; a++) {
+        c.o = attn_opts_default();
+        c.o.causal = ATTN_CAUSAL_TOP_LEFT;
+        c.o.algo = (attn_algo)a;
+        c.o.num_threads = 2;
+        snprintf(label, sizeof label, "attn_mha fused+Wo, %s", a == 1 ? "reference" : "flash");
+        sweep(label, call_mha, &c, &ob, 1, 1);
+    }
+
+    /* Per-head weights that are not side by side (one GEMM per head),
+     * cross-attention, no Wo: heads written straight into out. */
+    float *Wq = tu_rand(NH * D * HS, -0.3f, 0.3f), *Wk = tu_rand(NH * D * HS, -0.3f, 0.3f);
+    float *Wv = tu_rand(NH * D * HS, -0.3f, 0.3f), *bq = tu_rand(NH * HS, -0.1f, 0.1f);
+    memset(&c.p, 0, sizeof c.p);
+    c.p.num_heads = NH;
+    c.p.Wq = attn_view_3d(Wq, NH, D, HS);
+    c.p.Wk = attn_view_3d(Wk, NH, D, HS);
+    c.p.Wv = attn_view_3d(Wv, NH, D, HS);
+    c.p.bq = attn_view_2d(bq, NH, HS);
+    c.xkv = attn_view_3d(xkv, B, Nkv, D);
+    c.cross = 1;
+    c.out = attn_view_3d(out, B, N, NH * HS);
+    ob.n = B * N * NH * HS;
+    c.o = attn_opts_default();
+    c.o.num_threads = 2;
+    sweep("attn_mha per-head, cross, no Wo", call_mha, &c, &ob, 1, 1);
+
+    /* An output projection stored transposed in a wider buffer (neither
+     * stride is 1) and an output with a non-unit last stride. */
+    /* Wo[i, o] = WoT[o * 2*NH*HS + 2*i]: WoT is (Dout, 2*NH*HS). */
+    c.p.Wo = (attn_view){WoT, 2, {NH * HS, Dout}, {2, 2 * NH * HS}};
+    c.p.bo = attn_view_1d(bo, Dout);
+    c.out = (attn_view){out, 3, {B, N, Dout}, {N * Dout * 2, Dout * 2, 2}};
+    ob.n = B * N * Dout * 2;
+    sweep("attn_mha per-head, strided Wo and out", call_mha, &c, &ob, 1, 1);
+    free(x), free(xkv), free(Wqkv), free(bqkv), free(Wo), free(bo), free(WoT), free(out);
+    free(Wq), free(Wk), free(Wv), free(bq);
+}
+
+typedef struct {
+    attn_view x, W, b, y;
+    int has_bias, threads;
+} linear_case;
+
+static attn_status call_linear(void *ctx) {
+    linear_case *c = ctx;
+    return attn_linear(&c->x, &c->W, c->has_bias ? &c->b : NULL, &c->y, c->threads);
+}
+
+typedef struct {
+    attn_view xq, xkv, Wq, Wk, Wv, out;
+    int cross;
+    attn_opts o;
+} single_case;
+
+static attn_status call_single(void *ctx) {
+    single_case *c = ctx;
+    if (c->cross)
+        return attn_cross_attention(&c->xq, &c->xkv, &c->Wq, &c->Wk, &c->Wv, &c->out, &c->o);
+    return attn_self_attention(&c->xq, &c->Wq, &c->Wk, &c->Wv, &c->out, &c->o);
+}
+
+static void module_sweeps(void) {
+    enum { B = 3, N = 11, IN = 9, OUT = 7 };
+    /* x (B, N, IN) read with strides (2*N*IN, 2*IN, 2): every other float;
+     * W (IN, OUT) stored as (OUT, 2*IN) and read transposed with stride 2;
+     * y (B, N, OUT) written with a last stride of 3. */
+    float *x = tu_rand(B * N * IN * 2, -1, 1), *W = tu_rand(OUT * IN * 2, -1, 1);
+    float *b = tu_rand(OUT, -1, 1), *y = tu_zeros(B * N * OUT * 3);
+    linear_case lc;
+    lc.x = (attn_view){x, 3, {B, N, IN}, {2 * N * IN, 2 * IN, 2}};
+    lc.W = (attn_view){W, 2, {IN, OUT}, {2, 2 * IN}};
+    lc.b = attn_view_1d(b, OUT);
+    lc.y = (attn_view){y, 3, {B, N, OUT}, {3 * N * OUT, 3 * OUT, 3}};
+    lc.has_bias = 1;
+    lc.threads = 2;
+    outbuf ob = {y, B * N * OUT * 3};
+    sweep("attn_linear strided x, W, y", call_linear, &lc, &ob, 1, 1);
+    /* Contiguous y: nothing needs a temporary; a sweep of 0 points. */
+    lc.y = attn_view_3d(y, B, N, OUT);
+    ob.n = B * N * OUT;
+    sweep("attn_linear strided x, W; contiguous y", call_linear, &lc, &ob, 1, 0);
+    free(x), free(W), free(b), free(y);
+
+    enum { SB = 2, SN = 13, SNkv = 17, D = 10, HS = 6 };
+    float *xs = tu_rand(SB * SN * D, -1, 1), *xk = tu_rand(SB * SNkv * D, -1, 1);
+    float *Wq = tu_rand(D * HS, -1, 1), *Wk = tu_rand(D * HS, -1, 1), *Wv = tu_rand(D * HS, -1, 1);
+    float *o = tu_zeros(SB * SN * HS);
+    single_case sc;
+    sc.xq = attn_view_3d(xs, SB, SN, D);
+    sc.xkv = attn_view_3d(xk, SB, SNkv, D);
+    sc.Wq = attn_view_2d(Wq, D, HS);
+    sc.Wk = attn_view_2d(Wk, D, HS);
+    sc.Wv = attn_view_2d(Wv, D, HS);
+    sc.out = attn_view_3d(o, SB, SN, HS);
+    outbuf so = {o, SB * SN * HS};
+    for (int cross = 0; cross <= 1; cross++) {
+        for (int a = 1; a <= 2; a++) {
+            sc.cross = cross;
+            sc.o = attn_opts_default();
+            sc.o.algo = (attn_algo)a;
+            sc.o.causal = cross ? ATTN_CAUSAL_NONE : ATTN_CAUSAL_TOP_LEFT;
+            sc.o.num_threads = 2;
+            char label[96];
+            snprintf(label, sizeof label, "%s, %s",
+                     cross ? "attn_cross_attention" : "attn_self_attention",
+                     a == 1 ? "reference" : "flash");
+            sweep(label, call_single, &sc, &so, 1, 1);
+        }
+    }
+    free(xs), free(xk), free(Wq), free(Wk), free(Wv), free(o);
+}
+
+/* Entry points documented as allocation-free must not call the allocator. */
+static void no_alloc_calls(void) {
+    float x[24], y[24], g[6], lse2[8], out2[2 * 4 * 3];
+    for (int i = 0; i < 24; i++)
+        x[i] = tu_uniform(-1, 1);
+    for (int i = 0; i < 6; i++)
+        g[i] = 1.0f;
+    for (int i = 0; i < 8; i++)
+        lse2[i] = tu_uniform(-1, 1);
+    attn_view xv = attn_view_2d(x, 4, 6), yv = attn_view_2d(y, 4, 6), gv = attn_view_1d(g, 6);
+    counter_reset(1); /* the first allocation, if any, fails */
+    CHECK_OK(attn_softmax(&xv, &yv));
+    CHECK_OK(attn_layer_norm(&xv, &gv, NULL, 1e-5f, &yv));
+    /* Merge of two parts of (1, 1, 4, 3) outputs. */
+    attn_view po[2] = {attn_view_4d(x, 1, 1, 4, 3), attn_view_4d(x + 12, 1, 1, 4, 3)};
+    attn_view pl[2] = {attn_view_3d(lse2, 1, 1, 4), attn_view_3d(lse2 + 4, 1, 1, 4)};
+    attn_view mo = attn_view_4d(out2, 1, 1, 4, 3);
+    CHECK_OK(attn_merge(po, pl, 2, &mo, NULL));
+    CHECK(atomic_load(&C.calls) == 0, "softmax/layer_norm/merge allocated %ld times",
+          atomic_load(&C.calls));
+    printf("  %-44s  0 allocation points (checked)\n", "attn_softmax, attn_layer_norm, attn_merge");
+}
+
+/* ---- peak scratch memory of the flash path ------------------------------ */
+
+static long flash_peak(int64_t N, int64_t d, int threads, double *seconds) {
+    float *q = tu_rand(N * d, -1, 1), *k = tu_rand(N * d, -1, 1), *v = tu_rand(N * d, -1, 1);
+    float *out = tu_zeros(N * d);
+    attn_view qv = attn_view_4d(q, 1, 1, N, d), kv = attn_view_4d(k, 1, 1, N, d),
+              vv = attn_view_4d(v, 1, 1, N, d), ov = attn_view_4d(out, 1, 1, N, d);
+    attn_opts o = attn_opts_default();
+    o.algo = ATTN_ALGO_FLASH;
+    o.num_threads = threads;
+    o.causal = ATTN_CAUSAL_TOP_LEFT;
+    counter_reset(0);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK_OK(attn_sdpa(&qv, &kv, &vv, &ov, &o));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    *seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    long peak = atomic_load(&C.peak);
+    free(q), free(k), free(v), free(out);
+    return peak;
+}
+
+/* The bound: flash scratch is O(threads x tile) plus O(d): for d = 64 and 2
+ * threads it must stay below 1 MiB at any N, while the N x N scores alone
+ * would be 4 N^2 bytes (64 MiB at N = 4096). */
+#define FLASH_PEAK_BOUND (1L << 20)
+
+static void flash_memory(int quick) {
+    const int64_t small = 512, large = quick ? 2048 : 4096, d = 64;
+    double ts, tl;
+    long ps = flash_peak(small, d, 2, &ts), pl = flash_peak(large, d, 2, &tl);
+    printf("  flash peak scratch: N=%lld: %ld bytes (%.3f s), N=%lld: %ld bytes (%.3f s); "
+           "N^2 scores would be %lld bytes\n",
+           (long long)small, ps, ts, (long long)large, pl, tl, (long long)(4 * large * large));
+    CHECK(ps > 0, "the flash path allocated nothing at N=%lld", (long long)small);
+    CHECK(pl <= FLASH_PEAK_BOUND, "flash peak %ld bytes at N=%lld exceeds %ld", pl,
+          (long long)large, FLASH_PEAK_BOUND);
+    CHECK(ps <= FLASH_PEAK_BOUND, "flash peak %ld bytes at N=%lld exceeds %ld", ps,
+          (long long)small, FLASH_PEAK_BOUND);
+    /* Growing N by 4-8x must not grow the scratch like N^2 (16-64x); a fixed
+     * bound is the contract, linear growth would be tolerated here. */
+    CHECK((double)pl <= (double)ps * (double)(large / small),
+          "flash peak grew from %ld to %ld bytes for N %lld -> %lld", ps, pl, (long long)small,
+          (long long)large);
+    /* Decode with a long cache: the split partials are capped, not O(Nkv). */
+    {
+        const int64_t Nkv = quick ? 20000 : 100000;
+        float *q = tu_rand(8 * d, -1, 1), *k = tu_rand(Nkv * d, -1, 1),
+              *v = tu_rand(Nkv * d, -1, 1);
+        float out[8 * 64];
+        attn_view qv = attn_view_4d(q, 1, 8, 1, d), kv = attn_view_4d(k, 1, 1, Nkv, d),
+                  vv = attn_view_4d(v, 1, 1, Nkv, d), ov = attn_view_4d(out, 1, 8, 1, d);
+        attn_opts o = attn_opts_default();
+        o.algo = ATTN_ALGO_FLASH;
+        o.num_threads = 2;
+        counter_reset(0);
+        CHECK_OK(attn_sdpa(&qv, &kv, &vv, &ov, &o));
+        long peak = atomic_load(&C.peak);
+        printf("  flash decode peak scratch: Nq=1, H=8, Nkv=%lld: %ld bytes\n", (long long)Nkv,
+               peak);
+        /* Partials: one (m, l, o) per 512-key chunk; K and V are 2*4*Nkv*d bytes. */
+        CHECK(peak <= (long)(2 * 4 * Nkv * d) / 8, "decode peak %ld bytes is not small", peak);
+        free(q), free(k), free(v);
+    }
+}
+
+int main(void) {
+    const char *qenv = getenv("ATTN_TEST_QUICK");
+    const int quick = qenv && *qenv && strcmp(qenv, "0") != 0;
+    attn_set_allocator(&counting);
+    printf("fault injection (N-th allocation fails, N = 1.. until success):\n");
+    sdpa_sweeps();
+    mha_sweeps();
+    module_sweeps();
+    no_alloc_calls();
+    printf("  total: %ld calls swept, %ld injection points\n", total_cases, total_points);
+    flash_memory(quick);
+    CHECK(atomic_load(&C.live) == 0, "%ld blocks still live at exit", atomic_load(&C.live));
+    CHECK(atomic_load(&C.bad_align) == 0, "%ld requests with a bad alignment",
+          atomic_load(&C.bad_align));
+    attn_set_allocator(NULL);
+    return tu_summary("test_faults");
+}
