@@ -196,8 +196,29 @@ static void test_self_attention(void) {
 /* S4/S5/S7: per-head lists vs the fused (D, 3D) matrix, 1 head vs the
  * single-head function, cross with xkv = x vs self, and the module against
  * the composition written out here. */
+enum { B = 2, N = 9, D = 12, NH = 3, HS = D / NH, Nkv = 5 };
+
+/* The module written out for the sizes above: per head project, attend,
+ * concatenate, project. W[p] (NH, D, HS) and b[p] (NH, HS) for p = q, k, v. */
+static void naive_mha(const float *x, const float *xkv, int64_t nq, int64_t nkv,
+                      float W[3][NH * D * HS], float bias[3][NH * HS], const float *Wo,
+                      const float *bo, float *out, int causal) {
+    float q[N * HS], k[N * HS], v[N * HS], head[N * HS], cat[N * D];
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            naive_linear(x + b * nq * D, W[0] + h * D * HS, bias[0] + h * HS, q, nq, D, HS);
+            naive_linear(xkv + b * nkv * D, W[1] + h * D * HS, bias[1] + h * HS, k, nkv, D, HS);
+            naive_linear(xkv + b * nkv * D, W[2] + h * D * HS, bias[2] + h * HS, v, nkv, D, HS);
+            naive_attention(q, k, v, head, nq, nkv, HS, HS, causal);
+            for (int i = 0; i < nq; i++)
+                for (int e = 0; e < HS; e++)
+                    cat[i * D + h * HS + e] = head[i * HS + e];
+        }
+        naive_linear(cat, Wo, bo, out + b * nq * D, nq, D, D);
+    }
+}
+
 static void test_mha(void) {
-    enum { B = 2, N = 9, D = 12, NH = 3, HS = D / NH, Nkv = 5 };
     float *x = tu_rand(B * N * D, -1, 1), *xkv = tu_rand(B * Nkv * D, -1, 1);
     float *W = tu_rand(D * 3 * D, -0.5f, 0.5f), *bqkv = tu_rand(3 * D, -0.5f, 0.5f);
     float *Wo = tu_rand(D * D, -0.5f, 0.5f), *bo = tu_rand(D, -0.5f, 0.5f);
@@ -232,20 +253,7 @@ static void test_mha(void) {
     CHECK(tu_maxdiff(o1, o2, B * N * D) < 1e-5, "fused vs lists: %g",
           tu_maxdiff(o1, o2, B * N * D));
 
-    /* The composition written out: per head project, attend, concat, project. */
-    float q[N * HS], k[N * HS], v[N * HS], head[N * HS], cat[N * D];
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < NH; h++) {
-            naive_linear(x + b * N * D, Wl[0] + h * D * HS, bl[0] + h * HS, q, N, D, HS);
-            naive_linear(x + b * N * D, Wl[1] + h * D * HS, bl[1] + h * HS, k, N, D, HS);
-            naive_linear(x + b * N * D, Wl[2] + h * D * HS, bl[2] + h * HS, v, N, D, HS);
-            naive_attention(q, k, v, head, N, N, HS, HS, 1);
-            for (int i = 0; i < N; i++)
-                for (int e = 0; e < HS; e++)
-                    cat[i * D + h * HS + e] = head[i * HS + e];
-        }
-        naive_linear(cat, Wo, bo, want + b * N * D, N, D, D);
-    }
+    naive_mha(x, x, N, N, Wl, bl, Wo, bo, want, 1);
     CHECK(tu_maxdiff(o1, want, B * N * D) < 2e-5, "module vs composition: %g",
           tu_maxdiff(o1, want, B * N * D));
 
@@ -268,19 +276,7 @@ static void test_mha(void) {
     op.causal = ATTN_CAUSAL_NONE;
     attn_view kvv = attn_view_3d(xkv, B, Nkv, D);
     CHECK_OK(attn_mha(&lists, &xv, &kvv, &o1v, &op));
-    float kc[Nkv * HS], vc[Nkv * HS];
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < NH; h++) {
-            naive_linear(x + b * N * D, Wl[0] + h * D * HS, bl[0] + h * HS, q, N, D, HS);
-            naive_linear(xkv + b * Nkv * D, Wl[1] + h * D * HS, bl[1] + h * HS, kc, Nkv, D, HS);
-            naive_linear(xkv + b * Nkv * D, Wl[2] + h * D * HS, bl[2] + h * HS, vc, Nkv, D, HS);
-            naive_attention(q, kc, vc, head, N, Nkv, HS, HS, 0);
-            for (int i = 0; i < N; i++)
-                for (int e = 0; e < HS; e++)
-                    cat[i * D + h * HS + e] = head[i * HS + e];
-        }
-        naive_linear(cat, Wo, bo, want + b * N * D, N, D, D);
-    }
+    naive_mha(x, xkv, N, Nkv, Wl, bl, Wo, bo, want, 0);
     CHECK(tu_maxdiff(o1, want, B * N * D) < 2e-5, "cross vs composition: %g",
           tu_maxdiff(o1, want, B * N * D));
 
