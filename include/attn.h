@@ -196,7 +196,12 @@ typedef enum attn_causal {
     ATTN_CAUSAL_BOTTOM_RIGHT = 2,
 } attn_causal;
 
-/* Algorithm choice; AUTO is right for nearly everyone. Values pinned. */
+/* Algorithm choice; AUTO is right for nearly everyone. Values pinned.
+ * The fast path (tiled online softmax, O(threads x tile) scratch, never the
+ * Nq x Nkv matrix) covers every option except dropout > 0, the weights
+ * output and head sizes above 2^20: those run the reference path (scratch
+ * O(threads x Nkv)), whatever algo says. With few query rows and many keys
+ * (decoding) the fast path splits the keys in fixed chunks over threads. */
 typedef enum attn_algo {
     ATTN_ALGO_AUTO = 0,      /* fast path when it applies, else reference */
     ATTN_ALGO_REFERENCE = 1, /* the plain loops of src/ref/, the specification */
@@ -219,7 +224,8 @@ typedef struct attn_opts {
     const attn_view *mask;
     /* B values in 0..Nkv: batch b sees keys j < key_lengths[b]. NULL: Nkv. */
     const int64_t *key_lengths;
-    /* Dropout on the attention weights, p in [0, 1). See attn_dropout_keep. */
+    /* Dropout on the attention weights, p in [0, 1). See attn_dropout_keep.
+     * p > 0 runs the reference path (the fast path has no dropout yet). */
     float dropout_p;
     uint64_t dropout_seed;
     /* Threads for this call; <= 0 means the number of online CPUs. OpenMP's
