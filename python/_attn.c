@@ -871,7 +871,45 @@ static PyObject *py_isa_supported(PyObject *self, PyObject *args) {
     return PyBool_FromLong(attn_isa_supported((attn_isa)isa));
 }
 
+/* Test hook: fail the n-th scratch allocation the library makes from now on
+ * (n >= 1), counting live blocks; n <= 0 restores the default allocator and
+ * returns how many blocks are still live (0 unless something leaked). Not for
+ * concurrent use: tests only. */
+static long alloc_countdown, alloc_live;
+
+static void *failing_alloc(size_t size, size_t align, void *ctx) {
+    (void)ctx;
+    if (alloc_countdown > 0 && --alloc_countdown == 0) return NULL;
+    void *p = aligned_alloc(align, (size + align - 1) / align * align);
+    if (p) alloc_live++;
+    return p;
+}
+
+static void counting_free(void *p, void *ctx) {
+    (void)ctx;
+    if (p) alloc_live--;
+    free(p);
+}
+
+static PyObject *py_fail_nth_alloc(PyObject *self, PyObject *args) {
+    (void)self;
+    long n;
+    if (!PyArg_ParseTuple(args, "l:_fail_nth_alloc", &n)) return NULL;
+    if (n <= 0) {
+        attn_set_allocator(NULL);
+        return PyLong_FromLong(alloc_live);
+    }
+    alloc_countdown = n;
+    alloc_live = 0;
+    const attn_allocator a = {failing_alloc, counting_free, NULL};
+    attn_set_allocator(&a);
+    return PyLong_FromLong(0);
+}
+
 static PyMethodDef methods[] = {
+    {"_fail_nth_alloc", py_fail_nth_alloc, METH_VARARGS,
+     "_fail_nth_alloc(n): tests only; fail the n-th scratch allocation (n <= 0: restore, "
+     "return live blocks)."},
     {"softmax", (PyCFunction)(void (*)(void))py_softmax, METH_VARARGS | METH_KEYWORDS,
      "softmax(x, out=None): attn_softmax over the last axis (rank 1..4)."},
     {"layer_norm", (PyCFunction)(void (*)(void))py_layer_norm, METH_VARARGS | METH_KEYWORDS,
