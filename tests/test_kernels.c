@@ -6,7 +6,7 @@
  *     and for -inf, NaN kept, exp(0) = 1 exactly;
  *   - the score kernel gives the same bits for a row whether the tile has
  *     1..9 rows (keys across lanes, decode) or 64 (rows across lanes), and
- *     equals an fmaf chain over e;
+ *     equals a chain of the table's multiply-add over e;
  *   - the pv kernel gives the same bits for a row alone and in a tile;
  *   - an online-softmax step over a block hidden from a row leaves that
  *     row's max and sum exactly unchanged (alpha = 1, p = 0). */
@@ -87,7 +87,7 @@ static void test_exp(const attn__kernels *kr) {
 }
 
 /* Scores of row r computed in a tile of nr rows equal those of the row
- * alone (nr = 1, the decode layout) and an explicit fmaf chain. */
+ * alone (nr = 1, the decode layout) and an explicit chain of kr->madd. */
 static void test_score(const attn__kernels *kr) {
     const int64_t ds[] = {1, 3, 16, 17, 40, 64, 72, 128, 256};
     for (size_t di = 0; di < sizeof ds / sizeof ds[0]; di++) {
@@ -112,7 +112,7 @@ static void test_score(const attn__kernels *kr) {
             for (int64_t c = 0; c < nk; c++) {
                 float s = 0.0f;
                 for (int64_t e = 0; e < d; e++)
-                    s = fmaf(qt[e * ldr + r], k[c * ks + e], s);
+                    s = kr->madd(qt[e * ldr + r], k[c * ks + e], s);
                 chain &= memcmp(&s, &st[c * ldr + r], sizeof(float)) == 0;
             }
         CHECK(same && chain, "%s score d=%lld: rows in small tiles %s, fma chain %s", kr->name,

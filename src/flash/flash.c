@@ -212,7 +212,7 @@ static void pv_skip(const plan *pl, const tile *T, state *w, const float *sb, in
                 continue;
             const float pc = sb[c * T->ldr + r];
             for (int64_t f = 0; f < P->dv; f++)
-                orow[f] = fmaf(pc, v[c * vs + f], orow[f]);
+                orow[f] = pl->kr->madd(pc, v[c * vs + f], orow[f]);
         }
     }
 }

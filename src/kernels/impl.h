@@ -41,7 +41,8 @@ static inline const char *attn__prefetch_addr(const float *p, int64_t row, int64
                         const float *v, int64_t vs, int64_t nk, int64_t nr, int64_t dv);           \
     void attn__merge_##isa(float *ot, const float *oc, int64_t ldo, const float *a,                \
                            const float *b, int64_t nr, int64_t dv);                                \
-    void attn__exp_##isa(float *y, const float *x, int64_t n);
+    void attn__exp_##isa(float *y, const float *x, int64_t n);                                     \
+    float attn__madd_##isa(float a, float b, float c);
 
 ATTN_KERNEL_DECLS(generic)
 #if defined(__x86_64__)

@@ -4,7 +4,7 @@
 #define ATTN_TABLE(isa)                                                                            \
     {                                                                                              \
 #isa, attn__score_##isa, attn__scale_max_##isa, attn__softmax_##isa, attn__pv_##isa,       \
-            attn__merge_##isa, attn__exp_##isa                                                     \
+            attn__merge_##isa, attn__exp_##isa, attn__madd_##isa                                   \
     }
 
 const attn__kernels attn__kernels_generic = ATTN_TABLE(generic);

@@ -11,9 +11,10 @@
  *
  * Determinism: every kernel computes each element with the same sequence of
  * IEEE operations whatever nk, nr, ldr or the position in a register tile:
- *   score  s[c][r] = fma chain over e = 0..d-1 ascending, starting from +0
- *   pv     o[r][f] = o[r][f] * alpha[r], then fma(p[c][r], v[c][f], .) for
+ *   score  s[c][r] = madd chain over e = 0..d-1 ascending, starting from +0
+ *   pv     o[r][f] = o[r][f] * alpha[r], then madd(p[c][r], v[c][f], .) for
  *                    c = 0..nk-1 ascending
+ * (madd: the table's multiply-add, fused or not, see the madd slot)
  *   sums   l[r] = l[r] * alpha[r], then + p[c][r] for c ascending
  * so a row's bits never depend on the tile it is computed in. Results are
  * per ISA: the generic, AVX2 and AVX-512 exponentials may differ in the last
@@ -61,7 +62,7 @@ typedef struct attn__kernels {
                const float *v, int64_t vs, int64_t nk, int64_t nr, int64_t dv);
 
     /* Merge of two partial accumulators, for r < nr, f < dv:
-     *   ot[r][f] = fma(oc[r][f], b[r], ot[r][f] * a[r]) */
+     *   ot[r][f] = madd(oc[r][f], b[r], ot[r][f] * a[r]) */
     void (*merge)(float *ot, const float *oc, int64_t ldo, const float *a, const float *b,
                   int64_t nr, int64_t dv);
 
@@ -69,6 +70,13 @@ typedef struct attn__kernels {
      * -87.336 and for -inf; NaN stays NaN; inputs above 88.37 saturate.
      * y may equal x. */
     void (*exp)(float *y, const float *x, int64_t n);
+
+    /* The multiply-add every kernel of this table performs, as a scalar, for
+     * code outside the kernels that must match them bit for bit: fused
+     * (one rounding) for AVX2 and AVX-512; a * b, then + c, for generic C,
+     * which cannot count on an FMA instruction (fmaf would then be a libm
+     * call per element and nothing would vectorise). */
+    float (*madd)(float a, float b, float c);
 } attn__kernels;
 
 /* The table for an ISA the CPU supports (AUTO: the selected one). */

@@ -6,6 +6,8 @@
  * multiply by alpha, then an fma chain over c ascending (as pv_generic.c). */
 #include "kernels/impl.h"
 
+#include <math.h>
+
 #include <immintrin.h>
 
 #define AVX2 __attribute__((target("avx2,fma")))
@@ -77,4 +79,8 @@ AVX2 void attn__merge_avx2(float *ot, const float *oc, int64_t ldo, const float 
                                 _mm256_fmadd_ps(_mm256_maskload_ps(oc + r * ldo + f, m), vb, x));
         }
     }
+}
+
+float attn__madd_avx2(float a, float b, float c) {
+    return fmaf(a, b, c); /* what _mm*_fmadd_ps does per lane */
 }

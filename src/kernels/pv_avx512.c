@@ -6,6 +6,8 @@
  * multiply by alpha, then an fma chain over c ascending (as pv_generic.c). */
 #include "kernels/impl.h"
 
+#include <math.h>
+
 #include <immintrin.h>
 
 #define AVX512 __attribute__((target("avx512f")))
@@ -136,4 +138,8 @@ AVX512 void attn__merge_avx512(float *ot, const float *oc, int64_t ldo, const fl
                 t, m, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, oc + r * ldo + f), vb, x));
         }
     }
+}
+
+float attn__madd_avx512(float a, float b, float c) {
+    return fmaf(a, b, c); /* what _mm*_fmadd_ps does per lane */
 }

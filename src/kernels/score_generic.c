@@ -1,9 +1,8 @@
 /* kernels/score_generic.c - score tile in portable C.
  *   st[c*ldr + r] = sum_e qt[e*ldr + r] * k[c*ks + e]     // "er,ce->cr"
- * Each score is one fmaf chain over e ascending from +0, as in every ISA. */
+ * Each score is one multiply-add chain over e ascending from +0, as in every
+ * ISA; here multiply, then add (attn__madd_generic), which vectorises. */
 #include "kernels/impl.h"
-
-#include <math.h>
 
 void attn__score_generic(float *st, const float *qt, int64_t ldr, const float *k, int64_t ks,
                          int64_t nk, int64_t nr, int64_t d) {
@@ -17,7 +16,7 @@ void attn__score_generic(float *st, const float *qt, int64_t ldr, const float *k
             const float ke = kc[e];
             const float *qe = qt + e * ldr;
             for (int64_t r = 0; r < ldr; r++)
-                sc[r] = fmaf(qe[r], ke, sc[r]);
+                sc[r] = qe[r] * ke + sc[r];
         }
     }
 }

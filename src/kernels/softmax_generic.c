@@ -11,15 +11,16 @@ float attn__expf_generic(float x) {
     if (x < ATTN_EXP_LO) return 0.0f;
     if (x > ATTN_EXP_HI) x = ATTN_EXP_HI;
     const float n = nearbyintf(x * ATTN_EXP_LOG2E); /* |n| <= 127 */
-    float r = fmaf(n, -ATTN_EXP_C1, x);
-    r = fmaf(n, -ATTN_EXP_C2, r);
+    /* Multiply, then add, as the other generic kernels (n * C1 is exact). */
+    float r = x - n * ATTN_EXP_C1;
+    r = r - n * ATTN_EXP_C2;
     float p = ATTN_EXP_P0;
-    p = fmaf(p, r, ATTN_EXP_P1);
-    p = fmaf(p, r, ATTN_EXP_P2);
-    p = fmaf(p, r, ATTN_EXP_P3);
-    p = fmaf(p, r, ATTN_EXP_P4);
-    p = fmaf(p, r, ATTN_EXP_P5);
-    p = fmaf(p, r * r, r);
+    p = p * r + ATTN_EXP_P1;
+    p = p * r + ATTN_EXP_P2;
+    p = p * r + ATTN_EXP_P3;
+    p = p * r + ATTN_EXP_P4;
+    p = p * r + ATTN_EXP_P5;
+    p = p * (r * r) + r;
     p = p + 1.0f;
     /* 2^n exactly, as the bits of a normal float (n in -126..127) */
     const uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
