@@ -63,7 +63,17 @@ TSAN_FLAGS    = -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATT
                 -DATTN_CLI=OFF -DCMAKE_C_FLAGS="-fsanitize=thread -fno-omit-frame-pointer" \
                 -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread -DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=thread
 
-.PHONY: fuzz fuzz-smoke test-tsan
+.PHONY: fuzz fuzz-smoke test-tsan test-valgrind
+
+# valgrind memcheck on the C tests of the main build: no invalid access, no
+# definite or indirect leak. valgrind hides AVX-512 (and forcing it is
+# SIGILL), so the kernels run as AVX2 and generic here.
+VALGRIND_TESTS = test_sdpa test_modules test_faults test_edge test_threads test_flash test_kernels test_isa
+test-valgrind: build
+	@command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)"; exit 1; }
+	cd $(BUILD) && for t in $(VALGRIND_TESTS); do \
+	    ATTN_ISA=avx2 ATTN_TEST_QUICK=1 valgrind -q --leak-check=full \
+	        --errors-for-leak-kinds=definite,indirect --error-exitcode=99 ./tests/$$t || exit 1; done
 
 # libFuzzer targets (clang, ASan + UBSan): replay fuzz/regressions/, then
 # fuzz each target for FUZZ_SECONDS seconds.

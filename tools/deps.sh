@@ -2,13 +2,13 @@
 # tools/deps.sh build|test - make sure the Debian packages attn needs are installed.
 #   build: compiler side (OpenBLAS, zlib, Python headers and NumPy for the extension)
 #   test:  build + pytest and PyTorch (independent references) + clang runtimes for
-#          sanitizer and fuzzing builds
+#          sanitizer and fuzzing builds, valgrind
 # As root, missing packages are installed with apt-get (waiting on the dpkg lock);
 # otherwise the one command to run is printed and the script fails.
 set -euo pipefail
 build_pkgs=(cmake gcc make pkg-config libopenblas-dev libopenblas0-pthread zlib1g-dev
             python3-dev python3-numpy)
-test_pkgs=(python3-pytest python3-torch clang libclang-rt-14-dev libomp-14-dev)
+test_pkgs=(python3-pytest python3-torch clang libclang-rt-14-dev libomp-14-dev valgrind)
 case "${1:-test}" in
   build) want=("${build_pkgs[@]}") ;;
   test) want=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
