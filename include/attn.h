@@ -353,7 +353,8 @@ typedef struct attn_mha_params {
  *   bqkv (3*D) or NULL;  Wo (D, Dout) or NULL;  bo (Dout) or NULL.
  * This is PyTorch's in_proj_weight transposed. The views in p point into the
  * caller's arrays: Wq[h, i, e] = Wqkv[i, h*HS + e] (strides (HS, ld, 1)).
- * The module detects this layout and projects with one GEMM. */
+ * For self-attention attn_mha detects this layout and computes q, k and v
+ * with one GEMM (x @ Wqkv); for cross-attention, one GEMM per projection. */
 attn_status attn_mha_from_fused(const attn_view *Wqkv, const attn_view *bqkv, int64_t num_heads,
                                 const attn_view *Wo, const attn_view *bo, attn_mha_params *p);
 
