@@ -390,6 +390,15 @@ static int thread_id(void) {
 #endif
 }
 
+/* This thread's scratch carved into w, and tile t loaded into it (moff: the
+ * tile's known mask offsets, or NULL). */
+static void tile_open(const plan *pl, float *scratch, int64_t per_thread, int64_t t,
+                      const float *moff, state *w, tile *T) {
+    state_carve(pl, scratch + thread_id() * per_thread, w);
+    tile_of(pl, t, T);
+    tile_load(pl, T, w, moff);
+}
+
 /* Prefill: each tile on one thread, its chunks folded as they finish. */
 static void run_tiles(const plan *pl, float *scratch, int64_t per_thread, int nt) {
 #ifdef _OPENMP
@@ -397,10 +406,8 @@ static void run_tiles(const plan *pl, float *scratch, int64_t per_thread, int nt
 #endif
     for (int64_t t = 0; t < pl->n_tiles; t++) {
         state w;
-        state_carve(pl, scratch + thread_id() * per_thread, &w);
         tile T;
-        tile_of(pl, t, &T);
-        tile_load(pl, &T, &w, NULL);
+        tile_open(pl, scratch, per_thread, t, NULL, &w, &T);
         tile_reset(pl, &T, &w);
         for (int64_t c0 = 0; c0 < T.jmax; c0 += CHUNK) {
             chunk_run(pl, &T, &w, c0);
@@ -426,10 +433,8 @@ static void run_split(const plan *pl, float *scratch, int64_t per_thread, int nt
 #endif
         for (int64_t t = 0; t < pl->n_tiles; t++) {
             state w;
-            state_carve(pl, scratch + thread_id() * per_thread, &w);
             tile T;
-            tile_of(pl, t, &T);
-            tile_load(pl, &T, &w, NULL);
+            tile_open(pl, scratch, per_thread, t, NULL, &w, &T);
             memcpy(moff + t * pl->max_rows, w.moff, (size_t)T.nr * sizeof(float));
         }
     }
@@ -438,10 +443,9 @@ static void run_split(const plan *pl, float *scratch, int64_t per_thread, int nt
 #endif
     for (int64_t u = 0; u < n_units; u++) {
         state w;
-        state_carve(pl, scratch + thread_id() * per_thread, &w);
         tile T;
-        tile_of(pl, u / pl->n_chunks, &T);
-        tile_load(pl, &T, &w, moff ? moff + u / pl->n_chunks * pl->max_rows : NULL);
+        tile_open(pl, scratch, per_thread, u / pl->n_chunks,
+                  moff ? moff + u / pl->n_chunks * pl->max_rows : NULL, &w, &T);
         const int64_t c0 = u % pl->n_chunks * CHUNK;
         seen[u] = c0 < T.jmax;
         if (!seen[u]) continue;
@@ -456,10 +460,8 @@ static void run_split(const plan *pl, float *scratch, int64_t per_thread, int nt
 #endif
     for (int64_t t = 0; t < pl->n_tiles; t++) {
         state w;
-        state_carve(pl, scratch + thread_id() * per_thread, &w);
         tile T;
-        tile_of(pl, t, &T);
-        tile_load(pl, &T, &w, moff ? moff + t * pl->max_rows : NULL);
+        tile_open(pl, scratch, per_thread, t, moff ? moff + t * pl->max_rows : NULL, &w, &T);
         tile_reset(pl, &T, &w);
         for (int64_t c = 0; c < pl->n_chunks; c++) {
             const int64_t u = t * pl->n_chunks + c;
