@@ -7,19 +7,10 @@
 #include "zipread.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 const char *npy_shape_str(int ndim, const int64_t *shape, char *buf, size_t len) {
     size_t pos = 0;
@@ -47,7 +38,7 @@ static void skip_ws(hdr_parser *h) {
 static int expect(hdr_parser *h, char c) {
     skip_ws(h);
     if (h->p >= h->end || *h->p != c)
-        return fail(h->err, h->errlen, "%s: malformed header: expected '%c'", h->name, c);
+        return zip_fail(h->err, h->errlen, "%s: malformed header: expected '%c'", h->name, c);
     h->p++;
     return 0;
 }
@@ -56,19 +47,20 @@ static int expect(hdr_parser *h, char c) {
 static int parse_string(hdr_parser *h, char *out, size_t outlen) {
     skip_ws(h);
     if (h->p >= h->end || (*h->p != '\'' && *h->p != '"'))
-        return fail(h->err, h->errlen, "%s: malformed header: expected a quoted string", h->name);
+        return zip_fail(h->err, h->errlen, "%s: malformed header: expected a quoted string",
+                        h->name);
     char q = *h->p++;
     size_t n = 0;
     while (h->p < h->end && *h->p != q) {
         if (*h->p == '\\' || (unsigned char)*h->p < 0x20)
-            return fail(h->err, h->errlen, "%s: malformed header: bad character in a string",
-                        h->name);
+            return zip_fail(h->err, h->errlen, "%s: malformed header: bad character in a string",
+                            h->name);
         if (n + 1 >= outlen)
-            return fail(h->err, h->errlen, "%s: malformed header: string too long", h->name);
+            return zip_fail(h->err, h->errlen, "%s: malformed header: string too long", h->name);
         out[n++] = *h->p++;
     }
     if (h->p >= h->end)
-        return fail(h->err, h->errlen, "%s: malformed header: unterminated string", h->name);
+        return zip_fail(h->err, h->errlen, "%s: malformed header: unterminated string", h->name);
     h->p++;
     out[n] = '\0';
     return 0;
@@ -87,14 +79,15 @@ static int parse_bool(hdr_parser *h, int *out) {
         *out = 0;
         return 0;
     }
-    return fail(h->err, h->errlen, "%s: malformed header: 'fortran_order' must be True or False",
-                h->name);
+    return zip_fail(h->err, h->errlen,
+                    "%s: malformed header: 'fortran_order' must be True or False", h->name);
 }
 
 /* A tuple of non-negative integers: "()", "(5,)", "(2, 3)", "(2, 3,)". */
 static int parse_shape(hdr_parser *h, int *ndim, int64_t *shape) {
     if (expect(h, '(') != 0)
-        return fail(h->err, h->errlen, "%s: malformed header: 'shape' must be a tuple", h->name);
+        return zip_fail(h->err, h->errlen, "%s: malformed header: 'shape' must be a tuple",
+                        h->name);
     *ndim = 0;
     for (;;) {
         skip_ws(h);
@@ -103,21 +96,21 @@ static int parse_shape(hdr_parser *h, int *ndim, int64_t *shape) {
             return 0;
         }
         if (h->p >= h->end || *h->p < '0' || *h->p > '9')
-            return fail(h->err, h->errlen,
-                        "%s: malformed header: 'shape' entry %d is not a non-negative integer",
-                        h->name, *ndim);
+            return zip_fail(h->err, h->errlen,
+                            "%s: malformed header: 'shape' entry %d is not a non-negative integer",
+                            h->name, *ndim);
         int64_t v = 0;
         while (h->p < h->end && *h->p >= '0' && *h->p <= '9') {
             int digit = *h->p++ - '0';
             if (v > (INT64_MAX - digit) / 10)
-                return fail(h->err, h->errlen, "%s: header: 'shape' entry %d overflows int64",
-                            h->name, *ndim);
+                return zip_fail(h->err, h->errlen, "%s: header: 'shape' entry %d overflows int64",
+                                h->name, *ndim);
             v = v * 10 + digit;
         }
         if (h->p < h->end && *h->p == 'L') h->p++; /* Python 2 long literal */
         if (*ndim >= NPY_MAX_NDIM)
-            return fail(h->err, h->errlen, "%s: header: array has more than %d dimensions", h->name,
-                        NPY_MAX_NDIM);
+            return zip_fail(h->err, h->errlen, "%s: header: array has more than %d dimensions",
+                            h->name, NPY_MAX_NDIM);
         shape[(*ndim)++] = v;
         skip_ws(h);
         if (h->p < h->end && *h->p == ',') {
@@ -125,7 +118,7 @@ static int parse_shape(hdr_parser *h, int *ndim, int64_t *shape) {
             continue;
         }
         if (h->p < h->end && *h->p == ')') continue;
-        return fail(h->err, h->errlen, "%s: malformed header: bad 'shape' tuple", h->name);
+        return zip_fail(h->err, h->errlen, "%s: malformed header: bad 'shape' tuple", h->name);
     }
 }
 
@@ -147,29 +140,29 @@ static int parse_descr(const char *descr, const char *name, int flags, dtype_inf
     if (strcmp(size, "4") == 0) itemsize = 4;
     if (strcmp(size, "8") == 0) itemsize = 8;
     if (order != '<' && order != '>' && order != '|' && order != '=')
-        return fail(err, errlen, "%s: dtype '%s' is not supported (need float32 or float64)", name,
-                    descr);
+        return zip_fail(err, errlen, "%s: dtype '%s' is not supported (need float32 or float64)",
+                        name, descr);
     if (kind == 'O')
-        return fail(err, errlen,
-                    "%s: object arrays (dtype '%s') are refused: they need pickle; save a "
-                    "numeric array",
-                    name, descr);
+        return zip_fail(err, errlen,
+                        "%s: object arrays (dtype '%s') are refused: they need pickle; save a "
+                        "numeric array",
+                        name, descr);
     if (kind == 'f' && (itemsize == 4 || itemsize == 8)) {
         dt->kind = 'f';
     } else if ((kind == 'i' || kind == 'u') && itemsize != 0) {
         if (!(flags & NPY_ALLOW_INT))
-            return fail(err, errlen,
-                        "%s: integer dtype '%s' is not accepted here: save a float array, e.g. "
-                        "x.astype(np.float32)",
-                        name, descr);
+            return zip_fail(err, errlen,
+                            "%s: integer dtype '%s' is not accepted here: save a float array, e.g. "
+                            "x.astype(np.float32)",
+                            name, descr);
         dt->kind = kind;
     } else {
-        return fail(err, errlen,
-                    "%s: dtype '%s' is not supported (need float32 '<f4' or float64 '<f8'%s)", name,
-                    descr, (flags & NPY_ALLOW_INT) ? ", or an integer type" : "");
+        return zip_fail(err, errlen,
+                        "%s: dtype '%s' is not supported (need float32 '<f4' or float64 '<f8'%s)",
+                        name, descr, (flags & NPY_ALLOW_INT) ? ", or an integer type" : "");
     }
     if (itemsize > 1 && order == '|')
-        return fail(err, errlen, "%s: dtype '%s' has no byte order", name, descr);
+        return zip_fail(err, errlen, "%s: dtype '%s' has no byte order", name, descr);
     if (order == '=') {
         uint16_t probe = 1;
         unsigned char first;
@@ -196,7 +189,7 @@ static int convert(const unsigned char *src, const dtype_info *dt, npy_array *a,
     size_t n = (size_t)a->size;
     if (dt->kind == 'f') {
         float *dst = malloc(n ? n * sizeof(float) : 1);
-        if (!dst) return fail(err, errlen, "%s: out of memory (%zu elements)", name, n);
+        if (!dst) return zip_fail(err, errlen, "%s: out of memory (%zu elements)", name, n);
         for (size_t i = 0; i < n; i++) {
             uint64_t bits = load_uint(src + i * (size_t)dt->itemsize, dt->itemsize, dt->big_endian);
             if (dt->itemsize == 4) {
@@ -213,15 +206,15 @@ static int convert(const unsigned char *src, const dtype_info *dt, npy_array *a,
         return 0;
     }
     int64_t *dst = malloc(n ? n * sizeof(int64_t) : 1);
-    if (!dst) return fail(err, errlen, "%s: out of memory (%zu elements)", name, n);
+    if (!dst) return zip_fail(err, errlen, "%s: out of memory (%zu elements)", name, n);
     int bits = 8 * dt->itemsize;
     for (size_t i = 0; i < n; i++) {
         uint64_t u = load_uint(src + i * (size_t)dt->itemsize, dt->itemsize, dt->big_endian);
         if (dt->kind == 'u') {
             if (u > (uint64_t)INT64_MAX) {
                 free(dst);
-                return fail(err, errlen, "%s: element %zu (%llu) does not fit int64", name, i,
-                            (unsigned long long)u);
+                return zip_fail(err, errlen, "%s: element %zu (%llu) does not fit int64", name, i,
+                                (unsigned long long)u);
             }
             dst[i] = (int64_t)u;
         } else if (bits < 64 && (u >> (bits - 1)) & 1u) {
@@ -242,28 +235,28 @@ int npy_parse(const unsigned char *buf, size_t len, const char *name, int flags,
     memset(out, 0, sizeof *out);
     static const unsigned char magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
     if (len < 8 || memcmp(buf, magic, 6) != 0)
-        return fail(err, errlen, "%s: not a .npy file (bad magic%s)", name,
-                    len < 8 ? ", file shorter than 8 bytes" : "");
+        return zip_fail(err, errlen, "%s: not a .npy file (bad magic%s)", name,
+                        len < 8 ? ", file shorter than 8 bytes" : "");
     int major = buf[6], minor = buf[7];
     if ((major != 1 && major != 2 && major != 3) || minor != 0)
-        return fail(err, errlen,
-                    "%s: unsupported .npy format version %d.%d (1.0, 2.0, 3.0 are read)", name,
-                    major, minor);
+        return zip_fail(err, errlen,
+                        "%s: unsupported .npy format version %d.%d (1.0, 2.0, 3.0 are read)", name,
+                        major, minor);
     size_t prefix = major == 1 ? 10 : 12;
     if (len < prefix)
-        return fail(err, errlen, "%s: truncated .npy file (%zu bytes, header length missing)", name,
-                    len);
+        return zip_fail(err, errlen, "%s: truncated .npy file (%zu bytes, header length missing)",
+                        name, len);
     uint64_t hlen = major == 1 ? load_uint(buf + 8, 2, 0) : load_uint(buf + 8, 4, 0);
     if (hlen > NPY_MAX_HEADER_LEN)
-        return fail(err, errlen, "%s: header length %llu exceeds the limit of %d bytes", name,
-                    (unsigned long long)hlen, NPY_MAX_HEADER_LEN);
+        return zip_fail(err, errlen, "%s: header length %llu exceeds the limit of %d bytes", name,
+                        (unsigned long long)hlen, NPY_MAX_HEADER_LEN);
     if (hlen > len - prefix)
-        return fail(err, errlen,
-                    "%s: truncated .npy file: header needs %llu bytes, only %zu present", name,
-                    (unsigned long long)hlen, len - prefix);
+        return zip_fail(err, errlen,
+                        "%s: truncated .npy file: header needs %llu bytes, only %zu present", name,
+                        (unsigned long long)hlen, len - prefix);
     const char *hdr = (const char *)buf + prefix;
     if (hlen == 0 || hdr[hlen - 1] != '\n')
-        return fail(err, errlen, "%s: malformed header: it must end with a newline", name);
+        return zip_fail(err, errlen, "%s: malformed header: it must end with a newline", name);
 
     hdr_parser h = {hdr, hdr + hlen, name, err, errlen};
     char descr[32] = "", key[32];
@@ -279,7 +272,7 @@ int npy_parse(const unsigned char *buf, size_t len, const char *name, int flags,
         if (strcmp(key, "descr") == 0 && !have_descr) {
             skip_ws(&h);
             if (h.p < h.end && *h.p == '[')
-                return fail(err, errlen, "%s: structured dtypes are not supported", name);
+                return zip_fail(err, errlen, "%s: structured dtypes are not supported", name);
             if (parse_string(&h, descr, sizeof descr) != 0) return -1;
             have_descr = 1;
         } else if (strcmp(key, "fortran_order") == 0 && !have_fortran) {
@@ -289,8 +282,8 @@ int npy_parse(const unsigned char *buf, size_t len, const char *name, int flags,
             if (parse_shape(&h, &out->ndim, out->shape) != 0) return -1;
             have_shape = 1;
         } else {
-            return fail(err, errlen, "%s: malformed header: unexpected or repeated key '%s'", name,
-                        key);
+            return zip_fail(err, errlen, "%s: malformed header: unexpected or repeated key '%s'",
+                            name, key);
         }
         skip_ws(&h);
         if (h.p < h.end && *h.p == ',')
@@ -298,15 +291,16 @@ int npy_parse(const unsigned char *buf, size_t len, const char *name, int flags,
         else if (h.p < h.end && *h.p == '}')
             continue;
         else
-            return fail(err, errlen, "%s: malformed header: expected ',' or '}'", name);
+            return zip_fail(err, errlen, "%s: malformed header: expected ',' or '}'", name);
     }
     skip_ws(&h);
-    if (h.p != h.end) return fail(err, errlen, "%s: malformed header: text after the '}'", name);
+    if (h.p != h.end)
+        return zip_fail(err, errlen, "%s: malformed header: text after the '}'", name);
     if (!have_descr || !have_fortran || !have_shape)
-        return fail(err, errlen, "%s: malformed header: missing key '%s'", name,
-                    !have_descr     ? "descr"
-                    : !have_fortran ? "fortran_order"
-                                    : "shape");
+        return zip_fail(err, errlen, "%s: malformed header: missing key '%s'", name,
+                        !have_descr     ? "descr"
+                        : !have_fortran ? "fortran_order"
+                                        : "shape");
 
     dtype_info dt = {0, 0, 0};
     if (parse_descr(descr, name, flags, &dt, err, errlen) != 0) return -1;
@@ -315,27 +309,29 @@ int npy_parse(const unsigned char *buf, size_t len, const char *name, int flags,
     int64_t size = 1;
     for (int i = 0; i < out->ndim; i++) {
         if (out->shape[i] != 0 && size > INT64_MAX / out->shape[i])
-            return fail(err, errlen, "%s: shape overflows int64 at dimension %d", name, i);
+            return zip_fail(err, errlen, "%s: shape overflows int64 at dimension %d", name, i);
         size *= out->shape[i];
     }
     if (size > NPY_MAX_BYTES / 8)
-        return fail(err, errlen, "%s: array of %lld elements exceeds the limit of %lld bytes", name,
-                    (long long)size, (long long)NPY_MAX_BYTES);
+        return zip_fail(err, errlen, "%s: array of %lld elements exceeds the limit of %lld bytes",
+                        name, (long long)size, (long long)NPY_MAX_BYTES);
     out->size = size;
     uint64_t need = (uint64_t)size * (uint64_t)dt.itemsize;
     uint64_t have = len - prefix - hlen;
     char sbuf[256];
     if (have < need)
-        return fail(err, errlen,
-                    "%s: truncated: shape %s of '%s' needs %llu bytes of data, only %llu present",
-                    name, npy_shape_str(out->ndim, out->shape, sbuf, sizeof sbuf), descr,
-                    (unsigned long long)need, (unsigned long long)have);
+        return zip_fail(
+            err, errlen,
+            "%s: truncated: shape %s of '%s' needs %llu bytes of data, only %llu present", name,
+            npy_shape_str(out->ndim, out->shape, sbuf, sizeof sbuf), descr,
+            (unsigned long long)need, (unsigned long long)have);
     if (have > need)
-        return fail(err, errlen,
-                    "%s: size mismatch: shape %s of '%s' needs %llu bytes of data but %llu follow "
-                    "the header",
-                    name, npy_shape_str(out->ndim, out->shape, sbuf, sizeof sbuf), descr,
-                    (unsigned long long)need, (unsigned long long)have);
+        return zip_fail(
+            err, errlen,
+            "%s: size mismatch: shape %s of '%s' needs %llu bytes of data but %llu follow "
+            "the header",
+            name, npy_shape_str(out->ndim, out->shape, sbuf, sizeof sbuf), descr,
+            (unsigned long long)need, (unsigned long long)have);
 
     /* Strides in elements; Fortran order keeps the file's layout. */
     int64_t s = 1;
@@ -344,8 +340,8 @@ int npy_parse(const unsigned char *buf, size_t len, const char *name, int flags,
         out->stride[i] = s;
         /* An empty array passes the size check whatever its other sizes. */
         if (__builtin_mul_overflow(s, out->shape[i] > 0 ? out->shape[i] : 1, &s))
-            return fail(err, errlen, "%s: shape %s is too large", name,
-                        npy_shape_str(out->ndim, out->shape, sbuf, sizeof sbuf));
+            return zip_fail(err, errlen, "%s: shape %s is too large", name,
+                            npy_shape_str(out->ndim, out->shape, sbuf, sizeof sbuf));
     }
     return convert(buf + prefix + hlen, &dt, out, err, errlen, name);
 }
@@ -360,29 +356,29 @@ static int read_file(const char *path, unsigned char **out, size_t *len, char *e
     *out = NULL;
     *len = 0;
     FILE *f = fopen(path, "rb");
-    if (!f) return fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    if (!f) return zip_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
         fclose(f);
-        return fail(err, errlen, "%s: not a regular file", path);
+        return zip_fail(err, errlen, "%s: not a regular file", path);
     }
     if ((uint64_t)st.st_size > (uint64_t)NPY_MAX_BYTES + NPY_MAX_HEADER_LEN + 64) {
         fclose(f);
-        return fail(err, errlen, "%s: file of %lld bytes exceeds the limit", path,
-                    (long long)st.st_size);
+        return zip_fail(err, errlen, "%s: file of %lld bytes exceeds the limit", path,
+                        (long long)st.st_size);
     }
     size_t n = (size_t)st.st_size;
     unsigned char *buf = malloc(n ? n : 1);
     if (!buf) {
         fclose(f);
-        return fail(err, errlen, "%s: out of memory (%zu bytes)", path, n);
+        return zip_fail(err, errlen, "%s: out of memory (%zu bytes)", path, n);
     }
     size_t got = n ? fread(buf, 1, n, f) : 0;
     int bad = ferror(f);
     fclose(f);
     if (got != n || bad) {
         free(buf);
-        return fail(err, errlen, "%s: read error", path);
+        return zip_fail(err, errlen, "%s: read error", path);
     }
     *out = buf;
     *len = n;
@@ -416,7 +412,7 @@ int npy_archive_open(const char *path, npy_archive *ar, char *err, size_t errlen
     if (read_file(path, &ar->buf, &ar->len, err, errlen) != 0) return -1;
     if (ar->len < 4 || ar->buf[0] != 'P' || ar->buf[1] != 'K') {
         npy_archive_close(ar);
-        return fail(err, errlen, "%s: not a .npz archive (it does not start with PK)", path);
+        return zip_fail(err, errlen, "%s: not a .npz archive (it does not start with PK)", path);
     }
     if (zip_open(ar->buf, ar->len, path, &ar->z, err, errlen) != 0) {
         npy_archive_close(ar);
@@ -435,7 +431,7 @@ int npy_archive_load(const npy_archive *ar, int64_t index, int flags, npy_array 
                      size_t errlen) {
     memset(out, 0, sizeof *out);
     if (index < 0 || index >= ar->z.n)
-        return fail(err, errlen, "%s: no member %lld", ar->path, (long long)index);
+        return zip_fail(err, errlen, "%s: no member %lld", ar->path, (long long)index);
     char mname[1300];
     snprintf(mname, sizeof mname, "%s:%s", ar->path, ar->z.entries[index].name);
     size_t ml = strlen(mname);
@@ -477,11 +473,11 @@ static int load_from_zip(const char *path, const char *member, const char *defau
             pos += (size_t)snprintf(names + pos, sizeof names - pos, "%s%s", i ? ", " : "",
                                     ar.z.entries[i].name);
         if (want)
-            fail(err, errlen, "%s: no array '%s' in the archive (members: %s)", path, want,
-                 ar.z.n ? names : "none");
+            zip_fail(err, errlen, "%s: no array '%s' in the archive (members: %s)", path, want,
+                     ar.z.n ? names : "none");
         else
-            fail(err, errlen, "%s: archive holds %lld arrays (%s): name one as %s:NAME", path,
-                 (long long)ar.z.n, ar.z.n ? names : "none", path);
+            zip_fail(err, errlen, "%s: archive holds %lld arrays (%s): name one as %s:NAME", path,
+                     (long long)ar.z.n, ar.z.n ? names : "none", path);
         npy_archive_close(&ar);
         return -1;
     }
@@ -503,8 +499,8 @@ int npy_load(const char *spec, const char *default_member, int flags, npy_array 
         free(buf); /* read again, indexed, by the archive reader */
         return load_from_zip(path, member, default_member, flags, out, err, errlen);
     } else if (member[0]) {
-        rc = fail(err, errlen, "%s: member '%s' requested but the file is not a .npz archive", path,
-                  member);
+        rc = zip_fail(err, errlen, "%s: member '%s' requested but the file is not a .npz archive",
+                      path, member);
     } else {
         rc = npy_parse(buf, len, path, flags, out, err, errlen);
     }
@@ -517,7 +513,7 @@ int npy_load(const char *spec, const char *default_member, int flags, npy_array 
 int npy_save(const char *path, const float *data, int ndim, const int64_t *shape,
              const int64_t *stride, char *err, size_t errlen) {
     if (ndim < 0 || ndim > NPY_MAX_NDIM)
-        return fail(err, errlen, "%s: cannot write an array of rank %d", path, ndim);
+        return zip_fail(err, errlen, "%s: cannot write an array of rank %d", path, ndim);
     char sbuf[256], hdr[512];
     int n = snprintf(hdr, sizeof hdr, "{'descr': '<f4', 'fortran_order': False, 'shape': %s, }",
                      npy_shape_str(ndim, shape, sbuf, sizeof sbuf));
@@ -529,7 +525,7 @@ int npy_save(const char *path, const float *data, int ndim, const int64_t *shape
     hdr[hlen - 1] = '\n';
 
     FILE *f = fopen(path, "wb");
-    if (!f) return fail(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+    if (!f) return zip_fail(err, errlen, "%s: cannot write: %s", path, strerror(errno));
     unsigned char pre[10] = {0x93,
                              'N',
                              'U',
@@ -569,7 +565,7 @@ int npy_save(const char *path, const float *data, int ndim, const int64_t *shape
     if (fclose(f) != 0) ok = 0;
     if (!ok) {
         remove(path);
-        return fail(err, errlen, "%s: write failed: %s", path, strerror(errno));
+        return zip_fail(err, errlen, "%s: write failed: %s", path, strerror(errno));
     }
     return 0;
 }

@@ -38,7 +38,7 @@ static uint64_t rd64(const unsigned char *p) {
     return (uint64_t)rd32(p) | ((uint64_t)rd32(p + 4) << 32);
 }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
+int zip_fail(char *err, size_t errlen, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
@@ -73,15 +73,15 @@ static int read_zip64_extra(const unsigned char *x, size_t xlen, zip_entry *e, i
     while (pos + 4 <= xlen) {
         uint16_t id = rd16(x + pos), sz = rd16(x + pos + 2);
         if (sz > xlen - pos - 4)
-            return fail(err, errlen, "%s: member '%s': extra field overruns its header", name,
-                        e->name);
+            return zip_fail(err, errlen, "%s: member '%s': extra field overruns its header", name,
+                            e->name);
         if (id == 0x0001) {
             const unsigned char *f = x + pos + 4;
             size_t want = 8u * (size_t)(need_size + need_comp + need_off);
             if (sz < want)
-                return fail(err, errlen,
-                            "%s: member '%s': ZIP64 extra field has %u bytes, needs %zu", name,
-                            e->name, (unsigned)sz, want);
+                return zip_fail(err, errlen,
+                                "%s: member '%s': ZIP64 extra field has %u bytes, needs %zu", name,
+                                e->name, (unsigned)sz, want);
             if (need_size) e->size = rd64(f), f += 8;
             if (need_comp) e->comp_size = rd64(f), f += 8;
             if (need_off) e->local_offset = rd64(f);
@@ -90,8 +90,9 @@ static int read_zip64_extra(const unsigned char *x, size_t xlen, zip_entry *e, i
         pos += 4 + (size_t)sz;
     }
     if (need_size || need_comp || need_off)
-        return fail(err, errlen, "%s: member '%s': sizes are 0xFFFFFFFF but no ZIP64 extra field",
-                    name, e->name);
+        return zip_fail(err, errlen,
+                        "%s: member '%s': sizes are 0xFFFFFFFF but no ZIP64 extra field", name,
+                        e->name);
     return 0;
 }
 
@@ -102,57 +103,58 @@ int zip_open(const unsigned char *buf, size_t len, const char *name, zip_archive
     z->len = len;
     int64_t endpos = find_end_record(buf, len);
     if (endpos < 0)
-        return fail(err, errlen, "%s: not a valid .npz (zip) archive: no end of central directory",
-                    name);
+        return zip_fail(err, errlen,
+                        "%s: not a valid .npz (zip) archive: no end of central directory", name);
     const unsigned char *end = buf + endpos;
     uint64_t n = rd16(end + 10), cd_size = rd32(end + 12), cd_off = rd32(end + 16);
     uint64_t cd_limit = (uint64_t)endpos; /* the directory ends before the end record */
     if (rd16(end + 4) != 0 && rd16(end + 4) != 0xFFFF)
-        return fail(err, errlen, "%s: multi-disk zip archives are not supported", name);
+        return zip_fail(err, errlen, "%s: multi-disk zip archives are not supported", name);
 
     if (endpos >= LOC64_HDR && rd32(buf + endpos - LOC64_HDR) == SIG_LOC64) {
         const unsigned char *loc = buf + endpos - LOC64_HDR;
         uint64_t off64 = rd64(loc + 8);
         if (!in_range(off64, END64_HDR, (uint64_t)endpos - LOC64_HDR) ||
             rd32(buf + off64) != SIG_END64)
-            return fail(err, errlen, "%s: ZIP64 end record offset %llu is invalid", name,
-                        (unsigned long long)off64);
+            return zip_fail(err, errlen, "%s: ZIP64 end record offset %llu is invalid", name,
+                            (unsigned long long)off64);
         const unsigned char *e64 = buf + off64;
         n = rd64(e64 + 32);
         cd_size = rd64(e64 + 40);
         cd_off = rd64(e64 + 48);
         cd_limit = off64;
     } else if (n == 0xFFFF || cd_size == 0xFFFFFFFFu || cd_off == 0xFFFFFFFFu) {
-        return fail(err, errlen, "%s: zip end record needs ZIP64 but the ZIP64 locator is missing",
-                    name);
+        return zip_fail(err, errlen,
+                        "%s: zip end record needs ZIP64 but the ZIP64 locator is missing", name);
     }
     if (!in_range(cd_off, cd_size, cd_limit))
-        return fail(err, errlen,
-                    "%s: central directory (offset %llu, %llu bytes) lies outside the file "
-                    "(%zu bytes): truncated or corrupt",
-                    name, (unsigned long long)cd_off, (unsigned long long)cd_size, len);
+        return zip_fail(err, errlen,
+                        "%s: central directory (offset %llu, %llu bytes) lies outside the file "
+                        "(%zu bytes): truncated or corrupt",
+                        name, (unsigned long long)cd_off, (unsigned long long)cd_size, len);
     if (n > cd_size / CENTRAL_HDR)
-        return fail(err, errlen, "%s: zip directory claims %llu entries in %llu bytes", name,
-                    (unsigned long long)n, (unsigned long long)cd_size);
+        return zip_fail(err, errlen, "%s: zip directory claims %llu entries in %llu bytes", name,
+                        (unsigned long long)n, (unsigned long long)cd_size);
     z->cd_offset = cd_off;
     z->entries = calloc(n ? (size_t)n : 1, sizeof *z->entries);
-    if (!z->entries) return fail(err, errlen, "%s: out of memory reading the zip directory", name);
+    if (!z->entries)
+        return zip_fail(err, errlen, "%s: out of memory reading the zip directory", name);
     z->n = (int64_t)n;
 
     uint64_t pos = cd_off, cd_end = cd_off + cd_size;
     for (uint64_t i = 0; i < n; i++) {
         if (!in_range(pos, CENTRAL_HDR, cd_end) || rd32(buf + pos) != SIG_CENTRAL) {
             zip_close(z);
-            return fail(err, errlen, "%s: zip directory entry %llu is corrupt", name,
-                        (unsigned long long)i);
+            return zip_fail(err, errlen, "%s: zip directory entry %llu is corrupt", name,
+                            (unsigned long long)i);
         }
         const unsigned char *h = buf + pos;
         zip_entry *e = &z->entries[i];
         uint64_t nlen = rd16(h + 28), xlen = rd16(h + 30), clen = rd16(h + 32);
         if (!in_range(pos + CENTRAL_HDR, nlen + xlen + clen, cd_end)) {
             zip_close(z);
-            return fail(err, errlen, "%s: zip directory entry %llu overruns the directory", name,
-                        (unsigned long long)i);
+            return zip_fail(err, errlen, "%s: zip directory entry %llu overruns the directory",
+                            name, (unsigned long long)i);
         }
         e->flags = rd16(h + 8);
         e->method = rd16(h + 10);
@@ -163,21 +165,22 @@ int zip_open(const unsigned char *buf, size_t len, const char *name, zip_archive
         e->name = malloc((size_t)nlen + 1);
         if (!e->name) {
             zip_close(z);
-            return fail(err, errlen, "%s: out of memory reading the zip directory", name);
+            return zip_fail(err, errlen, "%s: out of memory reading the zip directory", name);
         }
         memcpy(e->name, h + CENTRAL_HDR, (size_t)nlen);
         e->name[nlen] = '\0';
         if (strlen(e->name) != nlen) {
             zip_close(z);
-            return fail(err, errlen, "%s: zip member %llu has a NUL byte in its name", name,
-                        (unsigned long long)i);
+            return zip_fail(err, errlen, "%s: zip member %llu has a NUL byte in its name", name,
+                            (unsigned long long)i);
         }
         for (uint64_t c = 0; c < nlen; c++) {
             unsigned char ch = (unsigned char)e->name[c];
             if (ch < 0x20 || ch == 0x7F) {
                 zip_close(z);
-                return fail(err, errlen, "%s: zip member %llu has a control character in its name",
-                            name, (unsigned long long)i);
+                return zip_fail(err, errlen,
+                                "%s: zip member %llu has a control character in its name", name,
+                                (unsigned long long)i);
             }
         }
         if (read_zip64_extra(h + CENTRAL_HDR + nlen, (size_t)xlen, e, e->size == 0xFFFFFFFFu,
@@ -198,7 +201,7 @@ static int inflate_member(const unsigned char *src, const zip_entry *e, unsigned
     z_stream s;
     memset(&s, 0, sizeof s);
     if (inflateInit2(&s, -MAX_WBITS) != Z_OK)
-        return fail(err, errlen, "%s: member '%s': zlib initialisation failed", name, e->name);
+        return zip_fail(err, errlen, "%s: member '%s': zlib initialisation failed", name, e->name);
     uint64_t in_left = e->comp_size, out_left = e->size + 1;
     const unsigned char *in = src;
     unsigned char *out = dst;
@@ -220,32 +223,32 @@ static int inflate_member(const unsigned char *src, const zip_entry *e, unsigned
         ret = inflate(&s, Z_NO_FLUSH);
         if ((uint64_t)s.total_out > e->size) {
             inflateEnd(&s);
-            return fail(err, errlen,
-                        "%s: member '%s' inflates to more than its declared size of %llu bytes "
-                        "(lying header or decompression bomb)",
-                        name, e->name, (unsigned long long)e->size);
+            return zip_fail(err, errlen,
+                            "%s: member '%s' inflates to more than its declared size of %llu bytes "
+                            "(lying header or decompression bomb)",
+                            name, e->name, (unsigned long long)e->size);
         }
         if (ret == Z_STREAM_END) break;
         if (ret == Z_BUF_ERROR && s.avail_in == before_in && s.avail_out == before_out &&
             in_left == 0 && s.avail_in == 0) {
             inflateEnd(&s);
-            return fail(err, errlen, "%s: member '%s': deflate data ends early (truncated)", name,
-                        e->name);
+            return zip_fail(err, errlen, "%s: member '%s': deflate data ends early (truncated)",
+                            name, e->name);
         }
         if (ret != Z_OK && ret != Z_BUF_ERROR) {
             const char *why = s.msg ? s.msg : "invalid data";
             char msg[128];
             snprintf(msg, sizeof msg, "%s", why);
             inflateEnd(&s);
-            return fail(err, errlen, "%s: member '%s': corrupt deflate data (%s)", name, e->name,
-                        msg);
+            return zip_fail(err, errlen, "%s: member '%s': corrupt deflate data (%s)", name,
+                            e->name, msg);
         }
     }
     uint64_t produced = (uint64_t)s.total_out;
     inflateEnd(&s);
     if (produced != e->size)
-        return fail(err, errlen, "%s: member '%s' inflates to %llu bytes but declares %llu", name,
-                    e->name, (unsigned long long)produced, (unsigned long long)e->size);
+        return zip_fail(err, errlen, "%s: member '%s' inflates to %llu bytes but declares %llu",
+                        name, e->name, (unsigned long long)produced, (unsigned long long)e->size);
     return 0;
 }
 
@@ -253,54 +256,59 @@ int zip_extract(const zip_archive *z, int64_t i, const char *name, uint64_t limi
                 unsigned char **out, size_t *out_len, char *err, size_t errlen) {
     *out = NULL;
     *out_len = 0;
-    if (i < 0 || i >= z->n) return fail(err, errlen, "%s: no zip member %lld", name, (long long)i);
+    if (i < 0 || i >= z->n)
+        return zip_fail(err, errlen, "%s: no zip member %lld", name, (long long)i);
     const zip_entry *e = &z->entries[i];
     if (e->flags & 1u)
-        return fail(err, errlen, "%s: member '%s' is encrypted (not supported)", name, e->name);
+        return zip_fail(err, errlen, "%s: member '%s' is encrypted (not supported)", name, e->name);
     if (e->method != 0 && e->method != 8)
-        return fail(err, errlen,
-                    "%s: member '%s' uses compression method %u (only stored and deflate are "
-                    "supported)",
-                    name, e->name, (unsigned)e->method);
+        return zip_fail(err, errlen,
+                        "%s: member '%s' uses compression method %u (only stored and deflate are "
+                        "supported)",
+                        name, e->name, (unsigned)e->method);
     if (e->size > limit)
-        return fail(err, errlen, "%s: member '%s' declares %llu bytes, more than the limit of %llu",
-                    name, e->name, (unsigned long long)e->size, (unsigned long long)limit);
+        return zip_fail(err, errlen,
+                        "%s: member '%s' declares %llu bytes, more than the limit of %llu", name,
+                        e->name, (unsigned long long)e->size, (unsigned long long)limit);
     if (e->method == 0 && e->comp_size != e->size)
-        return fail(err, errlen,
-                    "%s: stored member '%s' has compressed size %llu but size %llu (corrupt)", name,
-                    e->name, (unsigned long long)e->comp_size, (unsigned long long)e->size);
+        return zip_fail(
+            err, errlen, "%s: stored member '%s' has compressed size %llu but size %llu (corrupt)",
+            name, e->name, (unsigned long long)e->comp_size, (unsigned long long)e->size);
     if (e->method == 8 && e->size / MAX_DEFLATE_RATIO > e->comp_size + 1)
-        return fail(err, errlen,
-                    "%s: member '%s' declares %llu bytes from %llu compressed bytes, beyond what "
-                    "deflate can produce (lying header or decompression bomb)",
-                    name, e->name, (unsigned long long)e->size, (unsigned long long)e->comp_size);
+        return zip_fail(
+            err, errlen,
+            "%s: member '%s' declares %llu bytes from %llu compressed bytes, beyond what "
+            "deflate can produce (lying header or decompression bomb)",
+            name, e->name, (unsigned long long)e->size, (unsigned long long)e->comp_size);
 
     /* The local header: only its name and extra lengths are used (its sizes
      * may be zero with a data descriptor, or 0xFFFFFFFF with ZIP64). */
     uint64_t off = e->local_offset;
     if (!in_range(off, LOCAL_HDR, z->cd_offset) || rd32(z->buf + off) != SIG_LOCAL)
-        return fail(err, errlen,
-                    "%s: member '%s': local header at offset %llu is missing or corrupt", name,
-                    e->name, (unsigned long long)off);
+        return zip_fail(err, errlen,
+                        "%s: member '%s': local header at offset %llu is missing or corrupt", name,
+                        e->name, (unsigned long long)off);
     const unsigned char *h = z->buf + off;
     uint64_t nlen = rd16(h + 26), xlen = rd16(h + 28);
     uint64_t data = off + LOCAL_HDR + nlen + xlen;
     if (!in_range(off + LOCAL_HDR, nlen + xlen, z->cd_offset) || nlen != strlen(e->name) ||
         memcmp(h + LOCAL_HDR, e->name, (size_t)nlen) != 0)
-        return fail(err, errlen, "%s: member '%s': local header does not match the directory", name,
-                    e->name);
+        return zip_fail(err, errlen, "%s: member '%s': local header does not match the directory",
+                        name, e->name);
     if (!in_range(data, e->comp_size, z->cd_offset))
-        return fail(err, errlen,
-                    "%s: member '%s' claims %llu bytes of data at offset %llu, past the end of the "
-                    "member area (truncated or lying size)",
-                    name, e->name, (unsigned long long)e->comp_size, (unsigned long long)data);
+        return zip_fail(
+            err, errlen,
+            "%s: member '%s' claims %llu bytes of data at offset %llu, past the end of the "
+            "member area (truncated or lying size)",
+            name, e->name, (unsigned long long)e->comp_size, (unsigned long long)data);
     if (e->size > (uint64_t)SIZE_MAX - 1)
-        return fail(err, errlen, "%s: member '%s' is too large for this machine", name, e->name);
+        return zip_fail(err, errlen, "%s: member '%s' is too large for this machine", name,
+                        e->name);
 
     unsigned char *buf = malloc((size_t)e->size + 1);
     if (!buf)
-        return fail(err, errlen, "%s: out of memory for member '%s' (%llu bytes)", name, e->name,
-                    (unsigned long long)e->size);
+        return zip_fail(err, errlen, "%s: out of memory for member '%s' (%llu bytes)", name,
+                        e->name, (unsigned long long)e->size);
     if (e->method == 0) {
         memcpy(buf, z->buf + data, (size_t)e->size);
     } else if (inflate_member(z->buf + data, e, buf, name, err, errlen) != 0) {
@@ -310,9 +318,10 @@ int zip_extract(const zip_archive *z, int64_t i, const char *name, uint64_t limi
     uint32_t crc = (uint32_t)crc32_z(0L, buf, (size_t)e->size);
     if (crc != e->crc32) {
         free(buf);
-        return fail(err, errlen,
-                    "%s: member '%s' fails its CRC-32 check (stored %08x, computed %08x): corrupt",
-                    name, e->name, (unsigned)e->crc32, (unsigned)crc);
+        return zip_fail(
+            err, errlen,
+            "%s: member '%s' fails its CRC-32 check (stored %08x, computed %08x): corrupt", name,
+            e->name, (unsigned)e->crc32, (unsigned)crc);
     }
     *out = buf;
     *out_len = (size_t)e->size;

@@ -42,4 +42,12 @@ int zip_extract(const zip_archive *z, int64_t i, const char *name, uint64_t limi
 /* Free what zip_open allocated (a zeroed archive is fine). */
 void zip_close(zip_archive *z);
 
+/* Write a printf-style message to err (errlen bytes) and return -1: the error
+ * convention of the reader (zipread.c, npy.c). */
+int zip_fail(char *err, size_t errlen, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
 #endif /* ATTN_CLI_ZIPREAD_H */
