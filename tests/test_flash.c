@@ -357,6 +357,25 @@ static void test_alone_vs_batched(void) {
 
 /* Decode (split keys) against the reference and against itself at other
  * thread counts, with Nkv spanning many chunks. */
+/* The reference, then flash on 1 thread (one thread folds every chunk) and on
+ * 3 (chunks split across threads): flash within 1e-5 of the reference, and
+ * the two flash runs bit for bit equal. n: elements of each output. */
+static void decode_three_ways(const attn_view *q, const attn_view *k, const attn_view *v,
+                              attn_opts *o, attn_view *ref, attn_view *o1, attn_view *o3, int64_t n,
+                              const char *what) {
+    o->algo = ATTN_ALGO_REFERENCE;
+    CHECK_OK(attn_sdpa(q, k, v, ref, o));
+    o->algo = ATTN_ALGO_FLASH;
+    o->num_threads = 1;
+    CHECK_OK(attn_sdpa(q, k, v, o1, o));
+    o->num_threads = 3;
+    CHECK_OK(attn_sdpa(q, k, v, o3, o));
+    CHECK(tu_maxdiff(ref->data, o1->data, n) <= 1e-5, "%s vs reference: %g", what,
+          tu_maxdiff(ref->data, o1->data, n));
+    CHECK(memcmp(o1->data, o3->data, (size_t)n * sizeof(float)) == 0, "%s 1 vs 3 threads differ",
+          what);
+}
+
 static void test_decode(void) {
     const int64_t B = 1, H = 8, Hkv = 2, Nkv = 5000, d = 128;
     arr q = arr_make(B, H, 1, d, 0, -1, 1), k = arr_make(B, Hkv, Nkv, d, 1, -1, 1),
@@ -365,16 +384,7 @@ static void test_decode(void) {
     attn_view rv = attn_view_4d(ref, B, H, 1, d), v1 = attn_view_4d(o1, B, H, 1, d),
               v2 = attn_view_4d(o2, B, H, 1, d);
     attn_opts o = attn_opts_default();
-    o.algo = ATTN_ALGO_REFERENCE;
-    CHECK_OK(attn_sdpa(&q.v, &k.v, &v.v, &rv, &o));
-    o.algo = ATTN_ALGO_FLASH;
-    o.num_threads = 1;
-    CHECK_OK(attn_sdpa(&q.v, &k.v, &v.v, &v1, &o));
-    o.num_threads = 3;
-    CHECK_OK(attn_sdpa(&q.v, &k.v, &v.v, &v2, &o));
-    CHECK(tu_maxdiff(ref, o1, H * d) <= 1e-5, "decode vs reference: %g",
-          tu_maxdiff(ref, o1, H * d));
-    CHECK(memcmp(o1, o2, sizeof o1) == 0, "decode 1 vs 3 threads differ");
+    decode_three_ways(&q.v, &k.v, &v.v, &o, &rv, &v1, &v2, H * d, "decode");
 
     /* With a mask shifted by -1e9 (a constant per row: no effect) and some
      * -inf entries, through prefill (1 thread) and split decode (3). */
@@ -383,16 +393,7 @@ static void test_decode(void) {
         mk[t] = tu_int(0, 9) == 0 ? -INFINITY : mk[t] - 1e9f;
     attn_view mv = attn_view_4d(mk, 1, H, 1, Nkv);
     o.mask = &mv;
-    o.algo = ATTN_ALGO_REFERENCE;
-    CHECK_OK(attn_sdpa(&q.v, &k.v, &v.v, &rv, &o));
-    o.algo = ATTN_ALGO_FLASH;
-    o.num_threads = 1;
-    CHECK_OK(attn_sdpa(&q.v, &k.v, &v.v, &v1, &o));
-    o.num_threads = 3;
-    CHECK_OK(attn_sdpa(&q.v, &k.v, &v.v, &v2, &o));
-    CHECK(tu_maxdiff(ref, o1, H * d) <= 1e-5, "masked decode vs reference: %g",
-          tu_maxdiff(ref, o1, H * d));
-    CHECK(memcmp(o1, o2, sizeof o1) == 0, "masked decode 1 vs 3 threads differ");
+    decode_three_ways(&q.v, &k.v, &v.v, &o, &rv, &v1, &v2, H * d, "masked decode");
     free(mk);
     free(q.mem);
     free(k.mem);
