@@ -1,0 +1,242 @@
+/* bench/loops.c - the loops users write, against the sum of their parts.
+ *
+ * attn_loops [--threads T] [--rounds R] [--quick] [--only NAME]
+ *
+ * A real model alternates projections and attention. Each loop below is one
+ * step of such a model; it is timed as a whole (per iteration) and each of
+ * its parts is timed alone, repeated back to back, in the same run. The
+ * ratio iteration / (sum of the parts alone) is 1.0 when the parts do not
+ * slow each other down; two thread pools spinning against each other on the
+ * same cores make it several times that.
+ *
+ *   decode   attn_linear x (1, D) @ Wqkv (D, 6144), then attn_sdpa of one
+ *            query (GQA 32/8, d = 128) over Nkv = 1024 cached keys
+ *   prefill  attn_linear x (256, D) @ Wqkv (D, 6144) (a BLAS GEMM), then
+ *            attn_sdpa causal over the 256 tokens (GQA 32/8, d = 128)
+ *   module   attn_mha (B=1, N=256, D=768, 12 heads, causal: three GEMMs and
+ *            attention inside), then attn_sdpa decode as above
+ * D = 4096. Times: best of R rounds of the median over repetitions lasting
+ * ~0.3 s (the machine may be shared: a busy moment spoils one round). */
+#define _POSIX_C_SOURCE 200809L
+#include "attn.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static float *rand_buf(int64_t n, uint64_t seed, float scale) {
+    float *p = malloc((size_t)n * sizeof(float));
+    if (!p) {
+        fprintf(stderr, "attn_loops: out of memory (%lld floats)\n", (long long)n);
+        exit(1);
+    }
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t z = s + (uint64_t)i * 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        p[i] = scale * (float)((z >> 40) * (2.0 / 16777216.0) - 1.0);
+    }
+    return p;
+}
+
+static void check(attn_status s, const char *what) {
+    if (s != ATTN_OK) {
+        fprintf(stderr, "attn_loops: %s: %s\n", what, attn_last_error());
+        exit(1);
+    }
+}
+
+enum { D = 4096, NQKV = 6144, H = 32, HKV = 8, HD = 128, NKV = 1024, NPRE = 256 };
+enum { MD = 768, MH = 12, MN = 256 };
+
+typedef struct data {
+    int nt;
+    float *x1, *xp, *w, *y1, *yp;
+    float *q, *k, *v, *o;     /* decode attention */
+    float *qp, *kp, *vp, *op; /* prefill attention */
+    float *mx, *mw, *mb, *mo, *mob, *my;
+    attn_view x1v, xpv, wv, y1v, ypv, qv, kv, vv, ov, qpv, kpv, vpv, opv, mxv, myv;
+    attn_mha_params mp;
+} data;
+
+static void data_make(data *d, int nt) {
+    memset(d, 0, sizeof *d);
+    d->nt = nt;
+    d->x1 = rand_buf(D, 1, 1.0f);
+    d->xp = rand_buf((int64_t)NPRE * D, 2, 1.0f);
+    d->w = rand_buf((int64_t)D * NQKV, 3, 0.02f);
+    d->y1 = rand_buf(NQKV, 4, 1.0f);
+    d->yp = rand_buf((int64_t)NPRE * NQKV, 5, 1.0f);
+    d->x1v = attn_view_2d(d->x1, 1, D);
+    d->xpv = attn_view_2d(d->xp, NPRE, D);
+    d->wv = attn_view_2d(d->w, D, NQKV);
+    d->y1v = attn_view_2d(d->y1, 1, NQKV);
+    d->ypv = attn_view_2d(d->yp, NPRE, NQKV);
+    d->q = rand_buf(H * HD, 6, 1.0f);
+    d->k = rand_buf((int64_t)HKV * NKV * HD, 7, 1.0f);
+    d->v = rand_buf((int64_t)HKV * NKV * HD, 8, 1.0f);
+    d->o = rand_buf(H * HD, 9, 1.0f);
+    d->qv = attn_view_4d(d->q, 1, H, 1, HD);
+    d->kv = attn_view_4d(d->k, 1, HKV, NKV, HD);
+    d->vv = attn_view_4d(d->v, 1, HKV, NKV, HD);
+    d->ov = attn_view_4d(d->o, 1, H, 1, HD);
+    d->qp = rand_buf((int64_t)H * NPRE * HD, 10, 1.0f);
+    d->kp = rand_buf((int64_t)HKV * NPRE * HD, 11, 1.0f);
+    d->vp = rand_buf((int64_t)HKV * NPRE * HD, 12, 1.0f);
+    d->op = rand_buf((int64_t)H * NPRE * HD, 13, 1.0f);
+    d->qpv = attn_view_4d(d->qp, 1, H, NPRE, HD);
+    d->kpv = attn_view_4d(d->kp, 1, HKV, NPRE, HD);
+    d->vpv = attn_view_4d(d->vp, 1, HKV, NPRE, HD);
+    d->opv = attn_view_4d(d->op, 1, H, NPRE, HD);
+    d->mx = rand_buf((int64_t)MN * MD, 14, 1.0f);
+    d->mw = rand_buf((int64_t)MD * 3 * MD, 15, 0.05f);
+    d->mb = rand_buf(3 * MD, 16, 1.0f);
+    d->mo = rand_buf((int64_t)MD * MD, 17, 0.05f);
+    d->mob = rand_buf(MD, 18, 1.0f);
+    d->my = rand_buf((int64_t)MN * MD, 19, 1.0f);
+    d->mxv = attn_view_3d(d->mx, 1, MN, MD);
+    d->myv = attn_view_3d(d->my, 1, MN, MD);
+    attn_view w = attn_view_2d(d->mw, MD, 3 * MD), b = attn_view_1d(d->mb, 3 * MD),
+              wo = attn_view_2d(d->mo, MD, MD), bo = attn_view_1d(d->mob, MD);
+    check(attn_mha_from_fused(&w, &b, MH, &wo, &bo, &d->mp), "attn_mha_from_fused");
+}
+
+static void data_free(data *d) {
+    float *all[] = {d->x1, d->xp, d->w,  d->y1, d->yp, d->q,  d->k,  d->v,   d->o, d->qp,
+                    d->kp, d->vp, d->op, d->mx, d->mw, d->mb, d->mo, d->mob, d->my};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        free(all[i]);
+}
+
+/* ---- the parts ---------------------------------------------------------- */
+
+static void part_linear1(data *d) {
+    check(attn_linear(&d->x1v, &d->wv, NULL, &d->y1v, d->nt), "attn_linear (1 row)");
+}
+static void part_linearp(data *d) {
+    check(attn_linear(&d->xpv, &d->wv, NULL, &d->ypv, d->nt), "attn_linear (256 rows)");
+}
+static void part_sdpa1(data *d) {
+    attn_opts o = attn_opts_default();
+    o.num_threads = d->nt;
+    check(attn_sdpa(&d->qv, &d->kv, &d->vv, &d->ov, &o), "attn_sdpa (decode)");
+}
+static void part_sdpap(data *d) {
+    attn_opts o = attn_opts_default();
+    o.num_threads = d->nt;
+    o.causal = ATTN_CAUSAL_TOP_LEFT;
+    check(attn_sdpa(&d->qpv, &d->kpv, &d->vpv, &d->opv, &o), "attn_sdpa (prefill)");
+}
+static void part_mha(data *d) {
+    attn_opts o = attn_opts_default();
+    o.num_threads = d->nt;
+    o.causal = ATTN_CAUSAL_TOP_LEFT;
+    check(attn_mha(&d->mp, &d->mxv, NULL, &d->myv, &o), "attn_mha");
+}
+
+typedef void (*part_fn)(data *);
+typedef struct loop {
+    const char *name, *what;
+    part_fn parts[2];
+    const char *part_names[2];
+} loop;
+
+static const loop loops[] = {
+    {"decode",
+     "attn_linear (1,4096)@(4096,6144) + attn_sdpa 1 query, GQA 32/8, Nkv 1024, d 128",
+     {part_linear1, part_sdpa1},
+     {"attn_linear M=1", "attn_sdpa decode"}},
+    {"prefill",
+     "attn_linear (256,4096)@(4096,6144) + attn_sdpa causal N=256, GQA 32/8, d 128",
+     {part_linearp, part_sdpap},
+     {"attn_linear M=256", "attn_sdpa prefill"}},
+    {"module",
+     "attn_mha B=1 N=256 D=768 H=12 causal + attn_sdpa decode as above",
+     {part_mha, part_sdpa1},
+     {"attn_mha", "attn_sdpa decode"}},
+};
+
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median time of one call of fns[0..n-1] in sequence, over repetitions
+ * lasting about min_s. */
+#define MAX_REPS 4000
+static double time_seq(data *d, const part_fn *fns, int n, double min_s) {
+    static double t[MAX_REPS];
+    for (int i = 0; i < n; i++)
+        fns[i](d); /* warm-up */
+    int reps = 0;
+    double total = 0.0;
+    while (reps < MAX_REPS && (reps < 5 || total < min_s)) {
+        const double t0 = now();
+        for (int i = 0; i < n; i++)
+            fns[i](d);
+        t[reps] = now() - t0;
+        total += t[reps++];
+    }
+    qsort(t, (size_t)reps, sizeof t[0], cmp_double);
+    return t[reps / 2];
+}
+
+int main(int argc, char **argv) {
+    int nt = 2, rounds = 3;
+    double min_s = 0.3;
+    const char *only = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+            nt = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
+            rounds = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
+            only = argv[++i];
+        else if (strcmp(argv[i], "--quick") == 0)
+            rounds = 1, min_s = 0.1;
+        else {
+            fprintf(stderr,
+                    "usage: attn_loops [--threads T] [--rounds R] [--quick] [--only NAME]\n");
+            return 2;
+        }
+    }
+    if (rounds < 1) rounds = 1;
+    printf("# attn_loops: %d threads, %s\n", nt, attn_build_info());
+    data d;
+    data_make(&d, nt);
+    enum { NL = sizeof loops / sizeof loops[0] };
+    double best[NL][3];
+    for (int l = 0; l < NL; l++)
+        best[l][0] = best[l][1] = best[l][2] = INFINITY;
+    for (int r = 0; r < rounds; r++)
+        for (int l = 0; l < NL; l++) {
+            if (only && strcmp(only, loops[l].name) != 0) continue;
+            const double a = time_seq(&d, &loops[l].parts[0], 1, min_s);
+            const double b = time_seq(&d, &loops[l].parts[1], 1, min_s);
+            const double it = time_seq(&d, loops[l].parts, 2, min_s);
+            if (a < best[l][0]) best[l][0] = a;
+            if (b < best[l][1]) best[l][1] = b;
+            if (it < best[l][2]) best[l][2] = it;
+        }
+    printf("\n| loop | part 1 alone ms | part 2 alone ms | sum ms | iteration ms | iteration / sum "
+           "|\n|---|---|---|---|---|---|\n");
+    for (int l = 0; l < NL; l++) {
+        if (only && strcmp(only, loops[l].name) != 0) continue;
+        const double s = best[l][0] + best[l][1];
+        printf("| %s: %s | %.3f | %.3f | %.3f | %.3f | %.2f |\n", loops[l].name, loops[l].what,
+               best[l][0] * 1e3, best[l][1] * 1e3, s * 1e3, best[l][2] * 1e3, best[l][2] / s);
+    }
+    data_free(&d);
+    return 0;
+}
