@@ -17,38 +17,12 @@
  *            attention inside), then attn_sdpa decode as above
  * D = 4096. Times: best of R rounds of the median over repetitions lasting
  * ~0.3 s (the machine may be shared: a busy moment spoils one round). */
-#define _POSIX_C_SOURCE 200809L
+#include "common.h"
+
 #include "attn.h"
 
 #include <math.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static float *rand_buf(int64_t n, uint64_t seed, float scale) {
-    float *p = malloc((size_t)n * sizeof(float));
-    if (!p) {
-        fprintf(stderr, "attn_loops: out of memory (%lld floats)\n", (long long)n);
-        exit(1);
-    }
-    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
-    for (int64_t i = 0; i < n; i++) {
-        uint64_t z = s + (uint64_t)i * 0x9E3779B97F4A7C15ull;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        z ^= z >> 31;
-        p[i] = scale * (float)((z >> 40) * (2.0 / 16777216.0) - 1.0);
-    }
-    return p;
-}
 
 static void check(attn_status s, const char *what) {
     if (s != ATTN_OK) {
@@ -73,38 +47,38 @@ typedef struct data {
 static void data_make(data *d, int nt) {
     memset(d, 0, sizeof *d);
     d->nt = nt;
-    d->x1 = rand_buf(D, 1, 1.0f);
-    d->xp = rand_buf((int64_t)NPRE * D, 2, 1.0f);
-    d->w = rand_buf((int64_t)D * NQKV, 3, 0.02f);
-    d->y1 = rand_buf(NQKV, 4, 1.0f);
-    d->yp = rand_buf((int64_t)NPRE * NQKV, 5, 1.0f);
+    d->x1 = bench_rand(D, 1, 1.0f);
+    d->xp = bench_rand((int64_t)NPRE * D, 2, 1.0f);
+    d->w = bench_rand((int64_t)D * NQKV, 3, 0.02f);
+    d->y1 = bench_rand(NQKV, 4, 1.0f);
+    d->yp = bench_rand((int64_t)NPRE * NQKV, 5, 1.0f);
     d->x1v = attn_view_2d(d->x1, 1, D);
     d->xpv = attn_view_2d(d->xp, NPRE, D);
     d->wv = attn_view_2d(d->w, D, NQKV);
     d->y1v = attn_view_2d(d->y1, 1, NQKV);
     d->ypv = attn_view_2d(d->yp, NPRE, NQKV);
-    d->q = rand_buf(H * HD, 6, 1.0f);
-    d->k = rand_buf((int64_t)HKV * NKV * HD, 7, 1.0f);
-    d->v = rand_buf((int64_t)HKV * NKV * HD, 8, 1.0f);
-    d->o = rand_buf(H * HD, 9, 1.0f);
+    d->q = bench_rand(H * HD, 6, 1.0f);
+    d->k = bench_rand((int64_t)HKV * NKV * HD, 7, 1.0f);
+    d->v = bench_rand((int64_t)HKV * NKV * HD, 8, 1.0f);
+    d->o = bench_rand(H * HD, 9, 1.0f);
     d->qv = attn_view_4d(d->q, 1, H, 1, HD);
     d->kv = attn_view_4d(d->k, 1, HKV, NKV, HD);
     d->vv = attn_view_4d(d->v, 1, HKV, NKV, HD);
     d->ov = attn_view_4d(d->o, 1, H, 1, HD);
-    d->qp = rand_buf((int64_t)H * NPRE * HD, 10, 1.0f);
-    d->kp = rand_buf((int64_t)HKV * NPRE * HD, 11, 1.0f);
-    d->vp = rand_buf((int64_t)HKV * NPRE * HD, 12, 1.0f);
-    d->op = rand_buf((int64_t)H * NPRE * HD, 13, 1.0f);
+    d->qp = bench_rand((int64_t)H * NPRE * HD, 10, 1.0f);
+    d->kp = bench_rand((int64_t)HKV * NPRE * HD, 11, 1.0f);
+    d->vp = bench_rand((int64_t)HKV * NPRE * HD, 12, 1.0f);
+    d->op = bench_rand((int64_t)H * NPRE * HD, 13, 1.0f);
     d->qpv = attn_view_4d(d->qp, 1, H, NPRE, HD);
     d->kpv = attn_view_4d(d->kp, 1, HKV, NPRE, HD);
     d->vpv = attn_view_4d(d->vp, 1, HKV, NPRE, HD);
     d->opv = attn_view_4d(d->op, 1, H, NPRE, HD);
-    d->mx = rand_buf((int64_t)MN * MD, 14, 1.0f);
-    d->mw = rand_buf((int64_t)MD * 3 * MD, 15, 0.05f);
-    d->mb = rand_buf(3 * MD, 16, 1.0f);
-    d->mo = rand_buf((int64_t)MD * MD, 17, 0.05f);
-    d->mob = rand_buf(MD, 18, 1.0f);
-    d->my = rand_buf((int64_t)MN * MD, 19, 1.0f);
+    d->mx = bench_rand((int64_t)MN * MD, 14, 1.0f);
+    d->mw = bench_rand((int64_t)MD * 3 * MD, 15, 0.05f);
+    d->mb = bench_rand(3 * MD, 16, 1.0f);
+    d->mo = bench_rand((int64_t)MD * MD, 17, 0.05f);
+    d->mob = bench_rand(MD, 18, 1.0f);
+    d->my = bench_rand((int64_t)MN * MD, 19, 1.0f);
     d->mxv = attn_view_3d(d->mx, 1, MN, MD);
     d->myv = attn_view_3d(d->my, 1, MN, MD);
     attn_view w = attn_view_2d(d->mw, MD, 3 * MD), b = attn_view_1d(d->mb, 3 * MD),
@@ -167,11 +141,6 @@ static const loop loops[] = {
      {"attn_mha", "attn_sdpa decode"}},
 };
 
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* Median time of one call of fns[0..n-1] in sequence, over repetitions
  * lasting about min_s. */
 #define MAX_REPS 4000
@@ -182,14 +151,13 @@ static double time_seq(data *d, const part_fn *fns, int n, double min_s) {
     int reps = 0;
     double total = 0.0;
     while (reps < MAX_REPS && (reps < 5 || total < min_s)) {
-        const double t0 = now();
+        const double t0 = bench_now();
         for (int i = 0; i < n; i++)
             fns[i](d);
-        t[reps] = now() - t0;
+        t[reps] = bench_now() - t0;
         total += t[reps++];
     }
-    qsort(t, (size_t)reps, sizeof t[0], cmp_double);
-    return t[reps / 2];
+    return bench_median(t, reps);
 }
 
 int main(int argc, char **argv) {
