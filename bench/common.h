@@ -46,6 +46,15 @@ static inline double bench_median(double *t, int n) {
     return t[n / 2];
 }
 
+/* Smallest of t[0..n-1]: on a shared machine, the speed when the others
+ * let us run (a pool fight slows every repetition, so it still shows). */
+static inline double bench_min(const double *t, int n) {
+    double m = t[0];
+    for (int i = 1; i < n; i++)
+        if (t[i] < m) m = t[i];
+    return m;
+}
+
 /* A read-only stream over n floats split over nt threads (the same as
  * bench.c's): AVX2 loads into four accumulators, a checksum so the loads
  * stay. n must be a multiple of 1024 for the AVX2 loop. */

@@ -15,8 +15,9 @@
  *            attn_sdpa causal over the 256 tokens (GQA 32/8, d = 128)
  *   module   attn_mha (B=1, N=256, D=768, 12 heads, causal: three GEMMs and
  *            attention inside), then attn_sdpa decode as above
- * D = 4096. Times: best of R rounds of the median over repetitions lasting
- * ~0.3 s (the machine may be shared: a busy moment spoils one round). */
+ * D = 4096. Times: the best over R rounds of repetitions lasting
+ * ~0.3 s each: on a shared machine, the speed when the others let us run
+ * (a pool fight slows every repetition, so it still shows). */
 #include "common.h"
 
 #include "attn.h"
@@ -141,7 +142,7 @@ static const loop loops[] = {
      {"attn_mha", "attn_sdpa decode"}},
 };
 
-/* Median time of one call of fns[0..n-1] in sequence, over repetitions
+/* Best time of one call of fns[0..n-1] in sequence, over repetitions
  * lasting about min_s. */
 #define MAX_REPS 4000
 static double time_seq(data *d, const part_fn *fns, int n, double min_s) {
@@ -157,7 +158,7 @@ static double time_seq(data *d, const part_fn *fns, int n, double min_s) {
         t[reps] = bench_now() - t0;
         total += t[reps++];
     }
-    return bench_median(t, reps);
+    return bench_min(t, reps);
 }
 
 int main(int argc, char **argv) {

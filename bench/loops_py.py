@@ -14,7 +14,8 @@ each part is timed alone (repeated back to back) in the same run:
            attn.sdpa as above on the tensors' memory
 
 Prints markdown rows: loop, part 1 alone, part 2 alone, sum, iteration,
-iteration / sum (ms; each the best over the rounds of its median over repetitions).
+iteration / sum (ms; each the best over all repetitions of all rounds: on a shared machine,
+the speed when the others let us run; a pool fight slows every repetition).
 """
 import argparse
 import sys
@@ -25,7 +26,7 @@ import numpy as np
 import attn
 
 
-def median_time(fn, min_s):
+def best_time(fn, min_s):
     fn()
     ts = []
     total = 0.0
@@ -35,8 +36,7 @@ def median_time(fn, min_s):
         t = time.perf_counter() - t0
         ts.append(t)
         total += t
-    ts.sort()
-    return ts[len(ts) // 2]
+    return min(ts)
 
 
 def main():
@@ -98,14 +98,14 @@ def main():
         for name, what, a, b in loops:
             if args.only and name != args.only:
                 continue
-            ta = median_time(a, min_s)
-            tb = median_time(b, min_s)
+            ta = best_time(a, min_s)
+            tb = best_time(b, min_s)
 
             def both():
                 a()
                 b()
 
-            ti = median_time(both, min_s)
+            ti = best_time(both, min_s)
             old = best.get(name, (float("inf"),) * 3)
             best[name] = (min(old[0], ta), min(old[1], tb), min(old[2], ti))
     print("| loop | part 1 alone ms | part 2 alone ms | sum ms | iteration ms | iteration / sum |")
