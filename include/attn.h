@@ -169,6 +169,35 @@ int attn_isa_supported(attn_isa isa);
 const char *attn_isa_name(attn_isa isa);
 
 /* ------------------------------------------------------------------------ */
+/* Threads                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* One pool. Every parallel part of a call runs on OpenMP's threads (libgomp
+ * with GCC): attention, the few-row projections (M <= 8 rows of x, attn's
+ * GEMV kernels, columns split over the threads) and the GEMMs, which attn
+ * splits into one block per thread, each multiplied by a single-threaded
+ * sgemm of attn's own copy of OpenBLAS (linked in statically, its symbols
+ * hidden). No call ever starts or waits on another pool, so projections
+ * and attention alternate at the speed of each alone. The process's other
+ * BLAS (NumPy's, PyTorch's, the program's own -lopenblas) is neither used
+ * nor reconfigured: its thread count stays what its owner set.
+ *   - The thread count is per call (attn_opts.num_threads, attn_linear's
+ *     num_threads); <= 0 means the online CPUs, or 1 when called from
+ *     inside an active OpenMP parallel region (PyTorch's intra-op pool, the
+ *     program's own), so nested calls do not multiply threads. OpenMP's
+ *     global default (OMP_NUM_THREADS, omp_set_num_threads) is not read.
+ *   - Between calls OpenMP's idle threads wait by spinning a little, then
+ *     sleep (libgomp's default; OMP_WAIT_POLICY and GOMP_SPINCOUNT change
+ *     it process-wide). A program alternating attn with another library's
+ *     own threads on the same cores (NumPy's OpenBLAS) may want the setting
+ *     in README.md, "Threads".
+ *   - attn_build_info() names the BLAS copy, the OpenMP runtime loaded and
+ *     the wait policy in effect.
+ *   - Results are deterministic for a given thread count; the few-row
+ *     projections and the flash path give the same bits for any count.
+ * Since v0.2.0 (before: OpenBLAS's own threads ran the GEMMs). */
+
+/* ------------------------------------------------------------------------ */
 /* S1. Softmax                                                               */
 /* ------------------------------------------------------------------------ */
 
@@ -301,8 +330,13 @@ attn_status attn_merge(const attn_view *part_out, const attn_view *part_lse, int
 /* Linear layer: y = x @ W + b.
  *   x (..., in) of rank 1..3;  W (in, out);  bias (out) or NULL;  y (..., out)
  *   y[n, o] = sum_i x[n, i] W[i, o] + bias[o]     // einsum "ni,io->no"
- * Uses CBLAS sgemm when built with BLAS (deterministic per thread count),
- * else a plain loop. num_threads <= 0 means all CPUs (capped at ATTN_MAX_THREADS). */
+ * With at most 8 rows in all (decoding; leading dimensions count as rows
+ * when evenly spaced) and W with unit column stride: attn's GEMV kernels,
+ * which read W once, split by columns over the threads, the same bits for
+ * any thread count (each y element a multiply-add chain over i ascending
+ * from the bias). Otherwise CBLAS sgemm split over attn's threads when
+ * built with BLAS (deterministic per thread count), else a plain loop. See
+ * "Threads". num_threads <= 0 means all CPUs (capped at ATTN_MAX_THREADS). */
 attn_status attn_linear(const attn_view *x, const attn_view *W, const attn_view *bias, attn_view *y,
                         int num_threads);
 
