@@ -17,6 +17,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 rounds=${1:-3}
 before=${2:-b84fdf1}
 threads=${THREADS:-2}
+seconds=${SECONDS_PER_PART:-0.3} # repetitions of each part, per round
 cfg=(-DCMAKE_BUILD_TYPE=Release -DATTN_PYTHON=OFF -DATTN_CLI=OFF)
 build() { # dir src [cmake args]
     local dir=$1 src=$2
@@ -37,12 +38,12 @@ for v in system openmp private; do build /tmp/attn-cand-$v "$root" -DATTN_BLAS_L
 names=(before before+passive system openmp private)
 run() { # name -> command
     case $1 in
-    before) /tmp/attn-cand-before/bench/attn_loops --threads "$threads" --rounds 1 ;;
-    before+passive) OMP_WAIT_POLICY=passive /tmp/attn-cand-before/bench/attn_loops --threads "$threads" --rounds 1 ;;
-    *) /tmp/attn-cand-$1/bench/attn_loops --threads "$threads" --rounds 1 ;;
+    before) /tmp/attn-cand-before/bench/attn_loops --threads "$threads" --rounds 1 --seconds "$seconds" ;;
+    before+passive) OMP_WAIT_POLICY=passive /tmp/attn-cand-before/bench/attn_loops --threads "$threads" --rounds 1 --seconds "$seconds" ;;
+    *) /tmp/attn-cand-$1/bench/attn_loops --threads "$threads" --rounds 1 --seconds "$seconds" ;;
     esac
 }
-echo "# command: bash bench/candidates.sh $rounds $before (THREADS=$threads)"
+echo "# command: bash bench/candidates.sh $rounds $before (THREADS=$threads SECONDS_PER_PART=$seconds)"
 echo "# date: $(date -u '+%Y-%m-%d %H:%M UTC'), load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -1,6 +1,6 @@
 /* bench/gemv_bench.c - decode-shaped projections against the memory.
  *
- * attn_gemv_bench [--threads T] [--rounds R] [--py FILE] [--quick]
+ * attn_gemv_bench [--threads T] [--rounds R] [--seconds S] [--py FILE] [--quick]
  *
  * attn_linear(x (M, 4096), W (4096, 6144)) for M = 1..8: bound by reading
  * W's 96 MiB once. Each call alternates with a read-only stream over the
@@ -28,11 +28,14 @@ int main(int argc, char **argv) {
             rounds = atoi(argv[++i]);
         else if (strcmp(argv[i], "--py") == 0 && i + 1 < argc)
             py = argv[++i];
+        else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
+            min_s = atof(argv[++i]);
         else if (strcmp(argv[i], "--quick") == 0)
             rounds = 1, min_s = 0.1;
         else {
-            fprintf(stderr, "usage: attn_gemv_bench [--threads T] [--rounds R] [--py FILE] "
-                            "[--quick]\n");
+            fprintf(stderr,
+                    "usage: attn_gemv_bench [--threads T] [--rounds R] [--seconds S] [--py FILE] "
+                    "[--quick]\n");
             return 2;
         }
     }

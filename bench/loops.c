@@ -1,6 +1,6 @@
 /* bench/loops.c - the loops users write, against the sum of their parts.
  *
- * attn_loops [--threads T] [--rounds R] [--quick] [--only NAME]
+ * attn_loops [--threads T] [--rounds R] [--seconds S] [--quick] [--only NAME]
  *
  * A real model alternates projections and attention. Each loop below is one
  * step of such a model; it is timed as a whole (per iteration) and each of
@@ -172,11 +172,13 @@ int main(int argc, char **argv) {
             rounds = atoi(argv[++i]);
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
             only = argv[++i];
+        else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
+            min_s = atof(argv[++i]);
         else if (strcmp(argv[i], "--quick") == 0)
             rounds = 1, min_s = 0.1;
         else {
-            fprintf(stderr,
-                    "usage: attn_loops [--threads T] [--rounds R] [--quick] [--only NAME]\n");
+            fprintf(stderr, "usage: attn_loops [--threads T] [--rounds R] [--seconds S] [--quick] "
+                            "[--only NAME]\n");
             return 2;
         }
     }

@@ -45,9 +45,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default=None)
+    ap.add_argument("--seconds", type=float, default=0.3, help="repetitions per part and round")
     args = ap.parse_args()
     nt = args.threads
-    min_s = 0.1 if args.quick else 0.3
+    min_s = 0.1 if args.quick else args.seconds
     rounds = 1 if args.quick else args.rounds
     rng = np.random.default_rng(0)
     D, NQKV, H, HKV, HD, NKV, NP = 4096, 6144, 32, 8, 128, 1024, 256

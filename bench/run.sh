@@ -51,4 +51,11 @@ if [ -f "$build/python/attn/__init__.py" ]; then
     echo
     "${run_env[@]}" PYTHONPATH="$build/python" OPENBLAS_NUM_THREADS=$threads \
         /usr/bin/python3 "$root/bench/loops_py.py" --threads "$threads" | grep -v '^# numpy'
+    echo
+    echo "CPU burnt by each pool while idle after a call (the cores the next library loses):"
+    echo
+    for e in "" GOMP_SPINCOUNT=10000; do
+        "${run_env[@]}" $e PYTHONPATH="$build/python" OPENBLAS_NUM_THREADS=$threads \
+            /usr/bin/python3 "$root/bench/idle_spin.py"
+    done
 fi
