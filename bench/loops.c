@@ -15,9 +15,10 @@
  *            attn_sdpa causal over the 256 tokens (GQA 32/8, d = 128)
  *   module   attn_mha (B=1, N=256, D=768, 12 heads, causal: three GEMMs and
  *            attention inside), then attn_sdpa decode as above
- * D = 4096. Times: the best over R rounds of repetitions lasting
- * ~0.3 s each: on a shared machine, the speed when the others let us run
- * (a pool fight slows every repetition, so it still shows). */
+ * D = 4096. Times: the best over R rounds of short interleaved bursts of
+ * each kind (part 1 alone, part 2 alone, the iteration), ~S seconds of
+ * iterations per round: on a shared machine, the speed when the others let
+ * us run (a pool fight slows every iteration, so it still shows). */
 #include "common.h"
 
 #include "attn.h"
@@ -142,23 +143,23 @@ static const loop loops[] = {
      {"attn_mha", "attn_sdpa decode"}},
 };
 
-/* Best time of one call of fns[0..n-1] in sequence, over repetitions
- * lasting about min_s. */
-#define MAX_REPS 4000
-static double time_seq(data *d, const part_fn *fns, int n, double min_s) {
-    static double t[MAX_REPS];
-    for (int i = 0; i < n; i++)
-        fns[i](d); /* warm-up */
-    int reps = 0;
-    double total = 0.0;
-    while (reps < MAX_REPS && (reps < 5 || total < min_s)) {
-        const double t0 = bench_now();
-        for (int i = 0; i < n; i++)
-            fns[i](d);
-        t[reps] = bench_now() - t0;
-        total += t[reps++];
-    }
-    return bench_min(t, reps);
+/* Best times of part 1 alone, part 2 alone and the iteration (part 1 then
+ * part 2), in short interleaved bursts (4 calls, the first not counted: it
+ * follows the other kind) until each kind has run about min_s, so that all
+ * three see the same moments of a shared machine. */
+static void time_loop(data *d, const loop *l, double min_s, double best[3]) {
+    double total[3] = {0, 0, 0};
+    for (int burst = 0; burst < 100000 && (burst < 3 || total[2] < min_s); burst++)
+        for (int kind = 0; kind < 3; kind++)
+            for (int rep = 0; rep < 4; rep++) {
+                const double t0 = bench_now();
+                if (kind != 1) l->parts[0](d);
+                if (kind != 0) l->parts[1](d);
+                const double t = bench_now() - t0;
+                if (rep == 0) continue;
+                total[kind] += t;
+                if (t < best[kind]) best[kind] = t;
+            }
 }
 
 int main(int argc, char **argv) {
@@ -193,12 +194,7 @@ int main(int argc, char **argv) {
     for (int r = 0; r < rounds; r++)
         for (int l = 0; l < NL; l++) {
             if (only && strcmp(only, loops[l].name) != 0) continue;
-            const double a = time_seq(&d, &loops[l].parts[0], 1, min_s);
-            const double b = time_seq(&d, &loops[l].parts[1], 1, min_s);
-            const double it = time_seq(&d, loops[l].parts, 2, min_s);
-            if (a < best[l][0]) best[l][0] = a;
-            if (b < best[l][1]) best[l][1] = b;
-            if (it < best[l][2]) best[l][2] = it;
+            time_loop(&d, &loops[l], min_s, best[l]);
         }
     printf("\n| loop | part 1 alone ms | part 2 alone ms | sum ms | iteration ms | iteration / sum "
            "|\n|---|---|---|---|---|---|\n");

@@ -14,8 +14,9 @@ each part is timed alone (repeated back to back) in the same run:
            attn.sdpa as above on the tensors' memory
 
 Prints markdown rows: loop, part 1 alone, part 2 alone, sum, iteration,
-iteration / sum (ms; each the best over all repetitions of all rounds: on a shared machine,
-the speed when the others let us run; a pool fight slows every repetition).
+iteration / sum (ms). The three kinds are timed in short interleaved bursts,
+each the best over all repetitions of all rounds: on a shared machine, the
+speed when the others let us run; a pool fight slows every iteration.
 """
 import argparse
 import sys
@@ -26,17 +27,27 @@ import numpy as np
 import attn
 
 
-def best_time(fn, min_s):
-    fn()
-    ts = []
+def interleaved(a, b, min_s, best):
+    """Best times of a alone, b alone and a then b, in short interleaved
+    bursts (4 calls, the first not counted: it follows the other kind) until
+    the iterations have run about min_s: all three see the same moments of
+    a shared machine."""
+    kinds = [a, b, lambda: (a(), b())]
     total = 0.0
-    while len(ts) < 5 or total < min_s:
-        t0 = time.perf_counter()
-        fn()
-        t = time.perf_counter() - t0
-        ts.append(t)
-        total += t
-    return min(ts)
+    bursts = 0
+    while bursts < 3 or total < min_s:
+        for k, fn in enumerate(kinds):
+            for rep in range(4):
+                t0 = time.perf_counter()
+                fn()
+                t = time.perf_counter() - t0
+                if rep == 0:
+                    continue
+                best[k] = min(best[k], t)
+                if k == 2:
+                    total += t
+        bursts += 1
+    return best
 
 
 def main():
@@ -99,16 +110,7 @@ def main():
         for name, what, a, b in loops:
             if args.only and name != args.only:
                 continue
-            ta = best_time(a, min_s)
-            tb = best_time(b, min_s)
-
-            def both():
-                a()
-                b()
-
-            ti = best_time(both, min_s)
-            old = best.get(name, (float("inf"),) * 3)
-            best[name] = (min(old[0], ta), min(old[1], tb), min(old[2], ti))
+            best[name] = interleaved(a, b, min_s, best.get(name, [float("inf")] * 3))
     print("| loop | part 1 alone ms | part 2 alone ms | sum ms | iteration ms | iteration / sum |")
     print("|---|---|---|---|---|---|")
     for name, what, _, _ in loops:
