@@ -95,10 +95,13 @@ void attn__gemm(const attn_view *A, const attn_view *B, const attn_view *bias, a
             blas_block(A, ta, lda, B, tb, ldb, C, ldc, 0, M, 0, N);
             return;
         }
-        /* Blocks of whole rows (or columns when N > M), one per thread,
-         * rounded to multiples of 16 so every block keeps full SIMD tiles. */
+        /* Blocks of whole rows, one per thread (each packs all of B, as
+         * OpenBLAS's own threads would share it: measured as fast, see
+         * docs/threads.md), or of columns when there are too few rows for
+         * 64 per thread; rounded to multiples of 16 so every block keeps
+         * full SIMD tiles. */
         int nt = threads > ATTN_GEMM_MAX_SPLIT ? ATTN_GEMM_MAX_SPLIT : threads;
-        const int by_rows = M >= N;
+        const int by_rows = M >= 64 * (int64_t)nt || M >= N;
         const int64_t len = by_rows ? M : N, units = (len + 15) / 16;
         if (nt > units) nt = (int)units;
 #pragma omp parallel num_threads(nt)
