@@ -120,6 +120,21 @@ attn_view attn_view_swap(attn_view v, int a, int b);
 attn_status attn_split_qkv(const attn_view *qkv, int64_t num_heads, attn_view *q, attn_view *k,
                            attn_view *v);
 
+/* The grouped-query form of attn_split_qkv: qkv (B, N, (H + 2*Hkv)*d),
+ * columns [q (H*d) | k (Hkv*d) | v (Hkv*d)], d = qkv.shape[2] / (H + 2*Hkv),
+ * H = num_heads, Hkv = num_kv_heads (0 means H; H must be a multiple of
+ * Hkv). On success q is (B, H, N, d) and k, v are (B, Hkv, N, d):
+ *   q[b,h,n,e] = qkv[b, n, h*d + e]
+ *   k[b,g,n,e] = qkv[b, n, H*d + g*d + e]
+ *   v[b,g,n,e] = qkv[b, n, (H + Hkv)*d + g*d + e]
+ * ready for attn_sdpa (and attn_rope on q and k). With Hkv = H it equals
+ * attn_split_qkv.
+ * @return ATTN_ERR_SHAPE if qkv is not rank 3, num_heads < 1,
+ * num_kv_heads does not divide num_heads, or the width is not a multiple of
+ * H + 2*Hkv; ATTN_ERR_NULL for a NULL output. Since v0.2.0. */
+attn_status attn_split_qkv_gqa(const attn_view *qkv, int64_t num_heads, int64_t num_kv_heads,
+                               attn_view *q, attn_view *k, attn_view *v);
+
 /* ------------------------------------------------------------------------ */
 /* Memory                                                                    */
 /* ------------------------------------------------------------------------ */
@@ -447,18 +462,24 @@ attn_status attn_cross_attention(const attn_view *xq, const attn_view *xkv, cons
                                  const attn_view *Wk, const attn_view *Wv, attn_view *out,
                                  const attn_opts *opts);
 
-/* Multi-head attention parameters. Per-head weights are stacked views:
- *   Wq (NH, Dq, HS)   Wk (NH, Dkv, HS)   Wv (NH, Dkv, HSv)
- *   bq (NH, HS)       bk (NH, HS)        bv (NH, HSv)        (data NULL: none)
+/* Multi-head attention parameters. Per-head weights are stacked views, with
+ * Hkv = num_kv_heads key/value heads (grouped-query attention; Hkv = NH is
+ * plain multi-head, Hkv = 1 multi-query):
+ *   Wq (NH, Dq, HS)   Wk (Hkv, Dkv, HS)  Wv (Hkv, Dkv, HSv)
+ *   bq (NH, HS)       bk (Hkv, HS)       bv (Hkv, HSv)       (data NULL: none)
  *   Wo (NH*HSv, Dout)                    bo (Dout)           (data NULL: none)
  * Without Wo the module returns the heads concatenated, (B, Nq, NH*HSv).
  * Any strides: the article's list of per-head matrices stacked, or the fused
- * (D, 3*D) matrix seen through attn_mha_from_fused, without copying. */
+ * (D, 3*D) matrix seen through attn_mha_from_fused (or (D, (NH + 2*Hkv)*HS)
+ * through attn_mha_from_fused_gqa), without copying.
+ * Zero-initialise the struct ({0} or memset): num_kv_heads = 0 means NH. */
 typedef struct attn_mha_params {
     int64_t num_heads;
     attn_view Wq, Wk, Wv;
     attn_view bq, bk, bv;
     attn_view Wo, bo;
+    /* Key/value heads, dividing num_heads; 0 means num_heads. Since v0.2.0. */
+    int64_t num_kv_heads;
 } attn_mha_params;
 
 /* Fill p from the fused form (S7):
@@ -472,19 +493,39 @@ typedef struct attn_mha_params {
 attn_status attn_mha_from_fused(const attn_view *Wqkv, const attn_view *bqkv, int64_t num_heads,
                                 const attn_view *Wo, const attn_view *bo, attn_mha_params *p);
 
+/* Fill p from a grouped-query fused projection (Llama's q_proj, k_proj and
+ * v_proj side by side):
+ *   Wqkv (D, (H + 2*Hkv)*HS), columns [q (H*HS) | k (Hkv*HS) | v (Hkv*HS)],
+ *   head h owning columns h*HS..h*HS+HS-1 of its part; HS = Wqkv.shape[1] /
+ *   (H + 2*Hkv) (need not be D / H); H = num_heads, Hkv = num_kv_heads (0
+ *   means H; H a multiple of Hkv);  bqkv ((H + 2*Hkv)*HS) or NULL;
+ *   Wo (H*HS, Dout) or NULL;  bo (Dout) or NULL.
+ *   Wq[h, i, e] = Wqkv[i, h*HS + e];  Wk[g, i, e] = Wqkv[i, H*HS + g*HS + e];
+ *   Wv[g, i, e] = Wqkv[i, (H + Hkv)*HS + g*HS + e]
+ * Self-attention then runs one GEMM of width (H + 2*Hkv)*HS. With Hkv = H
+ * and HS = D / H it equals attn_mha_from_fused.
+ * @return ATTN_OK, NULL (p) or SHAPE naming the size. Since v0.2.0. */
+attn_status attn_mha_from_fused_gqa(const attn_view *Wqkv, const attn_view *bqkv,
+                                    int64_t num_heads, int64_t num_kv_heads, const attn_view *Wo,
+                                    const attn_view *bo, attn_mha_params *p);
+
 /* Multi-head attention (S4, S5, S6, S7):
  *   xq  (Nq, Dq) or (B, Nq, Dq)
  *   xkv (Nkv, Dkv) or (B, Nkv, Dkv), or NULL for self-attention (xkv = xq)
  *   out (Nq, Dout) or (B, Nq, Dout)   (Dout = NH*HSv without Wo)
- * Steps, with H = NH:
+ * Steps, with H = NH, Hkv = num_kv_heads (or H), g = h / (H / Hkv):
  *   q[b,h,i,e] = sum_c xq[b,i,c]  Wq[h,c,e] + bq[h,e]    // "bic,hce->bhie"
- *   k[b,h,j,e] = sum_c xkv[b,j,c] Wk[h,c,e] + bk[h,e]    // "bjc,hce->bhje"
- *   v[b,h,j,f] = sum_c xkv[b,j,c] Wv[h,c,f] + bv[h,f]    // "bjc,hcf->bhjf"
- *   a = attn_sdpa(q, k, v, opts)                         // (B, H, Nq, HSv)
+ *   k[b,g,j,e] = sum_c xkv[b,j,c] Wk[g,c,e] + bk[g,e]    // "bjc,gce->bgje"
+ *   v[b,g,j,f] = sum_c xkv[b,j,c] Wv[g,c,f] + bv[g,f]    // "bjc,gcf->bgjf"
+ *   a = attn_sdpa(q, k, v, opts)                         // (B, H, Nq, HSv), GQA
  *   cat[b,i,h*HSv+f] = a[b,h,i,f]                        // "bhif->bi(hf)"
  *   out = cat @ Wo + bo                                  // "bio,od->bid"
  * opts pass to attn_sdpa unchanged (causal, mask, key_lengths, dropout,
- * threads, lse, weights); NULL = defaults. */
+ * threads, lse, weights); NULL = defaults. Grouped-query attention is the
+ * same as expanding Wk, Wv (and bk, bv) to H heads with np.repeat(.., H/Hkv,
+ * axis=0); it is computed without expanding.
+ * @return SHAPE when num_kv_heads does not divide num_heads or Wk/Wv do not
+ * have Hkv heads (since v0.2.0), and the errors of attn_sdpa. */
 attn_status attn_mha(const attn_mha_params *p, const attn_view *xq, const attn_view *xkv,
                      attn_view *out, const attn_opts *opts);
 
