@@ -21,7 +21,7 @@ lib=${lib%/}
 test -f "$prefix/include/attn.h"
 grep -q 'extern "C"' "$prefix/include/attn.h"
 soname=$(objdump -p "$lib/libattn.so" | awk '/SONAME/ {print $2}')
-case "$soname" in libattn.so.[0-9]*) ;; *) echo "SONAME is '$soname', want libattn.so.N"; exit 1 ;; esac
+[ "$soname" = "libattn.so.0.2" ] || { echo "SONAME is '$soname', want libattn.so.0.2 (0.x: the minor version is in the SONAME)"; exit 1; }
 # Only the public API is exported.
 if nm -D --defined-only "$lib/libattn.so" | awk '{print $3}' | grep -v '^attn_[a-z]' | grep -q .; then
   echo "internal symbols exported:"; nm -D --defined-only "$lib/libattn.so" | grep -v ' attn_[a-z]'; exit 1
