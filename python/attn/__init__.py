@@ -46,7 +46,7 @@ from .info import build_info, dropout_keep, get_isa, set_isa
 from .article import (multihead_attention_list, multihead_attention_vec,
                       multihead_cross_attention_list, self_attention, self_attention_batched,
                       self_attention_cols, softmax_cols, softmax_lastdim)
-from .core import merge, sdpa
+from .core import alibi_slopes, merge, sdpa
 from .modules import MultiHeadAttention, layer_norm, linear
 
 __all__ = [
@@ -62,6 +62,7 @@ __all__ = [
     "linear",
     "sdpa",
     "merge",
+    "alibi_slopes",
     "MultiHeadAttention",
     "dropout_keep",
     "build_info",
