@@ -54,6 +54,9 @@ int parse_u64(const char *s, uint64_t *out);
  * "bottom-right", "tl", "br"). @return 0 or -1. */
 int parse_causal(const char *s, attn_causal *out);
 
+/* "LEFT,RIGHT", each -1 (unbounded) or 0..2^40. @return 0 or -1. */
+int parse_window(const char *s, int64_t *left, int64_t *right);
+
 /* A bare --causal (no rule after it) is causal where that is unambiguous:
  * with Nq == Nkv and no key lengths, top_left and bottom_right are the same
  * lower triangle j <= i; anywhere else it is a usage error asking for one of

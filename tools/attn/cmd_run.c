@@ -58,6 +58,16 @@ static const char run_help[] =
     "                        sees keys j < key_lengths[b]\n"
     "  --scale S             score scale (default 1/sqrt(d))\n"
     "  --dropout P --seed S  dropout on the weights, P in [0, 1) (default 0, seed 0)\n"
+    "  --window L,R          sliding window: key j visible only if dist <= L and\n"
+    "                        -dist <= R, dist = (q_offset + i) - (k_offset + j);\n"
+    "                        -1 unbounded (a model's sliding_window = S is S-1,-1)\n"
+    "  --softcap C           logit soft-capping C*tanh(s/C) after the scale (Gemma 2)\n"
+    "  --alibi               ALiBi: s -= slope[h] * |dist|, the paper's slopes of H\n"
+    "                        heads (BLOOM, MPT); order: scale, softcap, ALiBi, mask\n"
+    "  --sinks SPEC          H sink logits, in each row's denominator only (gpt-oss)\n"
+    "  --q-offset P          position of query 0 in every batch entry (default: 0\n"
+    "                        with top_left, else Nkv - Nq: bottom-right)\n"
+    "  --k-offset P          position of key 0 (default 0)\n"
     "  --lse-out FILE        also write the log-sum-exp of each row, (B, H, Nq)\n"
     "  --weights-out FILE    also write the attention weights (B, H, Nq, Nkv)\n"
     "                        (runs the reference path)\n"
@@ -105,6 +115,7 @@ enum role {
     R_BETA,
     R_MASK,
     R_KEYLEN,
+    R_SINKS,
     R_COUNT
 };
 
@@ -133,6 +144,7 @@ static const struct {
     [R_BETA] = {"--beta", "beta", 0},
     [R_MASK] = {"--mask", "mask", 0},
     [R_KEYLEN] = {"--key-lengths", "key_lengths", 0},
+    [R_SINKS] = {"--sinks", "sinks", 0},
 };
 
 typedef struct slot {
@@ -155,7 +167,7 @@ static const char *role_name(int r) {
 
 /* Which arrays each operation reads. */
 static int role_allowed(const char *op, int r) {
-    int att = r == R_MASK || r == R_KEYLEN;
+    int att = r == R_MASK || r == R_KEYLEN || r == R_SINKS;
     if (strcmp(op, "softmax") == 0) return r == R_X;
     if (strcmp(op, "layer-norm") == 0) return r == R_X || r == R_GAMMA || r == R_BETA;
     if (strcmp(op, "self") == 0) return r == R_X || r == R_WQ || r == R_WK || r == R_WV || att;
@@ -361,6 +373,12 @@ typedef struct run_opts {
     float eps;
     int64_t keylen[4096];
     int64_t *keylen_heap;
+    /* Score modifiers given as numbers or flags, made into arrays once B
+     * and H are known (setup_modifiers). */
+    int alibi, q_offset_set;
+    int64_t q_offset;
+    float *alibi_heap;
+    int64_t *q_offset_heap;
 } run_opts;
 
 static int out_save(run_opts *ro, int which, const outbuf *o, int ndim) {
@@ -406,20 +424,63 @@ static int setup_key_lengths(run_ctx *c, run_opts *ro, int64_t B, int64_t Nq, in
     return EXIT_OK;
 }
 
-/* The mask as a rank-4 view, broadcast-checked against (B, H, Nq, Nkv). */
+/* The score modifiers that need B and H: --alibi (the paper's slopes of H
+ * heads), --q-offset (one position for every batch entry), --sinks (H
+ * values from a file). */
+static int setup_modifiers(run_ctx *c, run_opts *ro, int64_t B, int64_t H) {
+    if (ro->alibi) {
+        free(ro->alibi_heap);
+        if (!(ro->alibi_heap = malloc((size_t)H * sizeof(float))))
+            return cli_error(EXIT_COMPUTE, "run", "out of memory");
+        attn_status st = attn_alibi_slopes(H, ro->alibi_heap);
+        if (st != ATTN_OK) return lib_error(c, st);
+        ro->o.alibi_slopes = ro->alibi_heap;
+    }
+    if (ro->q_offset_set) {
+        free(ro->q_offset_heap);
+        if (!(ro->q_offset_heap = malloc((size_t)B * sizeof(int64_t))))
+            return cli_error(EXIT_COMPUTE, "run", "out of memory");
+        for (int64_t b = 0; b < B; b++)
+            ro->q_offset_heap[b] = ro->q_offset;
+        ro->o.q_offset = ro->q_offset_heap;
+    }
+    slot *s = &c->s[R_SINKS];
+    if (s->present) {
+        char d[ERRLEN];
+        if (s->v.ndim != 1 || s->v.shape[0] != H)
+            return input_error(c, "%s must hold H=%lld values, one per query head",
+                               desc(s, R_SINKS, d, sizeof d), (long long)H);
+        const float *p = s->v.data;
+        for (int64_t h = 0; h < H; h++)
+            if (!isfinite(p[h]))
+                return input_error(c, "%s: element %lld (%g) must be finite",
+                                   desc(s, R_SINKS, d, sizeof d), (long long)h, (double)p[h]);
+        ro->o.sinks = p; /* rank 1: stride 1 as read */
+    }
+    return EXIT_OK;
+}
+
+/* The mask as a rank-4 view, broadcast-checked against (B, H, Nq, Nkv);
+ * also the modifiers that need B and H (every attention op calls this). */
 static int setup_mask(run_ctx *c, run_opts *ro, attn_view *mask4, const int64_t want[4]) {
+    int rc = setup_modifiers(c, ro, want[0], want[1]);
+    if (rc != EXIT_OK) return rc;
     slot *s = &c->s[R_MASK];
     if (!s->present) return EXIT_OK;
     *mask4 = pad4(s->v);
     static const char *names[4] = {"B", "H", "Nq", "Nkv"};
     char d[ERRLEN];
     for (int i = 0; i < 4; i++) {
-        if (mask4->shape[i] != 1 && mask4->shape[i] != want[i])
+        if (mask4->shape[i] != 1 && mask4->shape[i] != want[i]) {
+            int fd = i - (4 - s->v.ndim); /* the file's own dimension */
             return input_error(c,
-                               "%s: dimension %d (of the rank-4 form) is %lld but must be 1 or "
-                               "%s=%lld",
-                               desc(s, R_MASK, d, sizeof d), i, (long long)mask4->shape[i],
-                               names[i], (long long)want[i]);
+                               "%s: dimension %d is %lld but must be 1 or %s=%lld (the mask "
+                               "broadcasts to (B, H, Nq, Nkv) = (%lld, %lld, %lld, %lld), aligned "
+                               "on the right as in NumPy)",
+                               desc(s, R_MASK, d, sizeof d), fd, (long long)mask4->shape[i],
+                               names[i], (long long)want[i], (long long)want[0], (long long)want[1],
+                               (long long)want[2], (long long)want[3]);
+        }
     }
     ro->o.mask = mask4;
     return EXIT_OK;
@@ -861,6 +922,27 @@ int cmd_run(int argc, char **argv) {
             if (r < 0 || parse_f32(val, &fv) != 0 || fv < 0 || fv >= 1)
                 return cli_error(EXIT_USAGE, "run", "--dropout needs P in [0, 1)");
             ro.o.dropout_p = fv;
+        } else if ((r = opt_value(argc, argv, &i, "--window", &val)) != 0) {
+            if (r < 0 || parse_window(val, &ro.o.window_left, &ro.o.window_right) != 0)
+                return cli_error(EXIT_USAGE, "run",
+                                 "--window takes LEFT,RIGHT, each -1 (unbounded) or >= 0%s%s",
+                                 r < 0 ? "" : ", got ", r < 0 ? "" : val);
+        } else if ((r = opt_value(argc, argv, &i, "--softcap", &val)) != 0) {
+            if (r < 0 || parse_f32(val, &fv) != 0 || fv < 0)
+                return cli_error(EXIT_USAGE, "run",
+                                 "--softcap needs a finite number >= 0 (0: off)");
+            ro.o.softcap = fv;
+        } else if (strcmp(w, "--alibi") == 0) {
+            ro.alibi = 1;
+        } else if ((r = opt_value(argc, argv, &i, "--q-offset", &val)) != 0) {
+            if (r < 0 || parse_i64(val, -((int64_t)1 << 61), (int64_t)1 << 61, &iv) != 0)
+                return cli_error(EXIT_USAGE, "run", "--q-offset needs an integer in -2^61..2^61");
+            ro.q_offset = iv;
+            ro.q_offset_set = 1;
+        } else if ((r = opt_value(argc, argv, &i, "--k-offset", &val)) != 0) {
+            if (r < 0 || parse_i64(val, -((int64_t)1 << 61), (int64_t)1 << 61, &iv) != 0)
+                return cli_error(EXIT_USAGE, "run", "--k-offset needs an integer in -2^61..2^61");
+            ro.o.k_offset = iv;
         } else if ((r = opt_value(argc, argv, &i, "--seed", &val)) != 0) {
             if (r < 0 || parse_u64(val, &uv) != 0)
                 return cli_error(EXIT_USAGE, "run", "--seed needs an unsigned integer");
@@ -909,5 +991,7 @@ int cmd_run(int argc, char **argv) {
         free(c.s[r].from);
     }
     free(ro.keylen_heap);
+    free(ro.alibi_heap);
+    free(ro.q_offset_heap);
     return rc;
 }

@@ -45,18 +45,6 @@ typedef struct vis_cfg {
     const char *png;
 } vis_cfg;
 
-static int parse_window(const char *s, int64_t *left, int64_t *right) {
-    const char *comma = strchr(s, ',');
-    if (!comma) return -1;
-    size_t n = (size_t)(comma - s);
-    char a[32];
-    if (n == 0 || n >= sizeof a) return -1;
-    memcpy(a, s, n);
-    a[n] = '\0';
-    const int64_t big = (int64_t)1 << 40;
-    return parse_i64(a, -1, big, left) || parse_i64(comma + 1, -1, big, right) ? -1 : 0;
-}
-
 static int parse_args(int argc, char **argv, vis_cfg *c) {
     int nkv_set = 0, L_set = 0;
     const int64_t big = (int64_t)1 << 40;
