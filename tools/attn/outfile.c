@@ -7,11 +7,37 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* Interrupted (Ctrl-C, kill): remove the temporary files, then die of the
+ * signal as if it had not been caught. Only async-signal-safe calls. */
+static outset *volatile live_set;
+
+static void on_signal(int sig) {
+    outset *s = live_set;
+    if (s)
+        for (int i = 0; i < s->n; i++)
+            if (s->t[i].tmp) unlink(s->t[i].tmp);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void watch_signals(outset *s) {
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+    live_set = s;
+    for (size_t k = 0; k < sizeof sigs / sizeof sigs[0]; k++) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(sigs[k], &sa, NULL);
+    }
+}
 
 int outset_add(outset *s, const char *opt, const char *path) {
     out_target *t = &s->t[s->n];
@@ -131,29 +157,48 @@ int outset_write(outset *s, int i, const float *data, int ndim, const int64_t *s
         f = fopen(t->dest, "wb");
         if (!f) return zip_fail(err, errlen, "%s: cannot write: %s", t->path, strerror(errno));
     } else {
-        /* "<folder>/.<name>.XXXXXX" beside the destination, mode as a new file. */
+        /* "<folder>/.<name>.<pid>-<n>.tmp" beside the destination. The name
+         * is known (t->tmp) before the file is created with O_EXCL, so a
+         * signal arriving on any thread (OpenMP's included) finds it; a
+         * file of that name existing already can only be a leftover of an
+         * attn run of the same process id. */
         char *d = dir_of(t->dest);
         const char *slash = strrchr(t->dest, '/');
         const char *base = slash ? slash + 1 : t->dest;
-        size_t n = (d ? strlen(d) : 0) + strlen(base) + 16;
-        t->tmp = d ? malloc(n) : NULL;
-        if (!t->tmp) {
+        size_t n = (d ? strlen(d) : 0) + strlen(base) + 64;
+        char *tmp = d ? malloc(n) : NULL;
+        if (!tmp) {
             free(d);
             return zip_fail(err, errlen, "out of memory");
         }
-        snprintf(t->tmp, n, "%s/.%s.XXXXXX", d, base);
+        watch_signals(s);
+        static unsigned counter;
+        int fd = -1, e = 0;
+        for (int attempt = 0; attempt < 1000 && fd < 0; attempt++) {
+            snprintf(tmp, n, "%s/.%s.%ld-%u.tmp", d, base, (long)getpid(), counter++);
+            t->tmp = tmp;
+            fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+            e = errno;
+            if (fd < 0) t->tmp = NULL;
+            if (fd < 0 && e != EEXIST) break;
+        }
         free(d);
-        int fd = mkstemp(t->tmp);
         if (fd < 0) {
-            int e = errno;
-            free(t->tmp);
-            t->tmp = NULL;
+            free(tmp);
             return zip_fail(err, errlen, "%s: cannot write in its folder: %s", t->path,
                             strerror(e));
         }
-        mode_t um = umask(0);
-        umask(um);
-        fchmod(fd, 0666 & ~um);
+        /* The mode of the file it replaces, else that of a new file. */
+        struct stat old;
+        mode_t mode;
+        if (stat(t->dest, &old) == 0) {
+            mode = old.st_mode & 07777;
+        } else {
+            mode_t um = umask(0);
+            umask(um);
+            mode = 0666 & ~um;
+        }
+        fchmod(fd, mode);
         f = fdopen(fd, "wb");
         if (!f) {
             close(fd);
@@ -173,8 +218,9 @@ int outset_commit(outset *s, char *err, size_t errlen) {
         if (!t->written || !t->tmp) continue;
         if (rename(t->tmp, t->dest) != 0)
             return zip_fail(err, errlen, "%s: cannot replace it: %s", t->path, strerror(errno));
-        free(t->tmp);
+        char *tmp = t->tmp;
         t->tmp = NULL;
+        free(tmp);
     }
     return 0;
 }
@@ -182,10 +228,13 @@ int outset_commit(outset *s, char *err, size_t errlen) {
 void outset_close(outset *s) {
     for (int i = 0; i < s->n; i++) {
         out_target *t = &s->t[i];
-        if (t->tmp) unlink(t->tmp); /* ours: created by mkstemp */
-        free(t->tmp);
+        char *tmp = t->tmp;
+        t->tmp = NULL;        /* the signal handler no longer sees it */
+        if (tmp) unlink(tmp); /* ours: created by mkstemp */
+        free(tmp);
         free(t->dest);
         t->tmp = t->dest = NULL;
     }
     s->n = 0;
+    live_set = NULL;
 }

@@ -5,8 +5,9 @@
  *   so are two outputs naming one file.
  * - Each output is written to a new temporary file in its destination's
  *   folder; when every output has been written, they are renamed into place
- *   (a rename within a folder is atomic). A failed or interrupted run leaves
- *   the old contents, and removes only the temporary files it created.
+ *   (a rename within a folder is atomic). A failed or interrupted run
+ *   (SIGINT, SIGTERM, SIGHUP, SIGQUIT) leaves the old contents, and removes
+ *   only the temporary files it created. Replaced files keep their mode.
  * - A symlink is written through: its target is replaced, the link stays.
  * - An existing file that is not a regular file (a character device such as
  *   /dev/null or /dev/full, a FIFO) is written in place, never removed or
