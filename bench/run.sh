@@ -10,7 +10,7 @@ threads=${2:-2}
 shift $(($# >= 2 ? 2 : $#))
 # (re)configure so that bench/ is part of the build tree, then build the bench
 cmake -S "$root" -B "$build" > /dev/null
-cmake --build "$build" --target attn_bench -j2 > /dev/null
+cmake --build "$build" --target attn_bench attn_bench_modifiers -j2 > /dev/null
 # OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE may be set on this machine to keep older
 # OpenBLAS builds safe; they pin a slower kernel for every BLAS user, NumPy and
 # our projections alike. The benchmark drops them (in its own commands only)
@@ -37,3 +37,7 @@ if ! "${run_env[@]}" OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads \
     echo "# NumPy/PyTorch timing failed; their columns stay empty" | tee "$tmp/py.txt"
 fi
 "${run_env[@]}" OPENBLAS_NUM_THREADS=$threads "$build/bench/attn_bench" --threads "$threads" --py "$tmp/py.txt" "$@"
+# The score modifiers against the same cases without them (docs/performance.md,
+# "Score modifiers"); with MODIFIERS_CPU=1 timed in process CPU time.
+echo
+"${run_env[@]}" "$build/bench/attn_bench_modifiers" --threads "$threads" ${MODIFIERS_CPU:+--cpu}
