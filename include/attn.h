@@ -372,7 +372,10 @@ attn_status attn_sdpa(const attn_view *q, const attn_view *k, const attn_view *v
  * Parts are combined in ascending p. Where every part's lse is -inf, out is
  * zeros and lse -inf. lse may be NULL. out may alias part_out[0] exactly
  * (same data and strides); lse may alias part_lse[0] likewise.
- * Dropout must have been off in the partials for the merge to be exact. */
+ * Dropout must have been off in the partials for the merge to be exact.
+ * Sinks (attn_opts.sinks): compute the parts without sinks and pass the sink
+ * as one more part with out = 0 and lse = sinks[h] (it then enters the
+ * denominator once, as attn_sdpa counts it). */
 attn_status attn_merge(const attn_view *part_out, const attn_view *part_lse, int n_parts,
                        attn_view *out, attn_view *lse);
 
