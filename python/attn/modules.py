@@ -17,6 +17,11 @@ def layer_norm(x, gamma=None, beta=None, eps=1e-5):
     x = np.asarray(x)
     if x.ndim == 0:
         raise ValueError("layer_norm: x must have at least one dimension")
+    for name, g in (("gamma", gamma), ("beta", beta)):
+        if g is not None and np.shape(g) != x.shape[-1:]:
+            raise ValueError("layer_norm: %s has shape %s but must be (%d,): one value per "
+                             "feature of x's last axis (x.shape[%d])"
+                             % (name, np.shape(g), x.shape[-1], x.ndim - 1))
     if x.ndim <= 4:
         return _attn.layer_norm(x, gamma, beta, float(eps))
     y = _attn.layer_norm(x.reshape(-1, x.shape[-1]), gamma, beta, float(eps))
@@ -36,6 +41,9 @@ def linear(x, W, b=None, *, num_threads=None):
     if x.ndim == 0:
         raise ValueError("linear: x must have at least one dimension")
     nt = _threads(num_threads)
+    W = np.asarray(W)
+    _check_rank("linear", W, "W", 2, 2, "a matrix (in, out)")
+    _check_proj("linear", x, "x", W, "W", 0, "W is (in, out), applied as x @ W")
     if x.ndim <= 3:
         return _attn.linear(x, W, b, nt)
     y = _attn.linear(x.reshape(-1, x.shape[-1]), W, b, nt)
