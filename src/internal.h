@@ -101,6 +101,10 @@ typedef struct attn__sdpa_problem {
     attn_view *lse;     /* NULL: not wanted */
     attn_view *weights; /* NULL: not wanted */
     int threads;
+    /* NULL: keys and values are the views k and v. Else the flash path
+     * scores keys and fetches values through it (flash/flash.h); k and v
+     * are then unused placeholders. */
+    const struct attn__key_source *keys;
 } attn__sdpa_problem;
 
 /* Keys j < attn__key_end(P, b, i) pass the key-length and causal rules
