@@ -491,6 +491,82 @@ static void test_decode_equals_prefill(void) {
     }
 }
 
+/* Score modifiers pass through, and a windowed cache may drop the blocks no
+ * query's window reaches (table entry -1, read as zeros): attend equals
+ * attn_sdpa over float32 copies with zeros there. */
+static void test_modifiers(void) {
+    for (int di = 0; di < 3; di++) {
+        const int64_t H = 4, Hkv = 2, d = 32, dv = 16, L = 300, bs = 16, nb = (L + bs - 1) / bs;
+        kvset s;
+        const int64_t Ls[1] = {L};
+        kvset_make(&s, DTYPES[di], 1, Ls, H, Hkv, d, dv, bs);
+        const int32_t zero_block = (int32_t)(s.B * s.mb + 1); /* never written: zeros */
+        float *k, *v;
+        int32_t *tz = malloc((size_t)s.mb * sizeof(int32_t));
+        int32_t *tw = malloc((size_t)s.mb * sizeof(int32_t));
+        for (int64_t nq = 1; nq <= 5; nq += 4) {
+            memcpy(tz, s.tables, (size_t)s.mb * sizeof(int32_t));
+            memcpy(tw, s.tables, (size_t)s.mb * sizeof(int32_t));
+            const int64_t left = 40, first_seen = (L - nq - left) / bs;
+            for (int64_t t = 0; t < first_seen; t++)
+                tw[t] = -1, tz[t] = zero_block;
+            float *kw, *vw; /* with zeros in the dropped blocks */
+            read_seq(s.c, tz, L, Hkv, d, dv, &kw, &vw);
+            read_seq(s.c, s.tables, L, Hkv, d, dv, &k, &v);
+            float *q = tu_rand(H * nq * d, -1, 1), *o1 = tu_zeros(H * nq * dv);
+            float *o2 = tu_zeros(H * nq * dv), *l1 = tu_zeros(H * nq), *l2 = tu_zeros(H * nq);
+            attn_view qv = attn_view_4d(q, 1, H, nq, d), ov1 = attn_view_4d(o1, 1, H, nq, dv);
+            attn_view ov2 = attn_view_4d(o2, 1, H, nq, dv), lv1 = attn_view_3d(l1, 1, H, nq);
+            attn_view lv2 = attn_view_3d(l2, 1, H, nq);
+            attn_view kv = attn_view_4d(k, 1, Hkv, L, d), vv = attn_view_4d(v, 1, Hkv, L, dv);
+            attn_view kwv = attn_view_4d(kw, 1, Hkv, L, d), vwv = attn_view_4d(vw, 1, Hkv, L, dv);
+            float slopes[4], sinks[4] = {0.5f, -1.0f, 2.0f, 0.0f};
+            CHECK_OK(attn_alibi_slopes(H, slopes));
+            for (int variant = 0; variant < 3; variant++) {
+                attn_opts o = attn_opts_default();
+                o.causal = ATTN_CAUSAL_BOTTOM_RIGHT;
+                o.num_threads = 2;
+                const int32_t *table = s.tables;
+                int64_t qoff = L - nq - 7;
+                if (variant == 0) { /* sliding window, dropped blocks */
+                    o.window_left = left;
+                    table = tw;
+                } else if (variant == 1) { /* softcap, ALiBi, sinks */
+                    o.softcap = 5.0f;
+                    o.alibi_slopes = slopes;
+                    o.sinks = sinks;
+                } else { /* explicit positions, two-sided window */
+                    o.q_offset = &qoff;
+                    o.k_offset = 3;
+                    o.window_left = 100;
+                    o.window_right = 2;
+                }
+                o.lse = &lv1;
+                CHECK_OK(attn_kv_attend(s.c, &qv, table, s.mb, &Ls[0], NULL, &ov1, &o));
+                o.lse = &lv2;
+                CHECK_OK(
+                    attn_sdpa(&qv, variant == 0 ? &kwv : &kv, variant == 0 ? &vwv : &vv, &ov2, &o));
+                CHECK(same_bits(o1, o2, H * nq * dv) && same_bits(l1, l2, H * nq),
+                      "%s modifiers variant %d nq=%" PRId64 ": attend differs from attn_sdpa",
+                      DT_NAME[di], variant, nq);
+            }
+            /* -1 where a query's window reaches: an error naming the entry */
+            attn_opts o = attn_opts_default();
+            o.causal = ATTN_CAUSAL_BOTTOM_RIGHT;
+            o.window_left = left + bs;
+            CHECK_FAIL(attn_kv_attend(s.c, &qv, tw, s.mb, &Ls[0], NULL, &ov1, &o), ATTN_ERR_ARG,
+                       "a query sees that block");
+            o.window_left = -1;
+            CHECK_FAIL(attn_kv_attend(s.c, &qv, tw, s.mb, &Ls[0], NULL, &ov1, &o), ATTN_ERR_ARG,
+                       "block_tables[0][0]=-1");
+            free(q), free(o1), free(o2), free(l1), free(l2), free(k), free(v), free(kw), free(vw);
+        }
+        (void)nb;
+        free(tz), free(tw);
+        kvset_free(&s);
+    }
+}
+
 /* ---- 4. errors --------------------------------------------------------------------- */
 
 static void test_errors(void) {
@@ -569,6 +645,7 @@ int main(void) {
     test_shared_block();
     test_attend_exact();
     test_decode_equals_prefill();
+    test_modifiers();
     test_errors();
     return tu_summary("test_kv");
 }

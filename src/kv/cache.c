@@ -302,11 +302,16 @@ attn_status attn_kv_copy_blocks(attn_kv_cache *cache, const int32_t *src, const 
 
 /* ---- attend: the cache as the flash engine's key source ---------------------- */
 
+/* Table entries of blocks no query of a sequence can see may be -1 (a
+ * windowed cache that dropped them); such blocks read as zeros. */
+#define NO_BLOCK (-1)
+
 typedef struct kv_source {
     attn__key_source base;
     const attn_kv_cache *c;
     const int32_t *table; /* the sequence's block table */
     const attn__kvkernels *kk;
+    const unsigned char *zero_tile; /* (d, 16) zeros, for NO_BLOCK */
 } kv_source;
 
 static void source_scores(const attn__key_source *src, const attn__kernels *kr, float *st,
@@ -318,7 +323,9 @@ static void source_scores(const attn__key_source *src, const attn__kernels *kr, 
     const void *kt[ATTN_KEY_BLOCK / ATTN_KV_TILE];
     for (int64_t t = 0; t * ATTN_KV_TILE < nk; t++) {
         const int64_t j = j0 + t * ATTN_KV_TILE; /* a tile never straddles two blocks */
-        kt[t] = c->k + (size_t)k_at(c, s->table[j / c->bs], g, j % c->bs, 0) * c->esize;
+        const int32_t blk = s->table[j / c->bs];
+        kt[t] = blk == NO_BLOCK ? s->zero_tile
+                                : c->k + (size_t)k_at(c, blk, g, j % c->bs, 0) * c->esize;
     }
     const attn__kvscore_fn score = s->kk->score[c->dt];
     if (score && nr <= s->kk->max_rows) {
@@ -330,11 +337,11 @@ static void source_scores(const attn__key_source *src, const attn__kernels *kr, 
     for (int64_t t = 0; t * ATTN_KV_TILE < nk; t++) {
         const int64_t nc =
             nk - t * ATTN_KV_TILE < ATTN_KV_TILE ? nk - t * ATTN_KV_TILE : ATTN_KV_TILE;
-        const int64_t at0 = (int64_t)((const unsigned char *)kt[t] - c->k) / (int64_t)c->esize;
+        const unsigned char *tile = kt[t];
         for (int64_t e = 0; e < d; e++)
             for (int64_t cc = 0; cc < nc; cc++)
                 scratch[(t * ATTN_KV_TILE + cc) * d + e] =
-                    get(c, c->k, at0 + e * ATTN_KV_TILE + cc);
+                    tile == s->zero_tile ? 0.0f : get(c, tile, e * ATTN_KV_TILE + cc);
     }
     kr->score(st, qt, ldr, scratch, d, nk, nr, d);
 }
@@ -345,14 +352,19 @@ static const float *source_values(const attn__key_source *src, int64_t b, int64_
     const kv_source *s = (const kv_source *)src;
     const attn_kv_cache *c = s->c;
     *vs = dv;
-    if (c->dt == ATTN_KV_FLOAT32 && j0 / c->bs == (j0 + nk - 1) / c->bs) /* one block: in place */
-        return (const float *)(c->v + (size_t)v_at(c, s->table[j0 / c->bs], g, j0 % c->bs, 0) * 4);
+    const int32_t first = s->table[j0 / c->bs];
+    if (c->dt == ATTN_KV_FLOAT32 && first != NO_BLOCK &&
+        j0 / c->bs == (j0 + nk - 1) / c->bs) /* one block: read in place */
+        return (const float *)(c->v + (size_t)v_at(c, first, g, j0 % c->bs, 0) * 4);
     for (int64_t j = j0; j < j0 + nk;) {
         const int64_t slot = j % c->bs;
         const int64_t n = c->bs - slot < j0 + nk - j ? c->bs - slot : j0 + nk - j;
-        s->kk->convert[c->dt](scratch + (j - j0) * dv,
-                              c->v + (size_t)v_at(c, s->table[j / c->bs], g, slot, 0) * c->esize,
-                              n * dv);
+        const int32_t blk = s->table[j / c->bs];
+        if (blk == NO_BLOCK)
+            memset(scratch + (j - j0) * dv, 0, (size_t)(n * dv) * sizeof(float));
+        else
+            s->kk->convert[c->dt](scratch + (j - j0) * dv,
+                                  c->v + (size_t)v_at(c, blk, g, slot, 0) * c->esize, n * dv);
         j += n;
     }
     return scratch;
@@ -366,7 +378,9 @@ static attn_view slice0(const attn_view *v, int64_t i0) {
     return s;
 }
 
-static attn_status check_attend_opts(const char *fn, const attn_opts *o) {
+static attn_status check_attend_opts(const char *fn, const attn_opts *o, int64_t B, int64_t H,
+                                     int64_t nmax) {
+    const int64_t MAXP = ATTN__MAX_POS;
     if (o->causal != ATTN_CAUSAL_NONE && o->causal != ATTN_CAUSAL_TOP_LEFT &&
         o->causal != ATTN_CAUSAL_BOTTOM_RIGHT)
         return attn__fail(ATTN_ERR_ARG, "%s: opts.causal=%d is not an attn_causal value", fn,
@@ -388,6 +402,35 @@ static attn_status check_attend_opts(const char *fn, const attn_opts *o) {
     if (o->weights)
         return attn__fail(ATTN_ERR_ARG,
                           "%s: opts.weights must be NULL (the cache never forms them)", fn);
+    if (o->k_offset < -MAXP || o->k_offset > MAXP - nmax)
+        return attn__fail(ATTN_ERR_ARG,
+                          "%s: opts.k_offset=%" PRId64 " puts key positions outside +-2^61", fn,
+                          o->k_offset);
+    for (int64_t b = 0; o->q_offset && b < B; b++)
+        if (o->q_offset[b] < -MAXP || o->q_offset[b] > MAXP - nmax)
+            return attn__fail(ATTN_ERR_ARG,
+                              "%s: opts.q_offset[%" PRId64 "]=%" PRId64
+                              " puts query positions outside +-2^61",
+                              fn, b, o->q_offset[b]);
+    if (o->window_left < -1)
+        return attn__fail(ATTN_ERR_ARG,
+                          "%s: opts.window_left=%" PRId64 " must be >= 0, or -1 for unbounded", fn,
+                          o->window_left);
+    if (o->window_right < -1)
+        return attn__fail(ATTN_ERR_ARG,
+                          "%s: opts.window_right=%" PRId64 " must be >= 0, or -1 for unbounded", fn,
+                          o->window_right);
+    if (!(o->softcap >= 0.0f) || isinf(o->softcap))
+        return attn__fail(ATTN_ERR_ARG, "%s: opts.softcap=%g must be finite and >= 0 (0: off)", fn,
+                          (double)o->softcap);
+    for (int64_t h = 0; o->alibi_slopes && h < H; h++)
+        if (!isfinite(o->alibi_slopes[h]))
+            return attn__fail(ATTN_ERR_ARG, "%s: opts.alibi_slopes[%" PRId64 "]=%g must be finite",
+                              fn, h, (double)o->alibi_slopes[h]);
+    for (int64_t h = 0; o->sinks && h < H; h++)
+        if (!isfinite(o->sinks[h]))
+            return attn__fail(ATTN_ERR_ARG, "%s: opts.sinks[%" PRId64 "]=%g must be finite", fn, h,
+                              (double)o->sinks[h]);
     return ATTN_OK;
 }
 
@@ -410,6 +453,143 @@ static attn_status check_mask(const char *fn, const attn_view *m, const int64_t 
         }
     }
     return ATTN_OK;
+}
+
+/* What every sequence's problem shares. */
+typedef struct batch {
+    const attn_kv_cache *c;
+    const attn_view *q;
+    const attn_opts *o;
+    attn_view out, lse, mask; /* out, lse: the final outputs or scratch */
+    const int32_t *tables;
+    int64_t max_blocks;
+    const int64_t *lengths, *q_lengths;
+    int64_t H, Nq;
+    float scale;
+    int threads;
+} batch;
+
+/* The attn_sdpa problem of sequence b: one batch, nq queries, L keys (k and
+ * v are placeholders until a key source or a float32 copy is set). */
+static void seq_problem(const batch *bt, int64_t b, attn__sdpa_problem *P, attn_view *lse_b) {
+    const attn_kv_cache *c = bt->c;
+    const attn_opts *o = bt->o;
+    const int64_t nq = bt->q_lengths ? bt->q_lengths[b] : bt->Nq, L = bt->lengths[b];
+    memset(P, 0, sizeof *P);
+    P->B = 1;
+    P->H = bt->H;
+    P->Hkv = c->hkv;
+    P->Nq = nq;
+    P->Nkv = L;
+    P->d = c->d;
+    P->dv = c->dv;
+    P->q = slice0(bt->q, b);
+    P->q.shape[2] = nq;
+    P->out = slice0(&bt->out, b);
+    P->out.shape[2] = nq;
+    P->k = (attn_view){bt->q->data, 4, {1, c->hkv, L, c->d}, {0, 0, 0, 1}};
+    P->v = (attn_view){bt->q->data, 4, {1, c->hkv, L, c->dv}, {0, 0, 0, 1}};
+    P->scale = bt->scale;
+    P->causal = o->causal;
+    P->has_mask = o->mask != NULL;
+    if (o->mask) {
+        P->mask = slice0(&bt->mask, b);
+        P->mask.shape[2] = nq;
+        P->mask.shape[3] = L;
+    }
+    if (o->lse) {
+        *lse_b = slice0(&bt->lse, b);
+        lse_b->shape[2] = nq;
+        P->lse = lse_b;
+    }
+    P->threads = bt->threads;
+    P->q_offset = o->q_offset ? o->q_offset + b : NULL;
+    P->k_offset = o->k_offset;
+    P->window_left = o->window_left;
+    P->window_right = o->window_right;
+    P->softcap = o->softcap;
+    P->alibi_slopes = o->alibi_slopes;
+    P->sinks = o->sinks;
+}
+
+/* The table of sequence b: every entry a query can see (keys in the union
+ * of the rows' visible ranges) is a block id, the others a block id or -1. */
+static attn_status check_table(const char *fn, const batch *bt, int64_t b) {
+    const attn_kv_cache *c = bt->c;
+    const int64_t L = bt->lengths[b];
+    if (L == 0) return ATTN_OK;
+    attn__sdpa_problem P;
+    attn_view lse_b;
+    seq_problem(bt, b, &P, &lse_b);
+    int64_t lo = L, hi = 0;
+    for (int64_t i = 0; i < P.Nq; i++) {
+        int64_t l, h;
+        attn__key_range(&P, 0, i, &l, &h);
+        if (h > l) {
+            lo = l < lo ? l : lo;
+            hi = h > hi ? h : hi;
+        }
+    }
+    const int32_t *table = bt->tables + b * bt->max_blocks;
+    for (int64_t t = 0; t <= (L - 1) / c->bs; t++) {
+        const bool seen = t * c->bs < hi && (t + 1) * c->bs > lo;
+        if ((table[t] == NO_BLOCK && !seen) || (table[t] >= 0 && table[t] < c->nb)) continue;
+        return attn__fail(ATTN_ERR_ARG,
+                          "%s: block_tables[%" PRId64 "][%" PRId64 "]=%" PRId32
+                          " is not a block id (0..%" PRId64 ")%s",
+                          fn, b, t, table[t], c->nb - 1,
+                          table[t] == NO_BLOCK ? ", and a query sees that block" : "");
+    }
+    return ATTN_OK;
+}
+
+/* Sequence b into its part of bt->out and bt->lse. */
+static attn_status run_sequence(const batch *bt, int64_t b, kv_source *src) {
+    const attn_kv_cache *c = bt->c;
+    attn__sdpa_problem P;
+    attn_view lse_b;
+    seq_problem(bt, b, &P, &lse_b);
+    if (P.Nq == 0) return ATTN_OK;
+    if (P.Nkv == 0) { /* no keys: zeros, lse -inf (or the sink) */
+        for (int64_t h = 0; h < P.H; h++)
+            for (int64_t i = 0; i < P.Nq; i++) {
+                for (int64_t f = 0; f < c->dv; f++)
+                    *attn__at4(&P.out, 0, h, i, f) = 0.0f;
+                if (P.lse) *attn__at3(P.lse, 0, h, i) = P.sinks ? P.sinks[h] : -INFINITY;
+            }
+        return ATTN_OK;
+    }
+    if (bt->o->algo != ATTN_ALGO_REFERENCE && attn__flash_applies(&P)) {
+        src->table = bt->tables + b * bt->max_blocks;
+        P.keys = &src->base;
+        return attn__sdpa_flash(&P);
+    }
+    /* What attn_sdpa runs on the reference path (modifiers the fast path
+     * does not take yet, or algo REFERENCE): over a float32 copy. */
+    const int64_t L = P.Nkv, nk = c->hkv * L * c->d, nv = c->hkv * L * c->dv;
+    float *kf = attn__alloc((size_t)(nk + nv), sizeof(float));
+    if (!kf)
+        return attn__fail(ATTN_ERR_NOMEM,
+                          "attn_kv_attend: cannot allocate a float32 copy of sequence %" PRId64
+                          " (%" PRId64 " floats)",
+                          b, nk + nv);
+    const int32_t *table = bt->tables + b * bt->max_blocks;
+    for (int64_t g = 0; g < c->hkv; g++)
+        for (int64_t p = 0; p < L; p++) {
+            const int32_t blk = table[p / c->bs];
+            const int64_t slot = p % c->bs;
+            for (int64_t e = 0; e < c->d; e++)
+                kf[(g * L + p) * c->d + e] =
+                    blk == NO_BLOCK ? 0.0f : get(c, c->k, k_at(c, blk, g, slot, e));
+            for (int64_t f = 0; f < c->dv; f++)
+                kf[nk + (g * L + p) * c->dv + f] =
+                    blk == NO_BLOCK ? 0.0f : get(c, c->v, v_at(c, blk, g, slot, f));
+        }
+    P.k = attn_view_4d(kf, 1, c->hkv, L, c->d);
+    P.v = attn_view_4d(kf + nk, 1, c->hkv, L, c->dv);
+    const attn_status s = attn__sdpa_ref(&P);
+    attn__free(kf);
+    return s;
 }
 
 attn_status attn_kv_attend(const attn_kv_cache *cache, const attn_view *q,
@@ -438,7 +618,7 @@ attn_status attn_kv_attend(const attn_kv_cache *cache, const attn_view *q,
         (s = check_size(fn, "out", out, 2, Nq, "q.shape[2], the query tokens")) ||
         (s = check_size(fn, "out", out, 3, c->dv, "the cache's value_dim")) ||
         (s = attn__check_output(fn, "out", out)) ||
-        (s = attn__check_disjoint(fn, "out", out, "q", q)) || (s = check_attend_opts(fn, o)))
+        (s = attn__check_disjoint(fn, "out", out, "q", q)))
         return s;
     int64_t cap = 0, nmax = 0;
     if ((s = capacity(fn, c, max_blocks, &cap))) return s;
@@ -452,15 +632,14 @@ attn_status attn_kv_attend(const attn_kv_cache *cache, const attn_view *q,
             return attn__fail(ATTN_ERR_ARG,
                               "%s: q_lengths[%" PRId64 "]=%" PRId64 " must be in 0..Nq=%" PRId64,
                               fn, b, q_lengths[b], Nq);
-        if (lengths[b] > 0 && (s = check_ids(fn, "block_tables", c, block_tables + b * max_blocks,
-                                             b, 0, (lengths[b] - 1) / c->bs + 1)))
-            return s;
         if (lengths[b] > nmax) nmax = lengths[b];
     }
-    attn_view mask = {0};
+    if ((s = check_attend_opts(fn, o, B, H, nmax))) return s;
+    batch bt = {c,          q,       o,         *out, {0}, {0},  block_tables,
+                max_blocks, lengths, q_lengths, H,    Nq,  0.0f, 0};
     if (o->mask) {
         const int64_t full[4] = {B, H, Nq, nmax > 0 ? nmax : 1};
-        if ((s = check_mask(fn, o->mask, full, &mask)) ||
+        if ((s = check_mask(fn, o->mask, full, &bt.mask)) ||
             (s = attn__check_disjoint(fn, "out", out, "mask", o->mask)))
             return s;
     }
@@ -475,69 +654,39 @@ attn_status attn_kv_attend(const attn_kv_cache *cache, const attn_view *q,
             (s = attn__check_disjoint(fn, "lse", l, "out", out)) ||
             (o->mask && (s = attn__check_disjoint(fn, "lse", l, "mask", o->mask))))
             return s;
+        bt.lse = *l;
     }
+    bt.scale = isnan(o->scale) ? (float)(1.0 / sqrt((double)c->d)) : o->scale;
+    bt.threads = attn__threads(o->num_threads);
+    for (int64_t b = 0; b < B; b++)
+        if ((s = check_table(fn, &bt, b))) return s;
 
-    /* Sequences with queries run one flash problem each. With more than one,
+    /* Sequences with queries run one problem each. With more than one,
      * results go to scratch first and are copied out only when every
      * problem has succeeded, so a failure leaves out and lse untouched. */
     int64_t runs = 0;
     for (int64_t b = 0; b < B; b++)
         runs += (q_lengths ? q_lengths[b] : Nq) > 0;
     const bool direct = runs <= 1;
-    attn_view tout = *out, tlse = o->lse ? *o->lse : (attn_view){0};
-    float *tmp = NULL;
+    const int64_t nout = B * H * Nq * c->dv, nlse = o->lse ? B * H * Nq : 0;
+    const int64_t ntile = c->d * ATTN_KV_TILE * (int64_t)c->esize / (int64_t)sizeof(float);
+    float *tmp = attn__alloc((size_t)(ntile + (direct ? 0 : nout + nlse)), sizeof(float));
+    if (!tmp)
+        return attn__fail(ATTN_ERR_NOMEM,
+                          "%s: cannot allocate the batch's scratch (%" PRId64 " floats)", fn,
+                          ntile + (direct ? 0 : nout + nlse));
+    memset(tmp, 0, (size_t)ntile * sizeof(float));
     if (!direct) {
-        const int64_t nout = B * H * Nq * c->dv, nlse = o->lse ? B * H * Nq : 0;
-        tmp = attn__alloc((size_t)(nout + nlse), sizeof(float));
-        if (!tmp)
-            return attn__fail(ATTN_ERR_NOMEM,
-                              "%s: cannot allocate the batch's output (%" PRId64 " floats)", fn,
-                              nout + nlse);
-        tout = attn_view_4d(tmp, B, H, Nq, c->dv);
-        if (o->lse) tlse = attn_view_3d(tmp + nout, B, H, Nq);
+        bt.out = attn_view_4d(tmp + ntile, B, H, Nq, c->dv);
+        if (o->lse) bt.lse = attn_view_3d(tmp + ntile + nout, B, H, Nq);
     }
-
-    kv_source src = {{source_scores, source_values}, c, NULL, attn__kvkernels_for(ATTN_ISA_AUTO)};
-    const float scale = isnan(o->scale) ? (float)(1.0 / sqrt((double)c->d)) : o->scale;
-    const int threads = attn__threads(o->num_threads);
-    for (int64_t b = 0; b < B && s == ATTN_OK; b++) {
-        const int64_t nq = q_lengths ? q_lengths[b] : Nq, L = lengths[b];
-        if (nq == 0) continue;
-        attn__sdpa_problem P = {0};
-        P.B = 1;
-        P.H = H;
-        P.Hkv = c->hkv;
-        P.Nq = nq;
-        P.Nkv = L;
-        P.d = c->d;
-        P.dv = c->dv;
-        P.q = slice0(q, b);
-        P.q.shape[2] = nq;
-        P.out = slice0(&tout, b);
-        P.out.shape[2] = nq;
-        /* placeholders: the engine reads keys and values through P.keys */
-        P.k = (attn_view){q->data, 4, {1, c->hkv, L, c->d}, {0, 0, 0, 1}};
-        P.v = (attn_view){q->data, 4, {1, c->hkv, L, c->dv}, {0, 0, 0, 1}};
-        P.scale = scale;
-        P.causal = o->causal;
-        P.has_mask = o->mask != NULL;
-        if (o->mask) {
-            P.mask = slice0(&mask, b);
-            P.mask.shape[1] = H;
-            P.mask.shape[2] = nq;
-            P.mask.shape[3] = L;
-        }
-        attn_view lse_b;
-        if (o->lse) {
-            lse_b = slice0(&tlse, b);
-            lse_b.shape[2] = nq;
-            P.lse = &lse_b;
-        }
-        P.threads = threads;
-        src.table = block_tables + b * max_blocks;
-        P.keys = &src.base;
-        s = attn__sdpa_flash(&P);
-    }
+    kv_source src = {{source_scores, source_values},
+                     c,
+                     NULL,
+                     attn__kvkernels_for(ATTN_ISA_AUTO),
+                     (const unsigned char *)tmp};
+    for (int64_t b = 0; b < B && s == ATTN_OK; b++)
+        s = run_sequence(&bt, b, &src);
     if (s != ATTN_OK) {
         attn__free(tmp);
         return s;
@@ -547,18 +696,17 @@ attn_status attn_kv_attend(const attn_kv_cache *cache, const attn_view *q,
         for (int64_t h = 0; h < H; h++)
             for (int64_t i = q_lengths ? q_lengths[b] : Nq; i < Nq; i++) {
                 for (int64_t f = 0; f < c->dv; f++)
-                    *attn__at4(&tout, b, h, i, f) = 0.0f;
-                if (o->lse) *attn__at3(&tlse, b, h, i) = -INFINITY;
+                    *attn__at4(&bt.out, b, h, i, f) = 0.0f;
+                if (o->lse) *attn__at3(&bt.lse, b, h, i) = -INFINITY;
             }
-    if (!direct) {
+    if (!direct)
         for (int64_t b = 0; b < B; b++)
             for (int64_t h = 0; h < H; h++)
                 for (int64_t i = 0; i < Nq; i++) {
                     for (int64_t f = 0; f < c->dv; f++)
-                        *attn__at4(out, b, h, i, f) = *attn__at4(&tout, b, h, i, f);
-                    if (o->lse) *attn__at3(o->lse, b, h, i) = *attn__at3(&tlse, b, h, i);
+                        *attn__at4(out, b, h, i, f) = *attn__at4(&bt.out, b, h, i, f);
+                    if (o->lse) *attn__at3(o->lse, b, h, i) = *attn__at3(&bt.lse, b, h, i);
                 }
-        attn__free(tmp);
-    }
+    attn__free(tmp);
     return ATTN_OK;
 }
