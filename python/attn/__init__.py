@@ -48,6 +48,7 @@ from .article import (multihead_attention_list, multihead_attention_vec,
                       self_attention_cols, softmax_cols, softmax_lastdim)
 from .core import merge, sdpa
 from .modules import MultiHeadAttention, layer_norm, linear
+from .kv import KVCache
 
 __all__ = [
     "softmax_lastdim",
@@ -63,6 +64,7 @@ __all__ = [
     "sdpa",
     "merge",
     "MultiHeadAttention",
+    "KVCache",
     "dropout_keep",
     "build_info",
     "get_isa",
