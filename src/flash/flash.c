@@ -288,6 +288,10 @@ static void chunk_run(const plan *pl, const tile *T, state *w, int64_t c0) {
             kr->scale_max(sb, ldr, nk, P->scale, w->vis, w->bmax);
         kr->softmax(sb, ldr, nk, w->bmax, w->m, w->l, w->alpha);
 
+        if (P->keys && full && P->keys->pv &&
+            P->keys->pv(P->keys, w->oc, pl->ldo, w->alpha, sb, ldr, T->b, T->g, j0, nk, T->nr,
+                        P->dv))
+            continue;
         const float *v = attn__at4(&P->v, T->b, T->g, j0, 0); /* seek to v[b, g, j0, :] */
         int64_t vs = P->v.stride[2];
         if (P->keys) v = P->keys->values(P->keys, T->b, T->g, j0, nk, P->dv, w->vp, &vs);

@@ -48,6 +48,12 @@ typedef struct attn__key_source {
      * * dv floats). */
     const float *(*values)(const struct attn__key_source *src, int64_t b, int64_t g, int64_t j0,
                            int64_t nk, int64_t dv, float *scratch, int64_t *vs);
+    /* Optional (NULL: values, then kernel pv): the output update of kernel
+     * pv over the block's values, same operations per element, for a block
+     * every row sees whole. false: not done, fetch the values instead. */
+    bool (*pv)(const struct attn__key_source *src, float *o, int64_t ldo, const float *alpha,
+               const float *p, int64_t ldr, int64_t b, int64_t g, int64_t j0, int64_t nk,
+               int64_t nr, int64_t dv);
 } attn__key_source;
 
 /* Head sizes (d, dv) above this go to the reference path: the per-thread

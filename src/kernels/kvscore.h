@@ -30,11 +30,27 @@ typedef void (*attn__kvscore_fn)(float *st, const float *qt, int64_t ldr, const 
 /* dst[i] = float32 value of src[i], i < n (exact). */
 typedef void (*attn__kvconvert_fn)(float *dst, const void *src, int64_t n);
 
+/* The output update of kernels.h's pv with the values read from storage
+ * and widened on the fly (exact), value rows of stride vs elements:
+ *   o[r][f] = o[r][f] * alpha[r] + sum_c p[c*ldr + r] * V[c*vs + f]   // "cr,cf->rf"
+ * for r < nr (<= pv_max_rows), f < dv: per element the same operations as
+ * the table's pv (one multiply by alpha, then a madd chain over c). May
+ * read up to 32 bytes past a row (the pool is padded). */
+typedef void (*attn__kvpv_fn)(float *o, int64_t ldo, const float *alpha, const float *p,
+                              int64_t ldr, const void *v, int64_t vs, int64_t nk, int64_t nr,
+                              int64_t dv);
+
 typedef struct attn__kvkernels {
     const char *name;
     int64_t max_rows;              /* score handles nr up to this many rows */
     attn__kvscore_fn score[3];     /* by attn_kv_dtype */
     attn__kvconvert_fn convert[3]; /* by attn_kv_dtype */
+    /* Scores of any number of rows (prefill) over float32 tiles (d, 16),
+     * rows across the lanes, the same chains; NULL: the caller transposes
+     * the keys to rows and calls kernels.h's score. */
+    attn__kvscore_fn score_rows;
+    int64_t pv_max_rows; /* pv handles nr up to this many rows */
+    attn__kvpv_fn pv[3]; /* by attn_kv_dtype; NULL: convert, then kernels.h's pv */
 } attn__kvkernels;
 
 /* The table of an ISA the CPU supports (AUTO: the selected one); it pairs

@@ -108,6 +108,9 @@ const attn__kvkernels attn__kvkernels_avx2 = {
     4,
     {score_f32, score_f16, score_bf16},
     {attn__kvconvert_f32_generic, convert_f16, convert_bf16},
+    NULL,
+    0,
+    {NULL, NULL, NULL},
 };
 
 /* The same without F16C: float16 storage scores through float32 copies. */
@@ -116,4 +119,7 @@ const attn__kvkernels attn__kvkernels_avx2_nof16c = {
     4,
     {score_f32, NULL, score_bf16},
     {attn__kvconvert_f32_generic, attn__kvconvert_f16_generic, convert_bf16},
+    NULL,
+    0,
+    {NULL, NULL, NULL},
 };

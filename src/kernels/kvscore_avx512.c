@@ -119,9 +119,190 @@ AVX512 static void convert_bf16(float *dst, const void *src, int64_t n) {
         dst[i] = attn__bf16_to_f32(s[i]);
 }
 
+/* ---- many rows (prefill): rows across the lanes ---------------------------
+ * As score_avx512.c's key-major tile, reading key a's component e at
+ * kt[e*16 + a] of a float32 tile: per e, NV loads of Q^T, MR broadcasts,
+ * MR*NV fmas; each score one fma chain over e ascending from +0. */
+AVX512 __attribute__((always_inline)) static inline void rows_tile(float *st, const float *qt,
+                                                                   int64_t ldr, const float *kt,
+                                                                   int64_t d, const int MR,
+                                                                   const int NV) {
+    __m512 acc[8][4];
+    for (int a = 0; a < MR; a++)
+        for (int v = 0; v < NV; v++)
+            acc[a][v] = _mm512_setzero_ps();
+    for (int64_t e = 0; e < d; e++) {
+        __m512 q[4];
+        for (int v = 0; v < NV; v++)
+            q[v] = _mm512_load_ps(qt + e * ldr + 16 * v);
+        for (int a = 0; a < MR; a++) {
+            const __m512 kb = _mm512_set1_ps(kt[e * ATTN_KV_TILE + a]);
+            for (int v = 0; v < NV; v++)
+                acc[a][v] = _mm512_fmadd_ps(q[v], kb, acc[a][v]);
+        }
+    }
+    for (int a = 0; a < MR; a++)
+        for (int v = 0; v < NV; v++)
+            _mm512_store_ps(st + a * ldr + 16 * v, acc[a][v]);
+}
+
+#define ROWS_NV(NV, MR)                                                                            \
+    AVX512 static void rows_nv##NV(float *st, const float *qt, int64_t ldr, const void *const *kt, \
+                                   int64_t nk, int64_t d) {                                        \
+        for (int64_t t = 0; t * ATTN_KV_TILE < nk; t++) {                                          \
+            const int64_t c0 = t * ATTN_KV_TILE;                                                   \
+            const int64_t nc = nk - c0 < ATTN_KV_TILE ? nk - c0 : ATTN_KV_TILE;                    \
+            const float *k = kt[t];                                                                \
+            int64_t a = 0;                                                                         \
+            for (; a + MR <= nc; a += MR)                                                          \
+                rows_tile(st + (c0 + a) * ldr, qt, ldr, k + a, d, MR, NV);                         \
+            for (; a < nc; a++)                                                                    \
+                rows_tile(st + (c0 + a) * ldr, qt, ldr, k + a, d, 1, NV);                          \
+        }                                                                                          \
+    }
+ROWS_NV(1, 8)
+ROWS_NV(2, 8)
+ROWS_NV(3, 6)
+ROWS_NV(4, 6)
+
+AVX512 static void score_rows(float *st, const float *qt, int64_t ldr, const void *const *kt,
+                              int64_t nk, int64_t nr, int64_t d) {
+    (void)nr; /* every lane of ldr is computed */
+    switch (ldr / 16) {
+    case 1:
+        rows_nv1(st, qt, ldr, kt, nk, d);
+        break;
+    case 2:
+        rows_nv2(st, qt, ldr, kt, nk, d);
+        break;
+    case 3:
+        rows_nv3(st, qt, ldr, kt, nk, d);
+        break;
+    default:
+        rows_nv4(st, qt, ldr, kt, nk, d);
+        break;
+    }
+}
+
+/* ---- output update with widening loads (as pv_avx512.c's tile) ----------
+ * Register tiles of MR rows x NF vectors of 16 columns; per key c: NF
+ * widening loads of V[c, :], MR broadcasts of p[c, r], MR*NF fmas; per
+ * element one multiply by alpha, then the fma chain over c ascending. */
+AVX512 __attribute__((always_inline)) static inline void
+pv_tile(float *o, int64_t ldo, const float *alpha, const float *p, int64_t ldr, const uint16_t *v,
+        int64_t vs, int64_t nk, const __mmask16 *mk, const int MR, const int NF, const int DT) {
+    __m512 acc[4][4];
+    for (int a = 0; a < MR; a++) {
+        const __m512 al = _mm512_set1_ps(alpha[a]);
+        for (int j = 0; j < NF; j++)
+            acc[a][j] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk[j], o + a * ldo + 16 * j), al);
+    }
+    for (int64_t c = 0; c < nk; c++) {
+        __m512 vv[4];
+        for (int j = 0; j < NF; j++) {
+            /* the row's last vector may run past dv into the next row or
+             * the pool's 64 bytes of padding (kv/cache.c): those lanes are
+             * masked on store */
+            const __m256i h = _mm256_loadu_si256((const __m256i *)(v + c * vs + 16 * j));
+            vv[j] = DT == ATTN_KV_FLOAT16
+                        ? _mm512_cvtph_ps(h)
+                        : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+        }
+        for (int a = 0; a < MR; a++) {
+            const __m512 pb = _mm512_set1_ps(p[c * ldr + a]);
+            for (int j = 0; j < NF; j++)
+                acc[a][j] = _mm512_fmadd_ps(pb, vv[j], acc[a][j]);
+        }
+    }
+    for (int a = 0; a < MR; a++)
+        for (int j = 0; j < NF; j++)
+            _mm512_mask_storeu_ps(o + a * ldo + 16 * j, mk[j], acc[a][j]);
+}
+
+#define PV_CASES(DT)                                                                               \
+    switch (mr * 8 + nf) {                                                                         \
+    case 9:                                                                                        \
+        pv_tile(of, ldo, al, pr, ldr, vf, vs, nk, mk, 1, 1, DT);                                   \
+        break;                                                                                     \
+    case 10:                                                                                       \
+        pv_tile(of, ldo, al, pr, ldr, vf, vs, nk, mk, 1, 2, DT);                                   \
+        break;                                                                                     \
+    case 11:                                                                                       \
+        pv_tile(of, ldo, al, pr, ldr, vf, vs, nk, mk, 1, 3, DT);                                   \
+        break;                                                                                     \
+    case 12:                                                                                       \
+        pv_tile(of, ldo, al, pr, ldr, vf, vs, nk, mk, 1, 4, DT);                                   \
+        break;                                                                                     \
+    case 17:                                                                                       \
+        pv_tile(of, ldo, al, pr, ldr, vf, vs, nk, mk, 2, 1, DT);                                   \
+        break;                                                                                     \
+    case 18:                                                                                       \
+        pv_tile(of, ldo, al, pr, ldr, vf, vs, nk, mk, 2, 2, DT);                                   \
+        break;                                                                                     \
+    case 19:                                                                                       \
+        pv_tile(of, ldo, al, pr, ldr, vf, vs, nk, mk, 2, 3, DT);                                   \
+        break;                                                                                     \
+    case 20:                                                                                       \
+        pv_tile(of, ldo, al, pr, ldr, vf, vs, nk, mk, 2, 4, DT);                                   \
+        break;                                                                                     \
+    case 25:                                                                                       \
+        pv_tile(of, ldo, al, pr, ldr, vf, vs, nk, mk, 3, 1, DT);                                   \
+        break;                                                                                     \
+    case 26:                                                                                       \
+        pv_tile(of, ldo, al, pr, ldr, vf, vs, nk, mk, 3, 2, DT);                                   \
+        break;                                                                                     \
+    case 27:                                                                                       \
+        pv_tile(of, ldo, al, pr, ldr, vf, vs, nk, mk, 3, 3, DT);                                   \
+        break;                                                                                     \
+    case 28:                                                                                       \
+        pv_tile(of, ldo, al, pr, ldr, vf, vs, nk, mk, 3, 4, DT);                                   \
+        break;                                                                                     \
+    case 33:                                                                                       \
+        pv_tile(of, ldo, al, pr, ldr, vf, vs, nk, mk, 4, 1, DT);                                   \
+        break;                                                                                     \
+    case 34:                                                                                       \
+        pv_tile(of, ldo, al, pr, ldr, vf, vs, nk, mk, 4, 2, DT);                                   \
+        break;                                                                                     \
+    case 35:                                                                                       \
+        pv_tile(of, ldo, al, pr, ldr, vf, vs, nk, mk, 4, 3, DT);                                   \
+        break;                                                                                     \
+    default:                                                                                       \
+        pv_tile(of, ldo, al, pr, ldr, vf, vs, nk, mk, 4, 4, DT);                                   \
+        break;                                                                                     \
+    }
+
+/* Columns in passes of up to 64 (4 vectors), rows in groups of up to 4. */
+#define KVPV(DT, SUFFIX)                                                                           \
+    AVX512 static void pv_##SUFFIX(float *o, int64_t ldo, const float *alpha, const float *p,      \
+                                   int64_t ldr, const void *v, int64_t vs, int64_t nk, int64_t nr, \
+                                   int64_t dv) {                                                   \
+        for (int64_t f0 = 0; f0 < dv; f0 += 64) {                                                  \
+            const int64_t nf = (dv - f0 + 15) / 16 < 4 ? (dv - f0 + 15) / 16 : 4;                  \
+            __mmask16 mk[4];                                                                       \
+            for (int j = 0; j < 4; j++) {                                                          \
+                const int64_t left = dv - f0 - 16 * j;                                             \
+                mk[j] = left >= 16 ? (__mmask16)0xFFFF                                             \
+                        : left > 0 ? (__mmask16)((1u << left) - 1)                                 \
+                                   : (__mmask16)0;                                                 \
+            }                                                                                      \
+            for (int64_t r = 0; r < nr; r += 4) {                                                  \
+                const int64_t mr = nr - r < 4 ? nr - r : 4;                                        \
+                float *of = o + r * ldo + f0;                                                      \
+                const float *al = alpha + r, *pr = p + r;                                          \
+                const uint16_t *vf = (const uint16_t *)v + f0;                                     \
+                PV_CASES(DT)                                                                       \
+            }                                                                                      \
+        }                                                                                          \
+    }
+KVPV(ATTN_KV_FLOAT16, f16)
+KVPV(ATTN_KV_BFLOAT16, bf16)
+
 const attn__kvkernels attn__kvkernels_avx512 = {
     "avx512",
     8,
     {score_f32, score_f16, score_bf16},
     {attn__kvconvert_f32_generic, convert_f16, convert_bf16},
+    score_rows,
+    8,
+    {NULL, pv_f16, pv_bf16},
 };

@@ -69,4 +69,7 @@ const attn__kvkernels attn__kvkernels_generic = {
     ATTN_TILE_ROWS,
     {score_f32, score_f16, score_bf16},
     {attn__kvconvert_f32_generic, attn__kvconvert_f16_generic, attn__kvconvert_bf16_generic},
+    NULL,
+    0,
+    {NULL, NULL, NULL},
 };

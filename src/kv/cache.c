@@ -98,20 +98,21 @@ attn_status attn_kv_create(int64_t num_blocks, int64_t block_size, int64_t num_k
         __builtin_add_overflow(kblock, vblock, &total) ||
         __builtin_mul_overflow(total, num_blocks, &total) ||
         __builtin_mul_overflow(total, (int64_t)esize, &total) ||
-        (uint64_t)total > (uint64_t)PTRDIFF_MAX)
+        (uint64_t)total > (uint64_t)PTRDIFF_MAX - 64)
         return attn__fail(ATTN_ERR_OVERFLOW,
                           "%s: num_blocks=%" PRId64 " x num_kv_heads=%" PRId64
                           " x block_size=%" PRId64 " x (head_dim=%" PRId64 " + value_dim=%" PRId64
                           ") elements overflow the addressable size",
                           fn, num_blocks, num_kv_heads, block_size, head_dim, value_dim);
     attn_kv_cache *c = attn__alloc(1, sizeof *c);
-    unsigned char *pool = c ? attn__alloc((size_t)total, 1) : NULL;
+    /* 64 bytes of padding: a kernel's last vector of a row may read past it */
+    unsigned char *pool = c ? attn__alloc((size_t)total + 64, 1) : NULL;
     if (!c || !pool) {
         attn__free(c);
         return attn__fail(ATTN_ERR_NOMEM, "%s: cannot allocate the pool (%" PRId64 " bytes)", fn,
                           total);
     }
-    memset(pool, 0, (size_t)total);
+    memset(pool, 0, (size_t)total + 64);
     c->nb = num_blocks;
     c->bs = block_size;
     c->hkv = num_kv_heads;
@@ -312,7 +313,30 @@ typedef struct kv_source {
     const int32_t *table; /* the sequence's block table */
     const attn__kvkernels *kk;
     const unsigned char *zero_tile; /* (d, 16) zeros, for NO_BLOCK */
+    int64_t length;                 /* the sequence's length */
 } kv_source;
+
+/* Ask for the pieces of engine block [j0, j0 + ATTN_KEY_BLOCK) of kv head g
+ * (keys if k, else values) to come into the cache while the current block
+ * is computed: the blocks of a table lie anywhere, so the hardware's
+ * prefetchers restart at each one. Only positions < length are touched
+ * (their block ids were checked). */
+static void prefetch_block(const kv_source *s, bool k, int64_t g, int64_t j0) {
+    const attn_kv_cache *c = s->c;
+    const int64_t end = j0 + ATTN_KEY_BLOCK < s->length ? j0 + ATTN_KEY_BLOCK : s->length;
+    for (int64_t j = j0; j < end;) {
+        const int64_t slot = j % c->bs, n = c->bs - slot < end - j ? c->bs - slot : end - j;
+        const int32_t blk = s->table[j / c->bs];
+        if (blk != NO_BLOCK) {
+            const unsigned char *p = k ? c->k + (size_t)k_at(c, blk, g, slot, 0) * c->esize
+                                       : c->v + (size_t)v_at(c, blk, g, slot, 0) * c->esize;
+            const size_t bytes = (size_t)(n * (k ? c->d : c->dv)) * c->esize;
+            for (size_t off = 0; off < bytes; off += 64)
+                __builtin_prefetch(p + off, 0, 2);
+        }
+        j += n;
+    }
+}
 
 static void source_scores(const attn__key_source *src, const attn__kernels *kr, float *st,
                           const float *qt, int64_t ldr, int64_t b, int64_t g, int64_t j0,
@@ -329,19 +353,35 @@ static void source_scores(const attn__key_source *src, const attn__kernels *kr, 
     }
     const attn__kvscore_fn score = s->kk->score[c->dt];
     if (score && nr <= s->kk->max_rows) {
+        prefetch_block(s, true, g, j0 + ATTN_KEY_BLOCK);
         score(st, qt, ldr, kt, nk, nr, d);
         return;
     }
-    /* Many rows (prefill): the keys as float32 rows (nk, d), then the
-     * engine's own score kernel, whose chains are the same. */
-    for (int64_t t = 0; t * ATTN_KV_TILE < nk; t++) {
+    /* Many rows (prefill). With a rows kernel: the tiles as float32
+     * (converted into scratch, (ntiles, d, 16), unless stored so), scored
+     * in place. Without (AVX2): the keys transposed to rows (nk, d) and the
+     * engine's own score kernel. The chains are the same either way. */
+    const int64_t tile = d * ATTN_KV_TILE, ntiles = (nk + ATTN_KV_TILE - 1) / ATTN_KV_TILE;
+    if (s->kk->score_rows) {
+        for (int64_t t = 0; t < ntiles; t++)
+            if (kt[t] == s->zero_tile) {
+                memset(scratch + t * tile, 0, (size_t)tile * sizeof(float));
+                kt[t] = scratch + t * tile;
+            } else if (c->dt != ATTN_KV_FLOAT32) {
+                s->kk->convert[c->dt](scratch + t * tile, kt[t], tile);
+                kt[t] = scratch + t * tile;
+            }
+        s->kk->score_rows(st, qt, ldr, kt, nk, nr, d);
+        return;
+    }
+    for (int64_t t = 0; t < ntiles; t++) {
         const int64_t nc =
             nk - t * ATTN_KV_TILE < ATTN_KV_TILE ? nk - t * ATTN_KV_TILE : ATTN_KV_TILE;
-        const unsigned char *tile = kt[t];
+        const unsigned char *tp = kt[t];
         for (int64_t e = 0; e < d; e++)
             for (int64_t cc = 0; cc < nc; cc++)
                 scratch[(t * ATTN_KV_TILE + cc) * d + e] =
-                    tile == s->zero_tile ? 0.0f : get(c, tile, e * ATTN_KV_TILE + cc);
+                    tp == s->zero_tile ? 0.0f : get(c, tp, e * ATTN_KV_TILE + cc);
     }
     kr->score(st, qt, ldr, scratch, d, nk, nr, d);
 }
@@ -352,6 +392,7 @@ static const float *source_values(const attn__key_source *src, int64_t b, int64_
     const kv_source *s = (const kv_source *)src;
     const attn_kv_cache *c = s->c;
     *vs = dv;
+    prefetch_block(s, false, g, j0 + ATTN_KEY_BLOCK);
     const int32_t first = s->table[j0 / c->bs];
     if (c->dt == ATTN_KV_FLOAT32 && first != NO_BLOCK &&
         j0 / c->bs == (j0 + nk - 1) / c->bs) /* one block: read in place */
@@ -368,6 +409,36 @@ static const float *source_values(const attn__key_source *src, int64_t b, int64_
         j += n;
     }
     return scratch;
+}
+
+/* The output update straight from float16/bfloat16 storage (kernels
+ * widen as they load) for a block every row sees whole; false: let the
+ * engine fetch float32 values (float32 storage, dropped blocks, many rows). */
+static bool source_pv(const attn__key_source *src, float *o, int64_t ldo, const float *alpha,
+                      const float *p, int64_t ldr, int64_t b, int64_t g, int64_t j0, int64_t nk,
+                      int64_t nr, int64_t dv) {
+    (void)b;
+    static const float ones[ATTN_TILE_ROWS] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+                                               1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+                                               1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+                                               1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    const kv_source *s = (const kv_source *)src;
+    const attn_kv_cache *c = s->c;
+    const attn__kvpv_fn pv = s->kk->pv[c->dt];
+    if (!pv || nr > s->kk->pv_max_rows) return false;
+    for (int64_t t = j0 / c->bs; t <= (j0 + nk - 1) / c->bs; t++)
+        if (s->table[t] == NO_BLOCK) return false;
+    prefetch_block(s, false, g, j0 + ATTN_KEY_BLOCK);
+    /* One call per cache block the engine block spans; after the first,
+     * alpha = 1 (o * 1 == o exactly), so the chain is that of one call. */
+    for (int64_t j = j0; j < j0 + nk;) {
+        const int64_t slot = j % c->bs;
+        const int64_t n = c->bs - slot < j0 + nk - j ? c->bs - slot : j0 + nk - j;
+        pv(o, ldo, j == j0 ? alpha : ones, p + (j - j0) * ldr, ldr,
+           c->v + (size_t)v_at(c, s->table[j / c->bs], g, slot, 0) * c->esize, dv, n, nr, dv);
+        j += n;
+    }
+    return true;
 }
 
 /* A view of v with its first dimension at index i0 and size 1 (rank kept). */
@@ -561,6 +632,7 @@ static attn_status run_sequence(const batch *bt, int64_t b, kv_source *src) {
     }
     if (bt->o->algo != ATTN_ALGO_REFERENCE && attn__flash_applies(&P)) {
         src->table = bt->tables + b * bt->max_blocks;
+        src->length = P.Nkv;
         P.keys = &src->base;
         return attn__sdpa_flash(&P);
     }
@@ -680,11 +752,12 @@ attn_status attn_kv_attend(const attn_kv_cache *cache, const attn_view *q,
         bt.out = attn_view_4d(tmp + ntile, B, H, Nq, c->dv);
         if (o->lse) bt.lse = attn_view_3d(tmp + ntile + nout, B, H, Nq);
     }
-    kv_source src = {{source_scores, source_values},
+    kv_source src = {{source_scores, source_values, source_pv},
                      c,
                      NULL,
                      attn__kvkernels_for(ATTN_ISA_AUTO),
-                     (const unsigned char *)tmp};
+                     (const unsigned char *)tmp,
+                     0};
     for (int64_t b = 0; b < B && s == ATTN_OK; b++)
         s = run_sequence(&bt, b, &src);
     if (s != ATTN_OK) {
