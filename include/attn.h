@@ -716,15 +716,28 @@ attn_status attn_kv_copy_blocks(attn_kv_cache *cache, const int32_t *src, const 
  * query i of sequence b is at position L_b - nq_b + i and sees keys
  * j <= L_b - nq_b + i (chunked prefill: append the chunk's keys first, then
  * attend with its queries; decode: nq_b = 1). A decode row equals the same
- * row of a chunked prefill, bit for bit. GQA reads each K/V block once for
- * all the query heads of its kv head.
+ * row of a chunked prefill, bit for bit. GQA: in decode each K/V block is
+ * read once for all the query heads of its kv head. L_b = 0 gives zeros
+ * and lse -inf (sinks[h] with sinks).
  * opts: scale, causal, mask (rank 4, (B|1, H|1, Nq|1, Nmax|1) with Nmax =
  * max_b L_b: sequence b reads mask[b, h, i, j] for j < L_b), lse (B, H, Nq),
- * num_threads as for attn_sdpa. Refused (ATTN_ERR_ARG): key_lengths
- * (lengths is the one length), dropout_p > 0 and weights (the cache runs
- * the fast path only); algo is ignored. NULL opts = defaults.
- * Errors as attn_kv_append (block ids of every position < L_b are checked)
- * and as attn_sdpa for q, out, mask and lse; out and lse are then untouched.
+ * num_threads, algo, and the score modifiers (q_offset: B values, query i
+ * of sequence b at q_offset[b] + i; k_offset; window_left/right; softcap;
+ * alibi_slopes and sinks: H values), each as attn_sdpa takes it; where
+ * attn_sdpa runs its reference path (algo REFERENCE, or a modifier the fast
+ * path does not take yet) attend does too, over a float32 copy of the
+ * sequence (scratch: Hkv * L_b * (d + dv) floats). Refused (ATTN_ERR_ARG):
+ * key_lengths (lengths is the one length), dropout_p > 0 and weights.
+ * NULL opts = defaults.
+ * Dropped blocks: a table entry may be -1 for a block that no query of its
+ * sequence can see (every key of it outside every row's causal/window
+ * range), e.g. a sliding-window cache that freed the blocks behind the
+ * window; such a block reads as zeros. Any other entry of the first
+ * ceil(L_b / block_size) must be a block id.
+ * Errors as attn_kv_append and as attn_sdpa for q, out, mask, lse and the
+ * modifiers; out and lse are then untouched. With more than one sequence
+ * with queries, results go through scratch (B * H * Nq * (dv + 1) floats)
+ * so that a failure leaves out and lse untouched.
  * @return ATTN_OK, or NULL/SHAPE/STRIDE/OVERFLOW/ARG/NOMEM/ISA. */
 attn_status attn_kv_attend(const attn_kv_cache *cache, const attn_view *q,
                            const int32_t *block_tables, int64_t max_blocks, const int64_t *lengths,
