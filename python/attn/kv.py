@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ._convert import _algo, _attn, _causal, _threads
+from ._convert import _algo, _attn, _causal, _modifiers, _threads
 
 _DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 
@@ -92,7 +92,8 @@ class KVCache:
 
     def attend(self, q, block_tables, lengths, *, q_lengths=None, scale=None, causal="none",
                mask=None, key_lengths=None, return_lse=False, num_threads=None, algo="auto",
-               dropout_p=0.0, seed=0):
+               dropout_p=0.0, seed=0, window=None, softcap=None, alibi_slopes=None, sinks=None,
+               q_offset=None, k_offset=None):
         """Attention of B sequences over the cache (decode rows and prefill
         chunks in one batch).
 
@@ -103,9 +104,12 @@ class KVCache:
 
         causal="bottom_right" puts query i at position L_b - nq_b + i (append
         the chunk first, then attend). mask broadcasts to (B, H, Nq,
-        max(lengths)). Options as attn.sdpa; key_lengths= is refused (lengths
-        is the one length), and so are dropout and weights. Returns out, or
-        (out, lse) with return_lse=True.
+        max(lengths)). Options as attn.sdpa, the score modifiers included
+        (window=(left, right), softcap, alibi_slopes, sinks, q_offset,
+        k_offset); key_lengths= is refused (lengths is the one length), and
+        so is dropout. A windowed cache may hold -1 in its tables for blocks
+        no query's window reaches. Returns out, or (out, lse) with
+        return_lse=True.
         """
         if key_lengths is not None:
             raise ValueError("KVCache.attend: key_lengths= is not accepted: lengths gives each "
@@ -118,7 +122,10 @@ class KVCache:
             if mask.ndim < 4:
                 mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
         flat, mb = _table2(block_tables, "block_tables")
+        mods = _modifiers("KVCache.attend", q.shape[0], window, softcap, alibi_slopes, sinks,
+                          q_offset, k_offset)
         out, lse = _attn.kv_attend(self._h, q, flat, mb, np.atleast_1d(lengths), q_lengths,
-                                   self.value_dim, scale, _causal(causal), mask, None, dropout_p,
-                                   seed, _threads(num_threads), _algo(algo), bool(return_lse))
+                                   self.value_dim, scale, _causal(causal, fn="KVCache.attend"),
+                                   mask, None, dropout_p, seed, _threads(num_threads), _algo(algo),
+                                   want_lse=bool(return_lse), **mods)
         return (out, lse) if return_lse else out

@@ -212,3 +212,29 @@ def test_errors():
         cache.append([0], 0, np.zeros((2, 1, 7)), np.zeros((2, 1, 8)))
     with pytest.raises(ValueError, match="int32"):
         cache.read([2 ** 40], 3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_modifiers_and_dropped_blocks(rng, dtype):
+    L, H, Hkv, d, bs = 300, 4, 2, 32, 16
+    cache, table, _, _ = make_seq(rng, dtype, L, Hkv, d, d, bs, spare=1)
+    zero_block = next(i for i in range(cache.num_blocks) if i not in set(table.tolist()))
+    q = rng.standard_normal((1, H, 5, d)).astype(np.float32)
+    # sliding window: blocks wholly behind every query's window dropped (-1)
+    first = (L - 5 - 40) // bs
+    dropped, zeroed = table.copy(), table.copy()
+    dropped[:first], zeroed[:first] = -1, zero_block
+    rk, rv = cache.read(zeroed, L)
+    out, lse = cache.attend(q, dropped[None], [L], causal="bottom_right", window=(40, None),
+                            return_lse=True)
+    o2, l2 = attn.sdpa(q, rk[None], rv[None], causal="bottom_right", window=(40, None),
+                       return_lse=True)
+    assert np.array_equal(out, o2) and np.array_equal(lse, l2)
+    with pytest.raises(ValueError, match="a query sees that block"):
+        cache.attend(q, dropped[None], [L], causal="bottom_right", window=(60, None))
+    # softcap, ALiBi, sinks, explicit positions
+    rk, rv = cache.read(table, L)
+    kw = dict(softcap=5.0, alibi_slopes=attn.alibi_slopes(H), sinks=[0.5, -1.0, 2.0, 0.0],
+              q_offset=L - 12, k_offset=3, causal="bottom_right")
+    out = cache.attend(q, table[None], [L], **kw)
+    assert np.array_equal(out, attn.sdpa(q, rk[None], rv[None], **kw))
