@@ -61,6 +61,7 @@ from .article import (multihead_attention_list, multihead_attention_vec,
                       self_attention_cols, softmax_cols, softmax_lastdim)
 from .core import alibi_slopes, merge, sdpa
 from .modules import MultiHeadAttention, layer_norm, linear
+from .kv import KVCache
 
 __all__ = [
     "softmax_lastdim",
@@ -77,6 +78,7 @@ __all__ = [
     "merge",
     "alibi_slopes",
     "MultiHeadAttention",
+    "KVCache",
     "dropout_keep",
     "build_info",
     "get_isa",
