@@ -17,7 +17,9 @@ The article's functions, same names and argument order (note k, q, v):
     linear(x, W, b=None)
 
 The general API: sdpa(q, k, v, ...), merge(outs, lses) and the class
-MultiHeadAttention (with from_torch_state / to_torch_state).
+MultiHeadAttention (with from_torch_state / to_torch_state; num_kv_heads for
+grouped-query attention). A Llama-style layer's pieces: rope(x, positions),
+the rope_inv_freq* tables (linear, NTK, Llama 3, YaRN) and rms_norm(x).
 
 Dimension letters: B batch, H query heads, Hkv key/value heads, N tokens,
 Nq query tokens, Nkv key/value tokens, D model width, d and HS head size,
@@ -48,6 +50,8 @@ from .article import (multihead_attention_list, multihead_attention_vec,
                       self_attention_cols, softmax_cols, softmax_lastdim)
 from .core import merge, sdpa
 from .modules import MultiHeadAttention, layer_norm, linear
+from .decoder import (rms_norm, rope, rope_inv_freq, rope_inv_freq_linear, rope_inv_freq_llama3,
+                      rope_inv_freq_ntk, rope_inv_freq_yarn)
 
 __all__ = [
     "softmax_lastdim",
@@ -63,6 +67,13 @@ __all__ = [
     "sdpa",
     "merge",
     "MultiHeadAttention",
+    "rope",
+    "rope_inv_freq",
+    "rope_inv_freq_linear",
+    "rope_inv_freq_ntk",
+    "rope_inv_freq_llama3",
+    "rope_inv_freq_yarn",
+    "rms_norm",
     "dropout_keep",
     "build_info",
     "get_isa",
