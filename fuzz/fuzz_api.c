@@ -273,8 +273,10 @@ static int fuzz_rope(reader *r, const dims *D, attn_status *st) {
                 __builtin_add_overflow(s[i] < 0 ? lo : hi, t, s[i] < 0 ? &lo : &hi))
                 over = 1;
         }
-        if (!over && hi - lo + 1 > 4096) return -1; /* valid but larger than we place */
-        if (!over) need = hi - lo + 1;
+        int64_t span;
+        if (!over && __builtin_sub_overflow(hi, lo, &span)) over = 1; /* the library rejects */
+        if (!over && span >= 4096) return -1; /* valid but larger than we place */
+        if (!over) need = span + 1;
     }
     int64_t *pos = malloc((size_t)need * sizeof(int64_t));
     static const int64_t pv[] = {0, 1, 7, 1000000, -5, INT64_MAX, INT64_MIN, 4095};
