@@ -87,7 +87,24 @@ def seeds_diff():
     put("fuzz_diff", "nan_mask", head + bytes([170, 33]))
 
 
+def seeds_kv():
+    # A valid cache (nb, bs, Hkv, d, dv, dtype index, no failure), then ops:
+    # kind, B, max_blocks, table bytes, starts/counts, ...; the rest random.
+    rnd = random.Random(3)
+    for dt in range(3):
+        for n in range(4):
+            head = bytes([2 + n % 3, 0, n % 3, 2 + n, 3, dt, 0])
+            ops = bytes(rnd.randrange(230) for _ in range(400))
+            put("fuzz_kv", "dt%d_%d" % (dt, n), head + ops)
+    # append then attend on one sequence
+    head = bytes([4, 1, 1, 3, 2, 1, 0])
+    append = bytes([0, 0, 3, 0, 1, 2, 0, 3, 3, 1, 0, 0]) + bytes(rnd.randrange(200) for _ in range(64))
+    attend = bytes([3, 0, 3, 0, 1, 2, 40, 0, 1, 0, 0, 0, 35, 1, 0x40]) + bytes(64)
+    put("fuzz_kv", "append_attend", head + append + attend)
+
+
 if __name__ == "__main__":
     seeds_npy()
     seeds_api()
     seeds_diff()
+    seeds_kv()

@@ -52,6 +52,7 @@ from .core import merge, sdpa
 from .modules import MultiHeadAttention, layer_norm, linear
 from .decoder import (rms_norm, rope, rope_inv_freq, rope_inv_freq_linear, rope_inv_freq_llama3,
                       rope_inv_freq_ntk, rope_inv_freq_yarn)
+from .kv import KVCache
 
 __all__ = [
     "softmax_lastdim",
@@ -74,6 +75,7 @@ __all__ = [
     "rope_inv_freq_llama3",
     "rope_inv_freq_yarn",
     "rms_norm",
+    "KVCache",
     "dropout_keep",
     "build_info",
     "get_isa",
