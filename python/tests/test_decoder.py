@@ -302,3 +302,36 @@ def test_gqa_errors(rng):
         attn.MultiHeadAttention(Wq=Wq, Wk=Wk, Wv=Wk, num_kv_heads=1)
     with pytest.raises(ValueError, match="Wv.shape\\[0\\]=3 but num_kv_heads=2"):
         attn.MultiHeadAttention(Wq=Wq, Wk=Wk, Wv=weights(rng, 12, 3, 12, 3))(randn(rng, 3, 12))
+
+
+# ---- keys rotated as the KV cache appends them --------------------------------
+
+
+def test_kv_append_rotates_keys(rng):
+    """KVCache.append(rope=...) stores attn.rope(k) at positions start + t:
+    the same cache as rotating first; a decode step's key equals the prefill's."""
+    G, d, P, T = 2, 16, 21, 5
+    k = randn(rng, G, P + T, d, dtype=np.float32)
+    v = randn(rng, G, P + T, d, dtype=np.float32)
+    table = np.array([3, 1, 0, 2])
+    rp = dict(base=500000.0, style="gptj", rotary_dim=8)
+    a = attn.KVCache(4, 16, G, d, dtype="bfloat16")
+    a.append(table, 0, k, v, rope=rp)
+    b = attn.KVCache(4, 16, G, d, dtype="bfloat16")
+    b.append(table, 0, attn.rope(k, np.arange(P + T), **rp), v)
+    c = attn.KVCache(4, 16, G, d, dtype="bfloat16")
+    c.append(table, 0, k[:, :P], v[:, :P], rope=rp)
+    for t in range(P, P + T):
+        c.append(table, t, k[:, t:t + 1], v[:, t:t + 1], rope=rp)
+    ka, va = a.read(table, P + T)
+    for other in (b, c):
+        ko, vo = other.read(table, P + T)
+        np.testing.assert_array_equal(ka, ko)
+        np.testing.assert_array_equal(va, vo)
+    # Batched form: two sequences at different starts.
+    kb = randn(rng, 2, G, 3, d, dtype=np.float32)
+    tables = np.array([[0, 1, 2, 3], [3, 2, 1, 0]])
+    e = attn.KVCache(4, 16, G, d)
+    e.append(tables, [4, 9], kb, kb, rope=rp)
+    k0, _ = e.read(tables[0], 7)
+    np.testing.assert_array_equal(k0[:, 4:7], attn.rope(kb[0], np.arange(4, 7), **rp))
