@@ -247,8 +247,44 @@ static int64_t b0(const attn_view *v) {
     return v && v->ndim >= 1 ? v->shape[0] : 0;
 }
 
+/* attn_kv_append_rope into a small cache (heap, through the fuzz
+ * allocator, destroyed before returning): k, v from IN, fuzzed block table,
+ * starts, counts and rope parameters. Writes nothing in IN or OUT. */
+static int fuzz_kv_rope(reader *r, const dims *D, attn_status *st) {
+    attn_view k, v;
+    if (!view(r, D, 4, IN, &k) || !view(r, D, 4, IN, &v)) return -1;
+    const int64_t hkv = D->dim[u8(r) % 8], d = D->dim[u8(r) % 8], nb = 1 + u8(r) % 4;
+    attn_kv_cache *c = NULL;
+    attn_status s = attn_kv_create(nb, 16, hkv, d, 0, (attn_kv_dtype)(u8(r) % 3), &c);
+    if (s != ATTN_OK) {
+        *st = s;
+        return 0;
+    }
+    enum { MB = 4 };
+    int32_t table[2 * MB];
+    for (int i = 0; i < 2 * MB; i++)
+        table[i] = (int32_t)(u8(r) % 6) - 1; /* -1..4: some outside 0..nb-1 */
+    static const int64_t sv[] = {0, 1, 15, 16, 40, -1, INT64_MAX, INT64_MIN};
+    int64_t starts[2] = {sv[u8(r) % COUNT(sv)], sv[u8(r) % COUNT(sv)]};
+    int64_t counts[2] = {(int64_t)(u8(r) % 12) - 1, (int64_t)(u8(r) % 12) - 1};
+    attn_rope_params p = attn_rope_params_default();
+    p.style = (attn_rope_style)enums[u8(r) % COUNT(enums)];
+    p.rotary_dim = (int64_t)(int8_t)u8(r) % 10;
+    /* starts and counts hold 2 values: batches of more are dropped. */
+    int64_t lo, hi, numel;
+    if (looks_valid(&k, &lo, &hi, &numel) && k.shape[0] > 2) {
+        attn_kv_destroy(c);
+        return -1;
+    }
+    *st = attn_kv_append_rope(u8(r) == 7 ? NULL : c, table, MB, starts, u8(r) & 1 ? counts : NULL,
+                              maybe(r, &k), maybe(r, &v), u8(r) == 9 ? NULL : &p);
+    attn_kv_destroy(c);
+    return 0;
+}
+
 /* attn_rope with fuzzed params and positions; 1 if in place, -1 to drop. */
 static int fuzz_rope(reader *r, const dims *D, attn_status *st) {
+    if (u8(r) >= 208) return fuzz_kv_rope(r, D, st);
     attn_view x, y;
     const int rank = 2 + u8(r) % 3;
     if (!view(r, D, rank, IN, &x) || !view(r, D, rank, OUT, &y)) return -1;

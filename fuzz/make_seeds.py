@@ -73,6 +73,8 @@ def seeds_api():
             body = bytes(300) if variant < 2 else bytes(rnd.randrange(256) for _ in range(300))
             call = which if which < 12 else 12 + which - 240
             put("fuzz_api", "call%02d_%d" % (call, variant), head + body)
+    # attn_kv_append_rope: the rope selector, then a path byte >= 208.
+    put("fuzz_api", "call12_kv", bytes([1, 2, 0, 3, 1, 2, 1, 0, 0, 0, 0, 240, 208]) + bytes(300))
 
 
 def seeds_diff():
