@@ -24,6 +24,9 @@ def _calls():
         "sdpa decode split": lambda: attn.sdpa(qd, kd, kd, num_threads=2),
         "sdpa dropout": lambda: attn.sdpa(q, k, v, dropout_p=0.2, seed=3),
         "multihead_attention_vec": lambda: attn.multihead_attention_vec(x, W, 4, Wp, do_mask=True),
+        "rope": lambda: attn.rope(q, np.arange(70) + 5000, rotary_dim=8),
+        "MultiHeadAttention GQA": lambda: attn.MultiHeadAttention(
+            4, num_kv_heads=2, Wqkv=W[:, :48], causal="top_left")(x),
     }
 
 
