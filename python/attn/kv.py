@@ -129,7 +129,10 @@ class KVCache:
             if mask.ndim < 4:
                 mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
         flat, mb = _table2(block_tables, "block_tables")
+        # Options by name: the shared option rows grow (attn/_convert.py).
         out, lse = _attn.kv_attend(self._h, q, flat, mb, np.atleast_1d(lengths), q_lengths,
-                                   self.value_dim, scale, _causal(causal), mask, None, dropout_p,
-                                   seed, _threads(num_threads), _algo(algo), bool(return_lse))
+                                   self.value_dim, scale=scale, causal=_causal(causal), mask=mask,
+                                   dropout_p=dropout_p, seed=seed,
+                                   num_threads=_threads(num_threads), algo=_algo(algo),
+                                   want_lse=bool(return_lse))
         return (out, lse) if return_lse else out

@@ -220,7 +220,7 @@ static PyObject *py_kv_attend(PyObject *self, PyObject *args, PyObject *kw) {
     if (!c) goto done;
     const attn_view *q = &v[T_Q].view;
     const int64_t B = q->shape[0];
-    if (opts_build(&st, v + T_OPTS, B, &opts) < 0) goto done;
+    if (opts_build(&st, v + T_OPTS, B, q->shape[1], &opts) < 0) goto done;
     if (conv_require_len(&st, &attend_spec[T_L], &v[T_L], B, "one per sequence") < 0 ||
         (v[T_QL].given &&
          conv_require_len(&st, &attend_spec[T_QL], &v[T_QL], B, "one per sequence") < 0))
