@@ -684,6 +684,23 @@ attn_status attn_kv_append(attn_kv_cache *cache, const int32_t *block_tables, in
                            const int64_t *starts, const int64_t *counts, const attn_view *k,
                            const attn_view *v);
 
+/* attn_kv_append with the keys rotated by RoPE on the way in, so the cache
+ * holds rotated keys (queries are rotated by the caller, attn_rope, at the
+ * same positions). Key t of sequence b is at position starts[b] + t:
+ *   K[p] = round(attn_rope(k, positions[b, t] = starts[b] + t, rope)[b, :, t, :])
+ *   V[p] = round(v[b, :, t, :])
+ * equal, bit for bit, to attn_rope into a buffer and then attn_kv_append of
+ * it, and so a decode step's key equals the same key of a prefill.
+ * k is not modified (the rotation goes to scratch, B*Hkv*n*d floats).
+ * rope: the parameters of attn_rope (style, rotary_dim, base or inv_freq,
+ * mscale). Errors: those of attn_rope (for k and rope) and attn_kv_append,
+ * named for this function; on failure the cache is unchanged.
+ * @return ATTN_OK, or NULL/SHAPE/STRIDE/OVERFLOW/ARG/NOMEM/ISA. Since v0.2.0. */
+attn_status attn_kv_append_rope(attn_kv_cache *cache, const int32_t *block_tables,
+                                int64_t max_blocks, const int64_t *starts, const int64_t *counts,
+                                const attn_view *k, const attn_view *v,
+                                const attn_rope_params *rope);
+
 /* Read back positions 0..length-1 of one sequence, converted exactly to
  * float32:
  *   block_table (ceil(length / block_size)) int32
