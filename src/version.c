@@ -69,6 +69,8 @@ const char *attn_build_info(void) {
     threads_desc(thr, sizeof thr);
     snprintf(info, sizeof info,
              "attn %s; build %s; blas %s; threads %s; isa %s (kernels: generic, avx2, avx512)",
-             ATTN_VERSION_STRING, ATTN_BUILD_TYPE, blas, thr, attn_isa_name(attn_get_isa()));
+             ATTN_VERSION_STRING, ATTN_BUILD_TYPE, blas, thr,
+             attn_get_isa() == ATTN_ISA_AUTO ? "none (ATTN_ISA is unusable)"
+                                             : attn_isa_name(attn_get_isa()));
     return info;
 }
