@@ -295,6 +295,76 @@ attn_status attn_merge(const attn_view *part_out, const attn_view *part_lse, int
                        attn_view *out, attn_view *lse);
 
 /* ------------------------------------------------------------------------ */
+/* Backward of scaled dot-product attention (training)                       */
+/* ------------------------------------------------------------------------ */
+
+/* Optional outputs of attn_sdpa_backward beyond dq, dk, dv. Start from
+ * attn_backward_extras_default(); fields are only ever appended.
+ * Since v0.2.0. */
+typedef struct attn_backward_extras {
+    /* The gradient of the additive mask, in the mask's own shape as passed
+     * in opts.mask (rank 4, size-1 dimensions broadcast): entries of a
+     * broadcast dimension are summed over it.
+     *   dmask[b', h', i', j'] = sum over (b, h, i, j) that read that entry of dS[b,h,i,j]
+     * with dS the gradient of the score (after softcap and ALiBi, as the
+     * mask is added last). Hidden entries (-inf in the mask) get 0. Requires
+     * opts.mask. NULL: not computed. */
+    attn_view *dmask;
+} attn_backward_extras;
+
+/* @return every field NULL. Since v0.2.0. */
+attn_backward_extras attn_backward_extras_default(void);
+
+/* Gradients of attn_sdpa with respect to q, k and v (and optionally the
+ * mask), given the forward's out and lse and the gradient dout of the loss
+ * with respect to out.
+ *   q    (B, H,   Nq,  d)      the forward's inputs, unchanged
+ *   k    (B, Hkv, Nkv, d)
+ *   v    (B, Hkv, Nkv, dv)
+ *   out  (B, H,   Nq,  dv)     the forward's output (with the same opts)
+ *   lse  (B, H,   Nq)          the forward's opts.lse output (required)
+ *   dout (B, H,   Nq,  dv)     any strides, stride 0 included
+ *   dq   (B, H,   Nq,  d)      outputs, overwritten (not accumulated)
+ *   dk   (B, Hkv, Nkv, d)      summed over the H/Hkv query heads of each
+ *   dv   (B, Hkv, Nkv, dv)     kv head, never expanded
+ * opts: the forward's options (scale, causal, mask, key_lengths, dropout p
+ * and seed, threads, algo); opts->lse and opts->weights are ignored. NULL:
+ * defaults. extras: optional outputs, NULL for none.
+ * With P the attention weights before dropout, Z[b,h,i,j] = keep/(1-p) the
+ * dropout factor (attn_dropout_keep, regenerated from the seed: the same
+ * weights drop as in the forward), g = h / (H / Hkv):
+ *   P[b,h,i,j]  = exp(score(i, j) - lse[b,h,i])          visible keys, else 0
+ *   dP[b,h,i,j] = Z * sum_f dout[b,h,i,f] v[b,g,j,f]     // "bhif,bgjf->bhij"
+ *   D[b,h,i]    = sum_f dout[b,h,i,f] out[b,h,i,f]       // "bhif,bhif->bhi"
+ *   dS          = P * (dP - D)
+ *   dq[b,h,i,e] = scale * sum_j dS[b,h,i,j] k[b,g,j,e]  // "bhij,bgje->bhie"
+ *   dk[b,g,j,e] = scale * sum_{h in g, i} dS q[b,h,i,e] // "bhij,bhie->bgje"
+ *   dv[b,g,j,f] = sum_{h in g, i} P Z dout[b,h,i,f]     // "bhij,bhif->bgjf"
+ * Rows with no visible key (lse -inf) contribute nothing; keys no row sees
+ * get zero dk, dv. Hidden keys are skipped, never multiplied by zero: NaN or
+ * Inf in them (in k, v, or in q/dout rows that cannot see them) does not
+ * reach any gradient.
+ * Paths: the reference (plain loops in double, the specification) recomputes
+ * the softmax from q and k and ignores out and lse beyond their checks. The
+ * fast path (AUTO, FLASH; head sizes up to 4096) recomputes P from lse in
+ * tiles with O(threads x tile) scratch plus B*H*Nq floats for D, in two
+ * passes: dk, dv per (b, kv head, 64 keys), then dq per (b, h, 64 queries),
+ * so every output element has one owner and the result is bit-identical for
+ * any thread count. Its dmask comes from a third pass per dmask row, summing
+ * the rows that read it in ascending (b, h, i). Because it trusts lse, a
+ * finite mask of huge magnitude (e.g. -1e9 on every key of a row, where lse
+ * in float keeps ~7 digits) makes its P inexact: use -inf to hide keys.
+ * Errors: as attn_sdpa, plus every output must have its input's shape, be a
+ * proper output and overlap nothing else; checks run before any output is
+ * written.
+ * @return ATTN_OK, or NULL/SHAPE/STRIDE/OVERFLOW/ARG/NOMEM/ISA.
+ * Since v0.2.0. */
+attn_status attn_sdpa_backward(const attn_view *q, const attn_view *k, const attn_view *v,
+                               const attn_view *out, const attn_view *lse, const attn_view *dout,
+                               attn_view *dq, attn_view *dk, attn_view *dv, const attn_opts *opts,
+                               const attn_backward_extras *extras);
+
+/* ------------------------------------------------------------------------ */
 /* Building blocks (S2, S9)                                                  */
 /* ------------------------------------------------------------------------ */
 
