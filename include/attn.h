@@ -198,8 +198,8 @@ typedef enum attn_causal {
 
 /* Algorithm choice; AUTO is right for nearly everyone. Values pinned.
  * The fast path (tiled online softmax, O(threads x tile) scratch, never the
- * Nq x Nkv matrix) covers every option except dropout > 0, the weights
- * output and head sizes above 2^20: those run the reference path (scratch
+ * Nq x Nkv matrix) covers every option except the weights output and
+ * head sizes above 2^20: those run the reference path (scratch
  * O(threads x Nkv)), whatever algo says. With few query rows and many keys
  * (decoding) the fast path splits the keys in fixed chunks over threads. */
 typedef enum attn_algo {
@@ -224,8 +224,8 @@ typedef struct attn_opts {
     const attn_view *mask;
     /* B values in 0..Nkv: batch b sees keys j < key_lengths[b]. NULL: Nkv. */
     const int64_t *key_lengths;
-    /* Dropout on the attention weights, p in [0, 1). See attn_dropout_keep.
-     * p > 0 runs the reference path (the fast path has no dropout yet). */
+    /* Dropout on the attention weights, p in [0, 1). See attn_dropout_keep:
+     * both paths drop the same weights (since v0.2.0 the fast path too). */
     float dropout_p;
     uint64_t dropout_seed;
     /* Threads for this call; <= 0 means the number of online CPUs. OpenMP's

@@ -163,7 +163,7 @@ static attn_status build_problem(const char *fn, const attn_view *q, const attn_
 
 /* Pick the algorithm for a validated problem. */
 static attn_status attn__sdpa_select(const attn__sdpa_problem *P, attn_algo algo) {
-    /* The flash path has no dropout and never forms the weights. */
+    /* The flash path never forms the weights. */
     if (algo != ATTN_ALGO_REFERENCE && attn__flash_applies(P)) return attn__sdpa_flash(P);
     return attn__sdpa_ref(P);
 }
