@@ -36,7 +36,8 @@
  * operand the product skips them (product_skip), as the forward's pv_skip. */
 #include "sdpa_backward.h"
 
-#include "dropout.h"
+#include "dropout_hash.h"
+#include "kernels/dropout.h"
 #include "kernels/kernels.h"
 
 #include <string.h>
@@ -61,14 +62,17 @@ static int64_t round_up(int64_t a, int64_t m) {
     return (a + m - 1) / m * m;
 }
 
+struct elem;
+
 typedef struct bplan {
     const attn__bwd_problem *BP;
     const attn__sdpa_problem *P;
     const attn__kernels *kr;
-    int64_t G, ldd, ldv; /* ldd, ldv: d, dv rounded up to LANES */
-    const float *D;      /* (B, H, Nq) pass 0's result */
-    uint32_t drop_thr;   /* dropout threshold, when p > 0 */
-    float drop_scale;    /* 1 / (1 - p) */
+    int64_t G, ldd, ldv;               /* ldd, ldv: d, dv rounded up to LANES */
+    const float *D;                    /* (B, H, Nq) pass 0's result */
+    uint32_t drop_thr;                 /* dropout threshold, when p > 0 */
+    float drop_scale;                  /* 1 / (1 - p) */
+    void (*elem)(const struct elem *); /* the elementwise steps for the ISA */
 } bplan;
 
 /* One thread's scratch (floats unless stated). */
@@ -81,7 +85,7 @@ typedef struct bstate {
     float *acc1, *acc2; /* (64, ldd), (64, ldv) accumulators */
     float *ones;        /* (64)              1.0f: the kernels' alpha */
     float *lse, *D;     /* (64)              per query row */
-    unsigned char *vm;  /* (64 x 64 bytes)   visible pair (row-major r*64 + c) */
+    float *Z;           /* (64, 64)          dropout factors */
     int32_t *lo, *hi;   /* (64)              visible keys [lo, hi) of the block per row */
     uint64_t *drow;     /* (64)              dropout hash of each row */
 } bstate;
@@ -95,7 +99,7 @@ static int64_t state_floats(const bplan *pl) {
     const int64_t dm = pl->P->d > pl->P->dv ? pl->P->d : pl->P->dv;
     return round_up(dm * 64, LANES) + round_up(pl->P->dv * 64, LANES) +
            round_up(64 * pl->P->d, LANES) + round_up(64 * pl->P->dv, LANES) + 2 * 64 * 64 +
-           64 * pl->ldd + 64 * pl->ldv + 3 * 64 + 64 * 64 / 4 + 2 * 64 + 2 * 64;
+           64 * pl->ldd + 64 * pl->ldv + 3 * 64 + 64 * 64 + 2 * 64 + 2 * 64;
 }
 
 static void state_carve(const bplan *pl, float *p, bstate *w) {
@@ -111,7 +115,7 @@ static void state_carve(const bplan *pl, float *p, bstate *w) {
     w->ones = p, p += 64;
     w->lse = p, p += 64;
     w->D = p, p += 64;
-    w->vm = (unsigned char *)p, p += 64 * 64 / 4;
+    w->Z = p, p += 64 * 64;
     w->lo = (int32_t *)p, p += 64;
     w->hi = (int32_t *)p, p += 64;
     w->drow = (uint64_t *)p, p += 2 * 64;
@@ -140,6 +144,8 @@ static bool rows_vis(const bplan *pl, const qrows *R, bstate *w, int64_t j0, int
         w->hi[r] = (int32_t)n;
         any |= n > 0;
     }
+    for (int64_t r = R->nr; r < 64; r++) /* padding lanes see nothing */
+        w->lo[r] = w->hi[r] = 0;
     return any;
 }
 
@@ -153,6 +159,10 @@ static void rows_load(const bplan *pl, const qrows *R, bstate *w) {
         w->D[r] = pl->D[(R->b * P->H + R->h) * P->Nq + i];
         if (w->lse[r] == -INFINITY) w->hi[r] = 0;
         if (P->dropout_p > 0.0f) w->drow[r] = attn__dropout_row(P->dropout_seed, R->b, R->h, i);
+    }
+    for (int64_t r = R->nr; r < 64; r++) {
+        w->lse[r] = w->D[r] = 0.0f;
+        w->drow[r] = 0;
     }
 }
 
@@ -185,59 +195,158 @@ static void load_t(float *dst, int64_t ld, const float *src, int64_t s2, int64_t
     }
 }
 
-/* From scores S and dP (layout: pair (r, c) at r*sr + c*sc, n_lanes*n_other
- * entries in all, computed by the score kernel) of query rows R and keys
- * [j0, j0 + nk):
- *   S[r,c]  <- P Z                    (P = exp(S*scale + mask - lse[r]))
- *   dP[r,c] <- P (Z dP - D[r])        (dS)
- * and both 0 on hidden pairs (vm[r*64 + c] = 0). @return whether every pair
- * r < nr, c < nk is visible. */
-static bool probs(const bplan *pl, const qrows *R, bstate *w, int64_t j0, int64_t nk, int64_t sr,
-                  int64_t sc, int64_t total) {
-    const attn__sdpa_problem *P = pl->P;
-    float *S = w->S, *dP = w->dP;
-    bool full = true;
-    /* 1. Forward's st*scale (+mask), shifted by lse; hidden pairs -inf. */
-    for (int64_t r = 0; r < R->nr; r++) {
-        const float *mrow = P->has_mask ? attn__at4(&P->mask, R->b, R->h, R->i0 + r, j0)
-                                        : NULL; /* mask[b,h,i,j0:] */
-        unsigned char *vr = w->vm + r * 64;
-        for (int64_t c = 0; c < nk; c++) {
-            float *s = S + r * sr + c * sc;
-            bool vis = c >= w->lo[r] && c < w->hi[r];
-            float mv = 0.0f;
-            if (vis && mrow) {
-                mv = mrow[c * P->mask.stride[3]];
-                vis = mv != -INFINITY;
+/* ---- the elementwise steps ----------------------------------------------
+ * Plain loops the compiler vectorises, compiled once per ISA (the wrappers
+ * below): the same IEEE operations per element at any vector width, as
+ * -ffp-contract=off keeps multiply and add apart. Two layouts of a block:
+ *   rows across lanes (pass 2, 3): pair (r, c) at c*ldr + r, nout = nk keys
+ *   keys across lanes (pass 1):    pair (r, c) at r*ldc + c, nout = nr rows */
+typedef struct elem {
+    int step; /* 0: S <- S*scale - lse on [lo, hi), else -inf;  1: dS and P Z */
+    bool keys_in_lanes;
+    float *S, *dP;
+    const float *Z; /* dropout factors (same layout) or NULL */
+    const float *lse, *D;
+    const int32_t *lo, *hi;
+    int64_t nout, nin;
+    float scale;
+} elem;
+
+__attribute__((always_inline)) static inline void elem_body(const elem *a) {
+    const int64_t nin = a->nin;
+    float *restrict S = a->S, *restrict dP = a->dP;
+    const float *restrict Z = a->Z;
+    if (a->step == 0 && !a->keys_in_lanes) {
+        for (int64_t c = 0; c < a->nout; c++)
+            for (int64_t r = 0; r < nin; r++)
+                S[c * nin + r] = c >= a->lo[r] && c < a->hi[r]
+                                     ? S[c * nin + r] * a->scale - a->lse[r]
+                                     : -INFINITY;
+    } else if (a->step == 0) {
+        for (int64_t r = 0; r < a->nout; r++) {
+            const int64_t lo = a->lo[r], hi = a->hi[r];
+            const float l = a->lse[r];
+            for (int64_t c = 0; c < nin; c++)
+                S[r * nin + c] = c >= lo && c < hi ? S[r * nin + c] * a->scale - l : -INFINITY;
+        }
+    } else if (!a->keys_in_lanes) {
+        /* forward p = exp(st - m), o += p V:  dS = P (Z dP - D), and P Z for dV */
+        for (int64_t c = 0; c < a->nout; c++)
+            for (int64_t r = 0; r < nin; r++) {
+                const int64_t n = c * nin + r;
+                const float p = S[n], z = Z ? Z[n] : 1.0f;
+                dP[n] = p != 0.0f ? p * (z * dP[n] - a->D[r]) : 0.0f;
+                S[n] = p * z;
             }
-            vr[c] = vis;
+    } else {
+        for (int64_t r = 0; r < a->nout; r++) {
+            const float D = a->D[r];
+            for (int64_t c = 0; c < nin; c++) {
+                const int64_t n = r * nin + c;
+                const float p = S[n], z = Z ? Z[n] : 1.0f;
+                dP[n] = p != 0.0f ? p * (z * dP[n] - D) : 0.0f;
+                S[n] = p * z;
+            }
+        }
+    }
+}
+
+static void elem_generic(const elem *a) {
+    elem_body(a);
+}
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) static void elem_avx2(const elem *a) {
+    elem_body(a);
+}
+__attribute__((target("avx512f"))) static void elem_avx512(const elem *a) {
+    elem_body(a);
+}
+#endif
+
+static void (*elem_for(attn_isa isa))(const elem *) {
+#if defined(__x86_64__)
+    if (isa == ATTN_ISA_AVX512) return elem_avx512;
+    if (isa == ATTN_ISA_AVX2) return elem_avx2;
+#endif
+    (void)isa;
+    return elem_generic;
+}
+
+/* Step 0 with a mask (scalar: the mask has any strides):
+ *   S = visible ? S*scale + mask - lse : -inf.  @return whether all visible. */
+static bool mask_step(const bplan *pl, const qrows *R, bstate *w, int64_t j0, int64_t nk,
+                      int64_t sr, int64_t sc, int64_t nlanes) {
+    const attn__sdpa_problem *P = pl->P;
+    bool full = true;
+    for (int64_t r = 0; r < R->nr; r++) {
+        const float *mrow = attn__at4(&P->mask, R->b, R->h, R->i0 + r, j0); /* mask[b,h,i,j0:] */
+        for (int64_t c = 0; c < nk; c++) {
+            float *s = w->S + r * sr + c * sc;
+            const float mv = mrow[c * P->mask.stride[3]];
+            const bool vis = c >= w->lo[r] && c < w->hi[r] && mv != -INFINITY;
             full &= vis;
             *s = vis ? *s * P->scale + mv - w->lse[r] : -INFINITY;
         }
+        if (sc == 1)
+            for (int64_t c = nk; c < nlanes; c++)
+                w->S[r * sr + c] = -INFINITY;
     }
-    /* 2. P = exp(.): hidden pairs give exactly 0; padding lanes are finite
-     *    scores of zero rows and are never read. */
-    pl->kr->exp(S, S, total);
-    /* 3. The dropout factor and the softmax's derivative. */
-    const bool drop = P->dropout_p > 0.0f;
-    for (int64_t r = 0; r < R->nr; r++) {
-        const unsigned char *vr = w->vm + r * 64;
-        for (int64_t c = 0; c < nk; c++) {
-            float *s = S + r * sr + c * sc, *dp = dP + r * sr + c * sc;
-            if (!vr[c]) {
-                *s = 0.0f;
-                *dp = 0.0f;
-                continue;
-            }
-            const float p = *s;
-            const float z = !drop ? 1.0f
-                            : attn__dropout_keep_at(w->drow[r], j0 + c, pl->drop_thr)
-                                ? pl->drop_scale
-                                : 0.0f;
-            *dp = p * (z * *dp - w->D[r]);
-            *s = p * z;
-        }
+    if (sr == 1)
+        for (int64_t c = 0; c < nk; c++)
+            for (int64_t r = R->nr; r < nlanes; r++)
+                w->S[c * sc + r] = -INFINITY;
+    return full;
+}
+
+/* From the scores S = Q K^T and dP = dO V^T of rows R and keys
+ * [j0, j0 + nk), in one of the two layouts (nlanes = ldr or ldc):
+ *   S  <- P Z                    P = exp(S*scale + mask - lse) on visible pairs, else 0
+ *   dP <- P (Z dP - D)           (dS), 0 on hidden pairs
+ * @return whether every pair r < nr, c < nk is visible. */
+static bool probs(const bplan *pl, const qrows *R, bstate *w, int64_t j0, int64_t nk,
+                  bool keys_in_lanes, int64_t nlanes) {
+    const attn__sdpa_problem *P = pl->P;
+    const int64_t nout = keys_in_lanes ? R->nr : nk, total = nout * nlanes;
+    elem a = {.keys_in_lanes = keys_in_lanes,
+              .S = w->S,
+              .dP = w->dP,
+              .lse = w->lse,
+              .D = w->D,
+              .lo = w->lo,
+              .hi = w->hi,
+              .nout = nout,
+              .nin = nlanes,
+              .scale = P->scale};
+    /* 1. Forward's st*scale (+mask), shifted by lse; hidden pairs -inf. */
+    bool full = true;
+    if (P->has_mask) {
+        full = mask_step(pl, R, w, j0, nk, keys_in_lanes ? nlanes : 1, keys_in_lanes ? 1 : nlanes,
+                         nlanes);
+    } else {
+        for (int64_t r = 0; r < R->nr; r++)
+            full &= w->lo[r] == 0 && w->hi[r] == nk;
+        a.step = 0;
+        pl->elem(&a);
     }
+    /* 2. P = exp(.): hidden pairs give exactly 0. */
+    pl->kr->exp(w->S, w->S, total);
+    /* 3. The dropout factors Z, regenerated (attn_dropout_keep's pattern). */
+    if (P->dropout_p > 0.0f) {
+        for (int64_t n = 0; n < total; n++)
+            w->Z[n] = 1.0f;
+        if (keys_in_lanes)
+            for (int64_t r = 0; r < R->nr; r++)
+                attn__dropout_keys(w->Z + r * nlanes, w->drow[r], nk, j0, pl->drop_thr,
+                                   pl->drop_scale);
+        else
+            for (int64_t c = 0; c < nk; c++)
+                attn__dropout_rows(w->Z + c * nlanes, w->drow, nlanes, j0 + c, pl->drop_thr,
+                                   pl->drop_scale);
+        a.Z = w->Z;
+    }
+    /* 4. The softmax's derivative. */
+    a.step = 1;
+    pl->elem(&a);
     return full;
 }
 
@@ -250,15 +359,20 @@ static bool all_finite(const float *x, int64_t xs, int64_t n, int64_t m) {
 }
 
 /* The kernel pv's product, o[r][f] += sum_c p[c*ldp + r] x[c*xs + f], with
- * the pairs hidden in vm (visible iff vm[c*vc + r*vr]) skipped instead of
- * multiplied by zero. Same operations as the kernels (the table's madd). */
-static void product_skip(const bplan *pl, float *o, int64_t ldo, const float *p, int64_t ldp,
-                         const float *x, int64_t xs, int64_t nk, int64_t nr, int64_t m,
-                         const unsigned char *vm, int64_t vc, int64_t vr) {
+ * hidden pairs skipped instead of multiplied by zero. The pair of (c, r) is
+ * (query row c, key r) when keys_in_lanes (pass 1), else (row r, key c).
+ * Same operations as the kernels (the table's madd). */
+static void product_skip(const bplan *pl, const qrows *R, const bstate *w, int64_t j0, float *o,
+                         int64_t ldo, const float *p, int64_t ldp, const float *x, int64_t xs,
+                         int64_t nk, int64_t nr, int64_t m, bool keys_in_lanes) {
+    const attn__sdpa_problem *P = pl->P;
     for (int64_t r = 0; r < nr; r++) {
         float *orow = o + r * ldo;
         for (int64_t c = 0; c < nk; c++) {
-            if (!vm[c * vc + r * vr]) continue;
+            const int64_t row = keys_in_lanes ? c : r, key = keys_in_lanes ? r : c;
+            if (key < w->lo[row] || key >= w->hi[row]) continue;
+            if (P->has_mask && *attn__at4(&P->mask, R->b, R->h, R->i0 + row, j0 + key) == -INFINITY)
+                continue;
             const float pc = p[c * ldp + r];
             for (int64_t f = 0; f < m; f++)
                 orow[f] = pl->kr->madd(pc, x[c * xs + f], orow[f]);
@@ -266,15 +380,15 @@ static void product_skip(const bplan *pl, float *o, int64_t ldo, const float *p,
     }
 }
 
-/* o += p^T-style product through the kernel, or product_skip when the block
- * has hidden pairs and x has a non-finite value. */
-static void product(const bplan *pl, bool full, float *o, int64_t ldo, const bstate *w,
-                    const float *p, int64_t ldp, const float *x, int64_t xs, int64_t nk, int64_t nr,
-                    int64_t m, int64_t vc, int64_t vr) {
+/* o += the kernel pv's product, or product_skip when the block has hidden
+ * pairs and x has a non-finite value. */
+static void product(const bplan *pl, const qrows *R, const bstate *w, int64_t j0, bool full,
+                    float *o, int64_t ldo, const float *p, int64_t ldp, const float *x, int64_t xs,
+                    int64_t nk, int64_t nr, int64_t m, bool keys_in_lanes) {
     if (full || all_finite(x, xs, nk, m))
         pl->kr->pv(o, ldo, w->ones, p, ldp, x, xs, nk, nr, m);
     else
-        product_skip(pl, o, ldo, p, ldp, x, xs, nk, nr, m, w->vm, vc, vr);
+        product_skip(pl, R, w, j0, o, ldo, p, ldp, x, xs, nk, nr, m, keys_in_lanes);
 }
 
 /* ---- pass 0: D = rowsum(dout * out) --------------------------------------- */
@@ -326,11 +440,12 @@ static void pass1_unit(const bplan *pl, bstate *w, int64_t u) {
             /* S[r][c] = q_r . k_c and dP[r][c] = dout_r . v_c, keys across lanes */
             pl->kr->score(w->S, w->at, ldc, q, qs, R.nr, nk, P->d);
             pl->kr->score(w->dP, w->bt, ldc, go, gs, R.nr, nk, P->dv);
-            const bool full = probs(pl, &R, w, j0, nk, ldc, 1, R.nr * ldc);
+            const bool full = probs(pl, &R, w, j0, nk, true, ldc);
             /* forward o += p V:      dV[c][f] += sum_r (P Z)[r][c] dout[r][f] */
-            product(pl, full, w->acc2, pl->ldv, w, w->S, ldc, go, gs, R.nr, nk, P->dv, 64, 1);
+            product(pl, &R, w, j0, full, w->acc2, pl->ldv, w->S, ldc, go, gs, R.nr, nk, P->dv,
+                    true);
             /* forward st = Q K^T:    dK[c][e] += sum_r dS[r][c] q[r][e] */
-            product(pl, full, w->acc1, pl->ldd, w, w->dP, ldc, q, qs, R.nr, nk, P->d, 64, 1);
+            product(pl, &R, w, j0, full, w->acc1, pl->ldd, w->dP, ldc, q, qs, R.nr, nk, P->d, true);
         }
     }
     for (int64_t c = 0; c < nk; c++) {
@@ -364,10 +479,11 @@ static void rows_walk(const bplan *pl, bstate *w, const qrows *R, double *dmask_
         /* S[c][r] = q_r . k_c and dP[c][r] = dout_r . v_c, rows across lanes */
         pl->kr->score(w->S, w->at, ldr, k, ks, nk, R->nr, P->d);
         pl->kr->score(w->dP, w->bt, ldr, v, vs, nk, R->nr, P->dv);
-        const bool full = probs(pl, R, w, j0, nk, 1, ldr, nk * ldr);
+        const bool full = probs(pl, R, w, j0, nk, false, ldr);
         if (!dmask_row) {
             /* forward st = Q K^T:  dQ[r][e] += sum_c dS[c][r] k[c][e] */
-            product(pl, full, w->acc1, pl->ldd, w, w->dP, ldr, k, ks, nk, R->nr, P->d, 1, 64);
+            product(pl, R, w, j0, full, w->acc1, pl->ldd, w->dP, ldr, k, ks, nk, R->nr, P->d,
+                    false);
             continue;
         }
         for (int64_t r = 0; r < R->nr; r++)
@@ -434,7 +550,11 @@ bool attn__flash_backward_applies(const attn__bwd_problem *BP) {
 
 attn_status attn__sdpa_backward_flash(const attn__bwd_problem *BP) {
     const attn__sdpa_problem *P = &BP->f;
-    bplan pl = {.BP = BP, .P = P, .kr = attn__kernels_for(ATTN_ISA_AUTO), .G = P->H / P->Hkv};
+    bplan pl = {.BP = BP,
+                .P = P,
+                .kr = attn__kernels_for(ATTN_ISA_AUTO),
+                .G = P->H / P->Hkv,
+                .elem = elem_for(attn_get_isa())};
     pl.ldd = round_up(P->d, LANES);
     pl.ldv = round_up(P->dv, LANES);
     if (P->dropout_p > 0.0f) {

@@ -16,7 +16,8 @@
  * and finally out = ot / L, lse = M + log L. */
 #include "flash/flash.h"
 
-#include "dropout.h"
+#include "dropout_hash.h"
+#include "kernels/dropout.h"
 #include "kernels/kernels.h"
 
 #include <string.h>
@@ -248,20 +249,18 @@ static void block_scores(const plan *pl, const tile *T, state *w, float *sb, int
 }
 
 /* Dropout after the row sums, so l (and lse) are taken before it, as in the
- * reference: p[c][r] = keep(b, h, i, j0 + c) ? p[c][r] / (1 - p) : 0. */
+ * reference: p[c][r] = keep(b, h, i, j0 + c) ? p[c][r] / (1 - p) : 0. Rows
+ * nr..ldr-1 and hidden keys hold p = 0 and stay 0. */
 static void dropout_block(const plan *pl, const tile *T, const state *w, float *sb, int64_t j0,
                           int64_t nk) {
     const attn__sdpa_problem *P = pl->P;
     const uint32_t thr = attn__dropout_threshold(P->dropout_p);
     const float scale = (float)(1.0 / (1.0 - (double)P->dropout_p));
     uint64_t row[ROWS];
-    for (int64_t r = 0; r < T->nr; r++)
-        row[r] = attn__dropout_row(P->dropout_seed, T->b, w->h[r], w->i[r]);
+    for (int64_t r = 0; r < T->ldr; r++)
+        row[r] = r < T->nr ? attn__dropout_row(P->dropout_seed, T->b, w->h[r], w->i[r]) : 0;
     for (int64_t c = 0; c < nk; c++)
-        for (int64_t r = 0; r < T->nr; r++)
-            if (c < w->vis[r])
-                sb[c * T->ldr + r] =
-                    attn__dropout_keep_at(row[r], j0 + c, thr) ? sb[c * T->ldr + r] * scale : 0.0f;
+        attn__dropout_rows(sb + c * T->ldr, row, T->ldr, j0 + c, thr, scale);
 }
 
 /* One chunk [c0, min(c0 + CHUNK, jmax)) of a loaded tile from a fresh state,

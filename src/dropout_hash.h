@@ -1,4 +1,4 @@
-/* dropout.h - attn_dropout_keep (attn.h) split so a tile can hash each row
+/* dropout_hash.h - attn_dropout_keep (attn.h) split so a tile can hash each row
  * once: keep(seed, b, h, i, j, p) == attn__dropout_keep_at(
  *   attn__dropout_row(seed, b, h, i), j, attn__dropout_threshold(p)) for p in (0, 1). */
 #ifndef ATTN_DROPOUT_H
