@@ -213,40 +213,58 @@ typedef struct elem {
 } elem;
 
 __attribute__((always_inline)) static inline void elem_body(const elem *a) {
-    const int64_t nin = a->nin;
+    const int64_t nin = a->nin, nout = a->nout;
     float *restrict S = a->S, *restrict dP = a->dP;
-    const float *restrict Z = a->Z;
+    const float *restrict Z = a->Z, *restrict lse = a->lse, *restrict Dr = a->D;
+    const int32_t *restrict lo = a->lo, *restrict hi = a->hi;
+    const float scale = a->scale;
     if (a->step == 0 && !a->keys_in_lanes) {
-        for (int64_t c = 0; c < a->nout; c++)
+        for (int64_t c = 0; c < nout; c++) {
+            float *restrict sc = S + c * nin;
             for (int64_t r = 0; r < nin; r++)
-                S[c * nin + r] = c >= a->lo[r] && c < a->hi[r]
-                                     ? S[c * nin + r] * a->scale - a->lse[r]
-                                     : -INFINITY;
+                sc[r] = c >= lo[r] && c < hi[r] ? sc[r] * scale - lse[r] : -INFINITY;
+        }
     } else if (a->step == 0) {
-        for (int64_t r = 0; r < a->nout; r++) {
-            const int64_t lo = a->lo[r], hi = a->hi[r];
-            const float l = a->lse[r];
-            for (int64_t c = 0; c < nin; c++)
-                S[r * nin + c] = c >= lo && c < hi ? S[r * nin + c] * a->scale - l : -INFINITY;
+        for (int64_t r = 0; r < nout; r++) {
+            const int32_t l0 = lo[r], h0 = hi[r];
+            const float l = lse[r];
+            float *restrict sr = S + r * nin;
+            for (int32_t c = 0; c < (int32_t)nin; c++)
+                sr[c] = c >= l0 && c < h0 ? sr[c] * scale - l : -INFINITY;
         }
     } else if (!a->keys_in_lanes) {
         /* forward p = exp(st - m), o += p V:  dS = P (Z dP - D), and P Z for dV */
-        for (int64_t c = 0; c < a->nout; c++)
-            for (int64_t r = 0; r < nin; r++) {
-                const int64_t n = c * nin + r;
-                const float p = S[n], z = Z ? Z[n] : 1.0f;
-                dP[n] = p != 0.0f ? p * (z * dP[n] - a->D[r]) : 0.0f;
-                S[n] = p * z;
-            }
+        for (int64_t c = 0; c < nout; c++) {
+            float *restrict sc = S + c * nin, *restrict dc = dP + c * nin;
+            const float *restrict zc = Z ? Z + c * nin : NULL;
+            if (zc)
+                for (int64_t r = 0; r < nin; r++) {
+                    const float p = sc[r];
+                    dc[r] = p != 0.0f ? p * (zc[r] * dc[r] - Dr[r]) : 0.0f;
+                    sc[r] = p * zc[r];
+                }
+            else
+                for (int64_t r = 0; r < nin; r++) {
+                    const float p = sc[r];
+                    dc[r] = p != 0.0f ? p * (dc[r] - Dr[r]) : 0.0f;
+                }
+        }
     } else {
-        for (int64_t r = 0; r < a->nout; r++) {
-            const float D = a->D[r];
-            for (int64_t c = 0; c < nin; c++) {
-                const int64_t n = r * nin + c;
-                const float p = S[n], z = Z ? Z[n] : 1.0f;
-                dP[n] = p != 0.0f ? p * (z * dP[n] - D) : 0.0f;
-                S[n] = p * z;
-            }
+        for (int64_t r = 0; r < nout; r++) {
+            const float D = Dr[r];
+            float *restrict sr = S + r * nin, *restrict dr = dP + r * nin;
+            const float *restrict zr = Z ? Z + r * nin : NULL;
+            if (zr)
+                for (int64_t c = 0; c < nin; c++) {
+                    const float p = sr[c];
+                    dr[c] = p != 0.0f ? p * (zr[c] * dr[c] - D) : 0.0f;
+                    sr[c] = p * zr[c];
+                }
+            else
+                for (int64_t c = 0; c < nin; c++) {
+                    const float p = sr[c];
+                    dr[c] = p != 0.0f ? p * (dr[c] - D) : 0.0f;
+                }
         }
     }
 }
@@ -335,13 +353,9 @@ static bool probs(const bplan *pl, const qrows *R, bstate *w, int64_t j0, int64_
         for (int64_t n = 0; n < total; n++)
             w->Z[n] = 1.0f;
         if (keys_in_lanes)
-            for (int64_t r = 0; r < R->nr; r++)
-                attn__dropout_keys(w->Z + r * nlanes, w->drow[r], nk, j0, pl->drop_thr,
-                                   pl->drop_scale);
+            attn__dropout_keys(w->Z, nlanes, R->nr, w->drow, nk, j0, pl->drop_thr, pl->drop_scale);
         else
-            for (int64_t c = 0; c < nk; c++)
-                attn__dropout_rows(w->Z + c * nlanes, w->drow, nlanes, j0 + c, pl->drop_thr,
-                                   pl->drop_scale);
+            attn__dropout_rows(w->Z, nlanes, nk, w->drow, nlanes, j0, pl->drop_thr, pl->drop_scale);
         a.Z = w->Z;
     }
     /* 4. The softmax's derivative. */

@@ -259,8 +259,7 @@ static void dropout_block(const plan *pl, const tile *T, const state *w, float *
     uint64_t row[ROWS];
     for (int64_t r = 0; r < T->ldr; r++)
         row[r] = r < T->nr ? attn__dropout_row(P->dropout_seed, T->b, w->h[r], w->i[r]) : 0;
-    for (int64_t c = 0; c < nk; c++)
-        attn__dropout_rows(sb + c * T->ldr, row, T->ldr, j0 + c, thr, scale);
+    attn__dropout_rows(sb, T->ldr, nk, row, T->ldr, j0, thr, scale);
 }
 
 /* One chunk [c0, min(c0 + CHUNK, jmax)) of a loaded tile from a fresh state,

@@ -62,26 +62,32 @@ static int use_avx512(void) {
 }
 #endif
 
-void attn__dropout_rows(float *p, const uint64_t *row, int64_t n, int64_t j, uint32_t threshold,
-                        float scale) {
+void attn__dropout_rows(float *p, int64_t ldp, int64_t nk, const uint64_t *row, int64_t n,
+                        int64_t j0, uint32_t threshold, float scale) {
 #if defined(__x86_64__)
     if (use_avx512()) {
-        rows_avx512(p, row, n, j, threshold, scale);
+        for (int64_t c = 0; c < nk; c++)
+            rows_avx512(p + c * ldp, row, n, j0 + c, threshold, scale);
         return;
     }
 #endif
-    for (int64_t r = 0; r < n; r++)
-        p[r] = attn__dropout_keep_at(row[r], j, threshold) ? p[r] * scale : 0.0f;
+    for (int64_t c = 0; c < nk; c++)
+        for (int64_t r = 0; r < n; r++)
+            p[c * ldp + r] =
+                attn__dropout_keep_at(row[r], j0 + c, threshold) ? p[c * ldp + r] * scale : 0.0f;
 }
 
-void attn__dropout_keys(float *p, uint64_t row, int64_t n, int64_t j0, uint32_t threshold,
-                        float scale) {
+void attn__dropout_keys(float *p, int64_t ldp, int64_t nr, const uint64_t *row, int64_t n,
+                        int64_t j0, uint32_t threshold, float scale) {
 #if defined(__x86_64__)
     if (use_avx512()) {
-        keys_avx512(p, row, n, j0, threshold, scale);
+        for (int64_t r = 0; r < nr; r++)
+            keys_avx512(p + r * ldp, row[r], n, j0, threshold, scale);
         return;
     }
 #endif
-    for (int64_t c = 0; c < n; c++)
-        p[c] = attn__dropout_keep_at(row, j0 + c, threshold) ? p[c] * scale : 0.0f;
+    for (int64_t r = 0; r < nr; r++)
+        for (int64_t c = 0; c < n; c++)
+            p[r * ldp + c] =
+                attn__dropout_keep_at(row[r], j0 + c, threshold) ? p[r * ldp + c] * scale : 0.0f;
 }
