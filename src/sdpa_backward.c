@@ -70,15 +70,32 @@ static attn_status build_backward(const char *fn, const attn_view *q, const attn
         if ((s = check_same_shape(fn, "dmask", dmask, "mask", o->mask))) return s;
     }
 
-    static const char *const names[] = {"q",    "k",  "v",  "out", "lse",  "dout",
-                                        "mask", "dq", "dk", "dv",  "dmask"};
-    const attn_view *const views[] = {q, k, v, out, lse, dout, o->mask, dq, dk, dv, dmask};
+    attn_view *dsinks = x ? x->dsinks : NULL;
+    if (dsinks) {
+        if (!o->sinks)
+            return attn__fail(ATTN_ERR_ARG, "%s: extras.dsinks is set but opts.sinks is NULL", fn);
+        if ((s = attn__check_view(fn, "dsinks", dsinks, 1))) return s;
+        if (dsinks->shape[0] != P->H)
+            return attn__fail(ATTN_ERR_SHAPE,
+                              "%s: dsinks.shape[0]=%" PRId64 " but must be H=%" PRId64, fn,
+                              dsinks->shape[0], P->H);
+    }
+
+    static const char *const names[] = {"q",    "k",  "v",  "out", "lse",   "dout",
+                                        "mask", "dq", "dk", "dv",  "dmask", "dsinks"};
+    const attn_view *const views[] = {q, k, v, out, lse, dout, o->mask, dq, dk, dv, dmask, dsinks};
     /* Each output against the inputs and the outputs before it. */
     if ((s = check_gradient(fn, "dq", dq, names, views, 7)) ||
         (s = check_gradient(fn, "dk", dk, names, views, 8)) ||
         (s = check_gradient(fn, "dv", dv, names, views, 9)) ||
-        (dmask && (s = check_gradient(fn, "dmask", dmask, names, views, 10))))
+        (dmask && (s = check_gradient(fn, "dmask", dmask, names, views, 10))) ||
+        (dsinks && (s = check_gradient(fn, "dsinks", dsinks, names, views, 11))))
         return s;
+    /* The sinks (H floats) must not be written either. */
+    if (dsinks) {
+        const attn_view sv = attn_view_1d((float *)o->sinks, P->H);
+        if ((s = attn__check_disjoint(fn, "dsinks", dsinks, "sinks", &sv))) return s;
+    }
 
     BP->lse = *lse;
     BP->dout = *dout;
@@ -87,6 +104,8 @@ static attn_status build_backward(const char *fn, const attn_view *q, const attn
     BP->dv = *dv;
     BP->has_dmask = dmask != NULL;
     if (dmask) BP->dmask = *dmask;
+    BP->has_dsinks = dsinks != NULL;
+    if (dsinks) BP->dsinks = *dsinks;
     return ATTN_OK;
 }
 

@@ -18,6 +18,8 @@ typedef struct attn__bwd_problem {
     attn_view dv;   /* (B, Hkv, Nkv, dv) */
     bool has_dmask;
     attn_view dmask; /* the mask's own shape: size 1 = summed over that dimension */
+    bool has_dsinks;
+    attn_view dsinks; /* (H) */
 } attn__bwd_problem;
 
 /* Pointer to the dmask entry that score (b, h, i, j) reads. */

@@ -80,8 +80,8 @@ static void prob_make(prob *p, int64_t B, int64_t H, int64_t Hkv, int64_t Nq, in
 }
 
 typedef struct grads {
-    float *dq, *dk, *dv, *dm;
-    attn_view vdq, vdk, vdv, vdm;
+    float *dq, *dk, *dv, *dm, *ds;
+    attn_view vdq, vdk, vdv, vdm, vds;
 } grads;
 
 static void grads_make(grads *g, const prob *p) {
@@ -91,6 +91,8 @@ static void grads_make(grads *g, const prob *p) {
     g->vdq = attn_view_4d(g->dq, p->B, p->H, p->Nq, p->d);
     g->vdk = attn_view_4d(g->dk, p->B, p->Hkv, p->Nkv, p->d);
     g->vdv = attn_view_4d(g->dv, p->B, p->Hkv, p->Nkv, p->dv);
+    g->ds = tu_rand(p->H, 5, 6);
+    g->vds = attn_view_1d(g->ds, p->H);
     g->dm = NULL;
     if (p->mask) {
         int64_t n = p->mshape[0] * p->mshape[1] * p->mshape[2] * p->mshape[3];
@@ -100,7 +102,7 @@ static void grads_make(grads *g, const prob *p) {
 }
 
 static void grads_free(grads *g) {
-    free(g->dq), free(g->dk), free(g->dv), free(g->dm);
+    free(g->dq), free(g->dk), free(g->dv), free(g->dm), free(g->ds);
 }
 
 static attn_status run(const prob *p, grads *g, attn_algo algo, int threads, int want_dmask) {
@@ -109,6 +111,7 @@ static attn_status run(const prob *p, grads *g, attn_algo algo, int threads, int
     o.num_threads = threads;
     attn_backward_extras x = attn_backward_extras_default();
     if (want_dmask && g->dm) x.dmask = &g->vdm;
+    if (p->o.sinks) x.dsinks = &g->vds;
     return attn_sdpa_backward(&p->vq, &p->vk, &p->vv, &p->vout, &p->vlse, &p->vdout, &g->vdq,
                               &g->vdk, &g->vdv, &o, &x);
 }
@@ -129,6 +132,31 @@ static int close_to(const char *what, const float *a, const float *r, int64_t n,
 
 static int same_bits(const float *a, const float *b, int64_t n) {
     return memcmp(a, b, (size_t)n * sizeof(float)) == 0;
+}
+
+/* Random score modifiers on o (arrays with static storage, H <= 16, B <= 4). */
+static float sinks_buf[16], slopes_buf[16];
+static int64_t qoff_buf[4];
+static void random_modifiers(attn_opts *o, int64_t B, int64_t H, int64_t Nq, int64_t Nkv) {
+    if (tu_int(0, 2) == 0) o->window_left = tu_int(0, Nkv);
+    if (tu_int(0, 3) == 0) o->window_right = tu_int(0, Nkv);
+    if (tu_int(0, 2) == 0) o->softcap = tu_uniform(0.5f, 3.0f);
+    if (tu_int(0, 2) == 0) {
+        for (int64_t h = 0; h < H; h++)
+            slopes_buf[h] = tu_uniform(0.0f, 0.3f);
+        o->alibi_slopes = slopes_buf;
+    }
+    if (tu_int(0, 2) == 0) {
+        for (int64_t h = 0; h < H; h++)
+            sinks_buf[h] = tu_uniform(-1.0f, 2.0f);
+        o->sinks = sinks_buf;
+    }
+    if (tu_int(0, 3) == 0) {
+        for (int64_t b = 0; b < B; b++)
+            qoff_buf[b] = tu_int(-Nq, Nkv);
+        o->q_offset = qoff_buf;
+    }
+    if (tu_int(0, 3) == 0) o->k_offset = tu_int(-5, 5);
 }
 
 /* ---- 1. the reference against central finite differences ----------------- */
@@ -164,6 +192,8 @@ static void test_finite_differences(void) {
     for (int c = 0; c < 8; c++) {
         attn_opts o = attn_opts_default();
         o.causal = (attn_causal)(c % 3);
+        if (c >= 4) random_modifiers(&o, 2, 4, 5 + c, 7 + 2 * c);
+        if (c == 7) o.softcap = 1.5f, o.sinks = sinks_buf, sinks_buf[1] = 0.7f;
         prob p;
         prob_make(&p, 2, 4, 2, 5 + c, 7 + 2 * c, 6, 5, o, c % 5, c % 2);
         grads g;
@@ -192,6 +222,18 @@ static void test_finite_differences(void) {
                       (long long)e, fd, (double)g.dm[e]);
             }
         }
+        if (p.o.sinks)
+            for (int64_t h = 0; h < p.H; h++) {
+                const float s0 = sinks_buf[h], h_ = 1e-2f;
+                sinks_buf[h] = s0 + h_;
+                double lp = loss(&p);
+                sinks_buf[h] = s0 - h_;
+                double lm = loss(&p);
+                sinks_buf[h] = s0;
+                double fd = (lp - lm) / (2.0 * h_);
+                CHECK(fabs(fd - g.ds[h]) <= 2e-3 * (1 + fabs(fd)), "dsinks[%lld]: fd %g vs %g",
+                      (long long)h, fd, (double)g.ds[h]);
+            }
         grads_free(&g);
         prob_free(&p);
     }
@@ -212,9 +254,10 @@ static void test_random(int cases) {
         const int64_t Hkv = tu_int(1, 2), H = Hkv * tu_int(1, 3), Nq = PICK(sizes_n);
         const int64_t Nkv = tu_int(0, 2) == 0 ? Nq : PICK(sizes_n) * tu_int(1, 3);
         const int64_t d = PICK(sizes_d), dv = tu_int(0, 1) ? d : PICK(sizes_d);
+        const int64_t B = tu_int(1, 2);
+        if (tu_int(0, 1)) random_modifiers(&o, B, H, Nq, Nkv);
         prob p;
-        prob_make(&p, tu_int(1, 2), H, Hkv, Nq, Nkv, d, dv, o, (int)tu_int(0, 4),
-                  (int)tu_int(0, 1));
+        prob_make(&p, B, H, Hkv, Nq, Nkv, d, dv, o, (int)tu_int(0, 4), (int)tu_int(0, 1));
         /* strided or broadcast dout */
         const int dl = (int)tu_int(0, 2);
         float *dmem = NULL;
@@ -242,14 +285,22 @@ static void test_random(int cases) {
             nm = p.mshape[0] * p.mshape[1] * p.mshape[2] * p.mshape[3];
             ok &= close_to("dmask", f1.dm, r.dm, nm, 2e-4);
         }
+        if (o.sinks) {
+            ok &= close_to("dsinks", f1.ds, r.ds, H, 2e-4);
+            CHECK(same_bits(f1.ds, f2.ds, H) && same_bits(f1.ds, f3.ds, H),
+                  "dsinks depend on the thread count");
+        }
         if (!ok)
             fprintf(stderr,
                     "  case %d: B=%lld H=%lld Hkv=%lld Nq=%lld Nkv=%lld d=%lld dv=%lld causal=%d "
-                    "mask=%lld,%lld,%lld,%lld kl=%d p=%g dout=%d\n",
+                    "mask=%lld,%lld,%lld,%lld kl=%d p=%g dout=%d win=%lld,%lld cap=%g alibi=%d "
+                    "sinks=%d qoff=%d koff=%lld\n",
                     c, (long long)p.B, (long long)H, (long long)Hkv, (long long)Nq, (long long)Nkv,
                     (long long)d, (long long)dv, (int)o.causal, (long long)p.mshape[0],
                     (long long)p.mshape[1], (long long)p.mshape[2], (long long)p.mshape[3],
-                    p.kl != NULL, (double)o.dropout_p, dl);
+                    p.kl != NULL, (double)o.dropout_p, dl, (long long)o.window_left,
+                    (long long)o.window_right, (double)o.softcap, o.alibi_slopes != NULL,
+                    o.sinks != NULL, o.q_offset != NULL, (long long)o.k_offset);
         CHECK(same_bits(f1.dq, f2.dq, nq) && same_bits(f1.dq, f3.dq, nq) &&
                   same_bits(f1.dk, f2.dk, nk) && same_bits(f1.dk, f3.dk, nk) &&
                   same_bits(f1.dv, f2.dv, nv) && same_bits(f1.dv, f3.dv, nv) &&

@@ -86,6 +86,7 @@ typedef struct bstate {
     float *ones;        /* (64)              1.0f: the kernels' alpha */
     float *lse, *D;     /* (64)              per query row */
     float *Z;           /* (64, 64)          dropout factors */
+    float *T;           /* (64, 64)          softcap derivative */
     int32_t *lo, *hi;   /* (64)              visible keys [lo, hi) of the block per row */
     uint64_t *drow;     /* (64)              dropout hash of each row */
 } bstate;
@@ -99,7 +100,7 @@ static int64_t state_floats(const bplan *pl) {
     const int64_t dm = pl->P->d > pl->P->dv ? pl->P->d : pl->P->dv;
     return round_up(dm * 64, LANES) + round_up(pl->P->dv * 64, LANES) +
            round_up(64 * pl->P->d, LANES) + round_up(64 * pl->P->dv, LANES) + 2 * 64 * 64 +
-           64 * pl->ldd + 64 * pl->ldv + 3 * 64 + 64 * 64 + 2 * 64 + 2 * 64;
+           64 * pl->ldd + 64 * pl->ldv + 3 * 64 + 2 * 64 * 64 + 2 * 64 + 2 * 64;
 }
 
 static void state_carve(const bplan *pl, float *p, bstate *w) {
@@ -116,6 +117,7 @@ static void state_carve(const bplan *pl, float *p, bstate *w) {
     w->lse = p, p += 64;
     w->D = p, p += 64;
     w->Z = p, p += 64 * 64;
+    w->T = p, p += 64 * 64;
     w->lo = (int32_t *)p, p += 64;
     w->hi = (int32_t *)p, p += 64;
     w->drow = (uint64_t *)p, p += 2 * 64;
@@ -136,13 +138,16 @@ static int thread_id(void) {
 static bool rows_vis(const bplan *pl, const qrows *R, bstate *w, int64_t j0, int64_t nk) {
     bool any = false;
     for (int64_t r = 0; r < R->nr; r++) {
-        int64_t end = attn__key_end(pl->P, R->b, R->i0 + r);
-        end = end < 0 ? 0 : min64(end, pl->P->Nkv);
-        int64_t n = end - j0;
-        n = n < 0 ? 0 : min64(n, nk);
-        w->lo[r] = 0;
-        w->hi[r] = (int32_t)n;
-        any |= n > 0;
+        int64_t lo, hi;
+        attn__key_range(pl->P, R->b, R->i0 + r, &lo, &hi); /* key length, causal, window */
+        lo -= j0;
+        hi -= j0;
+        lo = lo < 0 ? 0 : min64(lo, nk);
+        hi = hi < 0 ? 0 : min64(hi, nk);
+        if (hi < lo) hi = lo;
+        w->lo[r] = (int32_t)lo;
+        w->hi[r] = (int32_t)hi;
+        any |= hi > lo;
     }
     for (int64_t r = R->nr; r < 64; r++) /* padding lanes see nothing */
         w->lo[r] = w->hi[r] = 0;
@@ -290,20 +295,37 @@ static void (*elem_for(attn_isa isa))(const elem *) {
     return elem_generic;
 }
 
-/* Step 0 with a mask (scalar: the mask has any strides):
- *   S = visible ? S*scale + mask - lse : -inf.  @return whether all visible. */
-static bool mask_step(const bplan *pl, const qrows *R, bstate *w, int64_t j0, int64_t nk,
-                      int64_t sr, int64_t sc, int64_t nlanes) {
+/* Step 0 with a mask, softcap or ALiBi (scalar: the mask has any strides,
+ * tanh has no vector form here), in the forward's order:
+ *   x = scale * s;  x = softcap tanh(x / softcap), T = 1 - tanh^2;
+ *   x -= slope |dist|;  S = visible ? x + mask - lse : -inf.
+ * @return whether every pair is visible. */
+static bool scalar_step(const bplan *pl, const qrows *R, bstate *w, int64_t j0, int64_t nk,
+                        int64_t sr, int64_t sc, int64_t nlanes) {
     const attn__sdpa_problem *P = pl->P;
     bool full = true;
+    const float cap = P->softcap, slope = P->alibi_slopes ? P->alibi_slopes[R->h] : 0.0f;
     for (int64_t r = 0; r < R->nr; r++) {
-        const float *mrow = attn__at4(&P->mask, R->b, R->h, R->i0 + r, j0); /* mask[b,h,i,j0:] */
+        const float *mrow = P->has_mask ? attn__at4(&P->mask, R->b, R->h, R->i0 + r, j0)
+                                        : NULL;                  /* mask[b,h,i,j0:] */
+        const int64_t base = attn__dist(P, R->b, R->i0 + r, j0); /* dist of key j0 */
         for (int64_t c = 0; c < nk; c++) {
             float *s = w->S + r * sr + c * sc;
-            const float mv = mrow[c * P->mask.stride[3]];
+            const float mv = mrow ? mrow[c * P->mask.stride[3]] : 0.0f;
             const bool vis = c >= w->lo[r] && c < w->hi[r] && mv != -INFINITY;
             full &= vis;
-            *s = vis ? *s * P->scale + mv - w->lse[r] : -INFINITY;
+            if (!vis) {
+                *s = -INFINITY;
+                continue;
+            }
+            float x = *s * P->scale;
+            if (cap > 0.0f) {
+                const float t = tanhf(x / cap);
+                x = cap * t;
+                w->T[r * sr + c * sc] = 1.0f - t * t;
+            }
+            if (P->alibi_slopes) x -= slope * (float)fabs((double)(base - c));
+            *s = x + mv - w->lse[r];
         }
         if (sc == 1)
             for (int64_t c = nk; c < nlanes; c++)
@@ -318,8 +340,10 @@ static bool mask_step(const bplan *pl, const qrows *R, bstate *w, int64_t j0, in
 
 /* From the scores S = Q K^T and dP = dO V^T of rows R and keys
  * [j0, j0 + nk), in one of the two layouts (nlanes = ldr or ldc):
- *   S  <- P Z                    P = exp(S*scale + mask - lse) on visible pairs, else 0
- *   dP <- P (Z dP - D)           (dS), 0 on hidden pairs
+ *   S  <- P Z                    P = exp(score + mask - lse) on visible pairs, else 0
+ *   dP <- P (Z dP - D)           (dS: the gradient of the score as the mask
+ *                                 sees it), 0 on hidden pairs
+ * and with softcap T = its derivative (see scalar_step).
  * @return whether every pair r < nr, c < nk is visible. */
 static bool probs(const bplan *pl, const qrows *R, bstate *w, int64_t j0, int64_t nk,
                   bool keys_in_lanes, int64_t nlanes) {
@@ -337,9 +361,9 @@ static bool probs(const bplan *pl, const qrows *R, bstate *w, int64_t j0, int64_
               .scale = P->scale};
     /* 1. Forward's st*scale (+mask), shifted by lse; hidden pairs -inf. */
     bool full = true;
-    if (P->has_mask) {
-        full = mask_step(pl, R, w, j0, nk, keys_in_lanes ? nlanes : 1, keys_in_lanes ? 1 : nlanes,
-                         nlanes);
+    if (P->has_mask || P->softcap > 0.0f || P->alibi_slopes) {
+        full = scalar_step(pl, R, w, j0, nk, keys_in_lanes ? nlanes : 1, keys_in_lanes ? 1 : nlanes,
+                           nlanes);
     } else {
         for (int64_t r = 0; r < R->nr; r++)
             full &= w->lo[r] == 0 && w->hi[r] == nk;
@@ -362,6 +386,13 @@ static bool probs(const bplan *pl, const qrows *R, bstate *w, int64_t j0, int64_
     a.step = 1;
     pl->elem(&a);
     return full;
+}
+
+/* dS <- dS * T: through the softcap to the scaled score (passes 1, 2). */
+static void softcap_step(const bplan *pl, bstate *w, int64_t total) {
+    if (!(pl->P->softcap > 0.0f)) return;
+    for (int64_t n = 0; n < total; n++)
+        w->dP[n] = w->dP[n] != 0.0f ? w->dP[n] * w->T[n] : 0.0f;
 }
 
 static bool all_finite(const float *x, int64_t xs, int64_t n, int64_t m) {
@@ -407,7 +438,8 @@ static void product(const bplan *pl, const qrows *R, const bstate *w, int64_t j0
 
 /* ---- pass 0: D = rowsum(dout * out) --------------------------------------- */
 
-static void pass0(const bplan *pl, float *D, int nt) {
+/* D, and with dsinks each row's part -P_sink D, P_sink = exp(sinks[h] - lse). */
+static void pass0(const bplan *pl, float *D, double *dsink, int nt) {
     const attn__bwd_problem *BP = pl->BP;
     const attn__sdpa_problem *P = pl->P;
     const int64_t rows = P->B * P->H * P->Nq;
@@ -422,8 +454,21 @@ static void pass0(const bplan *pl, float *D, int nt) {
         for (int64_t f = 0; f < P->dv; f++)
             s += (double)go[f * BP->dout.stride[3]] * (double)o[f * P->out.stride[3]];
         D[n] = (float)s;
+        if (dsink) dsink[n] = -exp((double)P->sinks[h] - (double)*attn__at3(&BP->lse, b, h, i)) * s;
     }
     (void)nt;
+}
+
+/* dsinks[h] = the rows' parts summed in ascending (b, i). */
+static void dsinks_store(const bplan *pl, const double *dsink) {
+    const attn__sdpa_problem *P = pl->P;
+    for (int64_t h = 0; h < P->H; h++) {
+        double sum = 0.0;
+        for (int64_t b = 0; b < P->B; b++)
+            for (int64_t i = 0; i < P->Nq; i++)
+                sum += dsink[(b * P->H + h) * P->Nq + i];
+        pl->BP->dsinks.data[h * pl->BP->dsinks.stride[0]] = (float)sum;
+    }
 }
 
 /* ---- pass 1: dk, dv per (b, g, key block) --------------------------------- */
@@ -455,6 +500,7 @@ static void pass1_unit(const bplan *pl, bstate *w, int64_t u) {
             pl->kr->score(w->S, w->at, ldc, q, qs, R.nr, nk, P->d);
             pl->kr->score(w->dP, w->bt, ldc, go, gs, R.nr, nk, P->dv);
             const bool full = probs(pl, &R, w, j0, nk, true, ldc);
+            softcap_step(pl, w, R.nr * ldc);
             /* forward o += p V:      dV[c][f] += sum_r (P Z)[r][c] dout[r][f] */
             product(pl, &R, w, j0, full, w->acc2, pl->ldv, w->S, ldc, go, gs, R.nr, nk, P->dv,
                     true);
@@ -495,6 +541,7 @@ static void rows_walk(const bplan *pl, bstate *w, const qrows *R, double *dmask_
         pl->kr->score(w->dP, w->bt, ldr, v, vs, nk, R->nr, P->dv);
         const bool full = probs(pl, R, w, j0, nk, false, ldr);
         if (!dmask_row) {
+            softcap_step(pl, w, nk * ldr);
             /* forward st = Q K^T:  dQ[r][e] += sum_c dS[c][r] k[c][e] */
             product(pl, R, w, j0, full, w->acc1, pl->ldd, w->dP, ldr, k, ks, nk, R->nr, P->d,
                     false);
@@ -584,17 +631,20 @@ attn_status attn__sdpa_backward_flash(const attn__bwd_problem *BP) {
     float *scratch = attn__alloc((size_t)nt * (size_t)per_thread, sizeof(float));
     float *D = attn__alloc((size_t)rows, sizeof(float));
     double *dacc = BP->has_dmask ? attn__alloc((size_t)nt * (size_t)dm_per, sizeof(double)) : NULL;
-    if (!scratch || !D || (BP->has_dmask && !dacc)) {
+    double *dsink = BP->has_dsinks ? attn__alloc((size_t)rows, sizeof(double)) : NULL;
+    if (!scratch || !D || (BP->has_dmask && !dacc) || (BP->has_dsinks && !dsink)) {
         attn__free(scratch);
         attn__free(D);
         attn__free(dacc);
+        attn__free(dsink);
         return attn__fail(ATTN_ERR_NOMEM,
                           "attn_sdpa_backward: cannot allocate the scratch (%d x %lld floats, "
                           "%lld rows)",
                           nt, (long long)per_thread, (long long)rows);
     }
     pl.D = D;
-    pass0(&pl, D, nt);
+    pass0(&pl, D, dsink, nt);
+    if (dsink) dsinks_store(&pl, dsink);
     const int64_t n1 = P->B * P->Hkv * ((P->Nkv + KB - 1) / KB);
     const int64_t n2 = P->B * P->H * ((P->Nq + QB - 1) / QB);
 #ifdef _OPENMP
@@ -622,5 +672,6 @@ attn_status attn__sdpa_backward_flash(const attn__bwd_problem *BP) {
     attn__free(scratch);
     attn__free(D);
     attn__free(dacc);
+    attn__free(dsink);
     return ATTN_OK;
 }

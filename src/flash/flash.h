@@ -32,8 +32,9 @@
  * scratch holds a few (d, ATTN_TILE_ROWS) tiles. */
 #define ATTN_FLASH_MAX_HEAD ((int64_t)1 << 20)
 
-/* True when the flash path computes P: no weights output, head
- * sizes up to ATTN_FLASH_MAX_HEAD. */
+/* True when the flash path computes P: no weights output, head sizes up to
+ * ATTN_FLASH_MAX_HEAD, and no score modifier besides positions (window,
+ * softcap, ALiBi and sinks run the reference path for now). */
 bool attn__flash_applies(const attn__sdpa_problem *P);
 
 /* Compute P with the flash algorithm and the kernels of attn_get_isa().
