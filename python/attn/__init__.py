@@ -16,7 +16,8 @@ The article's functions, same names and argument order (note k, q, v):
     layer_norm(x, gamma=None, beta=None, eps=1e-5)
     linear(x, W, b=None)
 
-The general API: sdpa(q, k, v, ...), merge(outs, lses) and the class
+The general API: sdpa(q, k, v, ...), its gradients sdpa_backward(q, k, v,
+out, lse, dout, ...), merge(outs, lses) and the class
 MultiHeadAttention (with from_torch_state / to_torch_state).
 
 Dimension letters: B batch, H query heads, Hkv key/value heads, N tokens,
@@ -60,6 +61,7 @@ from .article import (multihead_attention_list, multihead_attention_vec,
                       multihead_cross_attention_list, self_attention, self_attention_batched,
                       self_attention_cols, softmax_cols, softmax_lastdim)
 from .core import alibi_slopes, merge, sdpa
+from .backward import sdpa_backward
 from .modules import MultiHeadAttention, layer_norm, linear
 
 __all__ = [
@@ -75,6 +77,7 @@ __all__ = [
     "linear",
     "sdpa",
     "merge",
+    "sdpa_backward",
     "alibi_slopes",
     "MultiHeadAttention",
     "dropout_keep",
