@@ -667,6 +667,78 @@ attn_status attn_mha_from_fused_gqa(const attn_view *Wqkv, const attn_view *bqkv
 attn_status attn_mha(const attn_mha_params *p, const attn_view *xq, const attn_view *xkv,
                      attn_view *out, const attn_opts *opts);
 
+/* ------------------------------------------------------------------------ */
+/* Gradients of the building blocks and modules (training)                   */
+/* ------------------------------------------------------------------------ */
+/* Each *_backward takes the forward's inputs and dy = dLoss/dy, and writes
+ * the gradients wanted (a NULL output, or a view with data NULL inside a
+ * struct, is not computed). Outputs are overwritten, not accumulated; they
+ * must be proper outputs overlapping no input and no other output; all
+ * checks run before anything is written. What the backward needs from the
+ * forward is recomputed from these inputs (the norms' statistics, the
+ * module's q, k, v, attention and lse): nothing has to be kept between the
+ * calls, at the cost of one more forward for attn_mha_backward. Sums over
+ * rows (dW, db, dgamma) run in a fixed order: in double for the norms and
+ * biases, through the GEMM (deterministic per thread count) for weights.
+ * Since v0.2.0. */
+
+/* Gradients of attn_linear, y = x @ W + b:
+ *   x (..., in) rank 1..3;  W (in, out);  dy (..., out)
+ *   dx[n, i] = sum_o dy[n, o] W[i, o]     // "no,io->ni"   dx (..., in) or NULL
+ *   dW[i, o] = sum_n x[n, i] dy[n, o]     // "ni,no->io"   dW (in, out) or NULL
+ *   db[o]    = sum_n dy[n, o]             // "no->o"       db (out) or NULL
+ * (n over every leading index). Scratch: rows x (in + out + max(in, out))
+ * floats. @return ATTN_OK, or NULL/SHAPE/STRIDE/OVERFLOW/NOMEM/ISA. */
+attn_status attn_linear_backward(const attn_view *x, const attn_view *W, const attn_view *dy,
+                                 attn_view *dx, attn_view *dW, attn_view *db, int num_threads);
+
+/* Gradients of attn_layer_norm (beta does not enter them). Per row of D
+ * features, xh = (x - mu) / sqrt(var + eps), dxh = dy * gamma:
+ *   dx = (dxh - mean(dxh) - xh * mean(dxh * xh)) / sqrt(var + eps)
+ *   dgamma[j] = sum over rows of dy * xh;   dbeta[j] = sum over rows of dy
+ * x, dy, dx: the same shape (rank 1..4); gamma (D) or NULL (1); dgamma,
+ * dbeta (D) or NULL. */
+attn_status attn_layer_norm_backward(const attn_view *x, const attn_view *gamma,
+                                     const attn_view *dy, float eps, attn_view *dx,
+                                     attn_view *dgamma, attn_view *dbeta);
+
+/* Gradients of attn_rms_norm. Per row, r = 1 / sqrt(mean(x^2) + eps) (0 for
+ * a zero row with eps 0), xh = x r, dxh = dy * gamma:
+ *   dx = r (dxh - xh * mean(dxh * xh));   dgamma[j] = sum over rows of dy * xh */
+attn_status attn_rms_norm_backward(const attn_view *x, const attn_view *gamma, const attn_view *dy,
+                                   float eps, attn_view *dx, attn_view *dgamma);
+
+/* Gradient of attn_rope: the rotation transposed, i.e. by -theta,
+ *   dx = R(-theta) dy * mscale,
+ * which is attn_rope at the negated positions (same arguments as attn_rope,
+ * dy in x's place, dx in y's; dx may be dy itself). A position of
+ * INT64_MIN is ATTN_ERR_ARG. Scratch: the negated positions (N, or B*H*N
+ * int64 when pos_strides vary over batches or heads). */
+attn_status attn_rope_backward(const attn_view *dy, const int64_t *positions,
+                               const int64_t *pos_strides, attn_view *dx,
+                               const attn_rope_params *p);
+
+/* Gradients of attn_mha with respect to its inputs and every weight and bias.
+ *   p, xq, xkv (NULL: self-attention), opts: as given to attn_mha
+ *   dout  (Nq, Dout) or (B, Nq, Dout): dLoss/dout (no stride 0 on a dimension > 1)
+ *   dxq   like xq, or NULL; with self-attention it holds the whole gradient of x
+ *   dxkv  like xkv, or NULL (must be NULL for self-attention)
+ *   grads the gradients in p's own layout: grads->Wq like p->Wq, ..., grads->bo
+ *         like p->bo; a view with data NULL is not computed (and must be for a
+ *         parameter p does not have); num_heads, num_kv_heads are ignored. Build
+ *         it with attn_mha_from_fused(_gqa) over fused gradient buffers to get
+ *         dWqkv (D, 3*D) directly. NULL: no parameter gradient.
+ * Steps (forward recomputed, then in reverse, with cat, q, k, v as in attn_mha):
+ *   dWo = cat^T dout;  dbo = sum_rows dout;  dcat = dout Wo^T
+ *   dq, dk, dv = attn_sdpa_backward(q, k, v, a, lse, dcat, opts)   (GQA: dk, dv per kv head)
+ *   dWq[h] = xq^T dq_h;  dbq[h] = sum_rows dq_h;  dxq = sum_h dq_h Wq[h]^T   (k, v likewise)
+ * Dropout regenerates the forward's pattern from opts' seed. Scratch: the
+ * projected q, k, v, attention and their gradients, copies of x, dout and
+ * the weights, O(B N (D + heads x head size)). */
+attn_status attn_mha_backward(const attn_mha_params *p, const attn_view *xq, const attn_view *xkv,
+                              const attn_view *dout, attn_view *dxq, attn_view *dxkv,
+                              attn_mha_params *grads, const attn_opts *opts);
+
 #ifdef __cplusplus
 }
 #endif
