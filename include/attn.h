@@ -727,7 +727,9 @@ attn_status attn_rope_backward(const attn_view *dy, const int64_t *positions,
  *         like p->bo; a view with data NULL is not computed (and must be for a
  *         parameter p does not have); num_heads, num_kv_heads are ignored. Build
  *         it with attn_mha_from_fused(_gqa) over fused gradient buffers to get
- *         dWqkv (D, 3*D) directly. NULL: no parameter gradient.
+ *         dWqkv (D, 3*D) directly (the q, k, v gradient views may then share
+ *         one buffer: they are not checked against each other, only against
+ *         everything else). NULL: no parameter gradient.
  * Steps (forward recomputed, then in reverse, with cat, q, k, v as in attn_mha):
  *   dWo = cat^T dout;  dbo = sum_rows dout;  dcat = dout Wo^T
  *   dq, dk, dv = attn_sdpa_backward(q, k, v, a, lse, dcat, opts)   (GQA: dk, dv per kv head)

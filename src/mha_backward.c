@@ -115,7 +115,21 @@ attn_status attn_mha_backward(const attn_mha_params *p, const attn_view *xq, con
                                 &p->bq, &p->bk, &p->bv, &p->Wo, &p->bo};
     static const char *const in_names[11] = {"xq", "xkv", "dout", "Wq", "Wk", "Wv",
                                              "bq", "bk",  "bv",   "Wo", "bo"};
-    if ((s = attn__grad_check_outputs(fn, gv, gn, 10, ins, in_names, 11))) return s;
+    /* Outputs against the inputs, then against each other - except within
+     * {Wq, Wk, Wv} and within {bq, bk, bv}, whose gradients interleave in one
+     * buffer in the fused layout (attn_mha_from_fused over dWqkv): those
+     * views address different elements by construction of the layout. */
+    for (int a = 0; a < 10; a++) {
+        if (!gv[a]) continue;
+        if ((s = attn__grad_check_outputs(fn, &gv[a], &gn[a], 1, ins, in_names, 11))) return s;
+        for (int b = 0; b < a; b++) {
+            const int ga = a >= 2 && a <= 4 ? 1 : a >= 5 && a <= 7 ? 2 : 0;
+            const int gb = b >= 2 && b <= 4 ? 1 : b >= 5 && b <= 7 ? 2 : 0;
+            if (gv[b] && !(ga && ga == gb) &&
+                (s = attn__check_disjoint(fn, gn[a], gv[a], gn[b], gv[b])))
+                return s;
+        }
+    }
     attn_opts defaults = attn_opts_default();
     attn_opts o = opts ? *opts : defaults;
     o.lse = NULL;
