@@ -201,13 +201,6 @@ attn_status attn_mha_backward(const attn_mha_params *p, const attn_view *xq, con
         const attn_view Wot = attn_view_swap(p->Wo, 0, 1);
         attn_view C = attn_view_2d(dcat, Mq, wc);
         attn__gemm(&G, &Wot, NULL, &C, threads); /* dcat = dout @ Wo^T */
-        if (g->Wo.data) {
-            const attn_view At = attn_view_swap(attn_view_2d(a, Mq, wc), 0, 1);
-            attn_view R = attn_view_2d(tmp, wc, Dout);
-            attn__gemm(&At, &G, NULL, &R, threads); /* dWo = cat^T @ dout */
-            attn__grad_store_rows(tmp, &g->Wo);
-        }
-        if (g->bo.data) attn__grad_colsum(gr, Mq, Dout, &g->bo);
     } else {
         memcpy(dcat, gr, (size_t)(Mq * wc) * sizeof(float));
     }
@@ -221,6 +214,14 @@ attn_status attn_mha_backward(const attn_mha_params *p, const attn_view *xq, con
         if ((s = attn_sdpa_backward(&q4, &k4, &v4, &a4, &l3, &dc4, &dq4, &dk4, &dv4, &o, NULL)))
             goto done;
     }
+    /* Nothing fails from here on: the outputs are written. */
+    if (g->Wo.data) {
+        const attn_view At = attn_view_swap(attn_view_2d(a, Mq, wc), 0, 1);
+        attn_view R = attn_view_2d(tmp, wc, Dout);
+        attn__gemm(&At, &G, NULL, &R, threads); /* dWo = cat^T @ dout */
+        attn__grad_store_rows(tmp, &g->Wo);
+    }
+    if (g->bo.data) attn__grad_colsum(gr, Mq, Dout, &g->bo);
 
     /* Forward 1, the projections. */
     attn__grad_rows(xq, xr);
