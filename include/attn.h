@@ -405,33 +405,39 @@ attn_backward_extras attn_backward_extras_default(void);
  *   q    (B, H,   Nq,  d)      the forward's inputs, unchanged
  *   k    (B, Hkv, Nkv, d)
  *   v    (B, Hkv, Nkv, dv)
- *   out  (B, H,   Nq,  dv)     the forward's output (with the same opts)
+ *   out  (B, H,   Nq,  dv)     the forward's output (with the same opts;
+ *                              checked as attn_sdpa checks out: no stride 0)
  *   lse  (B, H,   Nq)          the forward's opts.lse output (required)
  *   dout (B, H,   Nq,  dv)     any strides, stride 0 included
  *   dq   (B, H,   Nq,  d)      outputs, overwritten (not accumulated)
  *   dk   (B, Hkv, Nkv, d)      summed over the H/Hkv query heads of each
  *   dv   (B, Hkv, Nkv, dv)     kv head, never expanded
  * opts: the forward's options (scale, causal, mask, key_lengths, dropout p
- * and seed, threads, algo); opts->lse and opts->weights are ignored. NULL:
- * defaults. extras: optional outputs, NULL for none.
+ * and seed, threads, algo, and every score modifier: positions, window,
+ * softcap, ALiBi, sinks); opts->lse and opts->weights are ignored. NULL:
+ * defaults. extras: optional outputs (dmask, dsinks), NULL for none.
  * With P the attention weights before dropout, Z[b,h,i,j] = keep/(1-p) the
  * dropout factor (attn_dropout_keep, regenerated from the seed: the same
  * weights drop as in the forward), g = h / (H / Hkv):
  *   P[b,h,i,j]  = exp(score(i, j) - lse[b,h,i])          visible keys, else 0
  *   dP[b,h,i,j] = Z * sum_f dout[b,h,i,f] v[b,g,j,f]     // "bhif,bgjf->bhij"
  *   D[b,h,i]    = sum_f dout[b,h,i,f] out[b,h,i,f]       // "bhif,bhif->bhi"
- *   dS          = P * (dP - D)
- *   dq[b,h,i,e] = scale * sum_j dS[b,h,i,j] k[b,g,j,e]  // "bhij,bgje->bhie"
- *   dk[b,g,j,e] = scale * sum_{h in g, i} dS q[b,h,i,e] // "bhij,bhie->bgje"
+ *   dS          = P * (dP - D)                        (= dmask's entries)
+ *   dS'         = dS * (1 - tanh^2(scale q.k / softcap))  with softcap, else dS
+ *   dq[b,h,i,e] = scale * sum_j dS'[b,h,i,j] k[b,g,j,e]  // "bhij,bgje->bhie"
+ *   dk[b,g,j,e] = scale * sum_{h in g, i} dS' q[b,h,i,e] // "bhij,bhie->bgje"
  *   dv[b,g,j,f] = sum_{h in g, i} P Z dout[b,h,i,f]     // "bhij,bhif->bgjf"
+ * (ALiBi adds a constant per pair, so it only enters through P; the sink
+ * enters through lse and has its own gradient, extras.dsinks.)
  * Rows with no visible key (lse -inf) contribute nothing; keys no row sees
  * get zero dk, dv. Hidden keys are skipped, never multiplied by zero: NaN or
  * Inf in them (in k, v, or in q/dout rows that cannot see them) does not
  * reach any gradient.
  * Paths: the reference (plain loops in double, the specification) recomputes
  * the softmax from q and k and ignores out and lse beyond their checks. The
- * fast path (AUTO, FLASH; head sizes up to 4096) recomputes P from lse in
- * tiles with O(threads x tile) scratch plus B*H*Nq floats for D, in two
+ * fast path (AUTO, FLASH; head sizes up to 1024, every option) recomputes P
+ * from lse in tiles with O(threads x tile) scratch plus B*H*Nq floats for D
+ * (and B*H*Nq doubles with dsinks, Nkv doubles per thread with dmask), in two
  * passes: dk, dv per (b, kv head, 64 keys), then dq per (b, h, 64 queries),
  * so every output element has one owner and the result is bit-identical for
  * any thread count. Its dmask comes from a third pass per dmask row, summing
