@@ -120,7 +120,7 @@ attn_view attn_view_swap(attn_view v, int a, int b);
  *   v[b,h,n,e] = qkv[b, n, 2*H*d + h*d + e]
  * i.e. reshape (B, N, 3, H, d) then transpose to (3, B, H, N, d).
  * @return ATTN_ERR_SHAPE if qkv is not rank 3 or its last size is not a
- * multiple of 3*num_heads. */
+ * multiple of 3*num_heads; ATTN_ERR_STRIDE if qkv.stride[2] != 1. */
 attn_status attn_split_qkv(const attn_view *qkv, int64_t num_heads, attn_view *q, attn_view *k,
                            attn_view *v);
 
@@ -174,11 +174,15 @@ typedef enum attn_isa {
  * supported. At first use the library reads the environment variable
  * ATTN_ISA=generic|avx2|avx512 (or auto); an unsupported or unknown value
  * there makes every call fail with ATTN_ERR_ISA and a message, never SIGILL.
- * @return ATTN_ERR_ISA if the CPU or OS cannot run that set; the selection
- * is then unchanged. Not to be called while other threads are inside attn. */
+ * @return ATTN_ERR_ISA if the CPU or OS cannot run that set, ATTN_ERR_ARG if
+ * isa is not an attn_isa value; the selection is then unchanged. Not to be
+ * called while other threads are inside attn. */
 attn_status attn_set_isa(attn_isa isa);
 
-/* @return the instruction set in use (never AUTO). */
+/* @return the instruction set in use; AUTO only while none is: when ATTN_ISA
+ * in the environment holds an unknown or unsupported value, no set is
+ * selected and every call fails with ATTN_ERR_ISA until attn_set_isa
+ * succeeds (attn_build_info then says "isa none"). */
 attn_isa attn_get_isa(void);
 
 /* @return 1 if this CPU and OS can run the set, else 0. */
@@ -217,9 +221,8 @@ typedef enum attn_causal {
 
 /* Algorithm choice; AUTO is right for nearly everyone. Values pinned.
  * The fast path (tiled online softmax, O(threads x tile) scratch, never the
- * Nq x Nkv matrix) covers every option except the weights output, head
- * sizes above 2^20 and the score modifiers window, softcap, ALiBi and sinks
- * (positions alone are covered): those run the reference path (scratch
+ * Nq x Nkv matrix) covers every option except the weights output and head
+ * sizes above 2^20: those run the reference path (scratch
  * O(threads x Nkv)), whatever algo says. With few query rows and many keys
  * (decoding) the fast path splits the keys in fixed chunks over threads. */
 typedef enum attn_algo {

@@ -224,6 +224,23 @@ static void sdpa_sweeps(void) {
             sweep(label, call_sdpa, &c, ob, 2, 1);
         }
     }
+    /* Every score modifier at once, both paths (since 0.2.0). */
+    float slopes[H] = {0.5f, 0.25f, 0.125f, 0.0625f}, sinks[H] = {-1.0f, 0.0f, 1.0f, 2.0f};
+    for (int a = 0; a < 2; a++) {
+        c.o = attn_opts_default();
+        c.o.algo = algos[a];
+        c.o.num_threads = 2;
+        c.o.lse = &c.lse;
+        c.o.mask = &c.mask;
+        c.o.key_lengths = c.key_lengths;
+        c.o.causal = ATTN_CAUSAL_TOP_LEFT;
+        c.o.window_left = 40;
+        c.o.softcap = 5.0f;
+        c.o.alibi_slopes = slopes;
+        c.o.sinks = sinks;
+        snprintf(label, sizeof label, "attn_sdpa %s prefill, modifiers", names[a]);
+        sweep(label, call_sdpa, &c, ob, 2, 1);
+    }
     /* Dropout and the weights output: the reference path, whatever algo says. */
     c.o = attn_opts_default();
     c.o.algo = ATTN_ALGO_FLASH;
@@ -258,6 +275,16 @@ static void sdpa_sweeps(void) {
                 sweep(label, call_sdpa, &e, eb, 2, 1);
             }
         }
+        /* Split decode with a window and sinks (the sink joins the fold once). */
+        float dsinks[DH] = {0.5f, -0.5f, 1, 2, 3, -3, 0, 0};
+        e.o = attn_opts_default();
+        e.o.algo = ATTN_ALGO_FLASH;
+        e.o.num_threads = 3;
+        e.o.lse = &e.lse;
+        e.o.window_left = 2000;
+        e.o.sinks = dsinks;
+        e.o.softcap = 30.0f;
+        sweep("attn_sdpa flash decode, window + sinks", call_sdpa, &e, eb, 2, 1);
         free(dq), free(dk), free(dvv), free(dout), free(dlse);
     }
 }
