@@ -101,6 +101,11 @@ typedef struct attn__sdpa_problem {
     attn_view *lse;     /* NULL: not wanted */
     attn_view *weights; /* NULL: not wanted */
     int threads;
+    /* Positions (design.md "Score modifiers"): query i of batch b at
+     * q_offset[b] + i (NULL: 0 with TOP_LEFT, else L_b - Nq), key j at
+     * k_offset + j; causal means q position >= key position. */
+    const int64_t *q_offset;
+    int64_t k_offset;
 } attn__sdpa_problem;
 
 /* Keys j < attn__key_end(P, b, i) pass the key-length and causal rules
@@ -108,8 +113,12 @@ typedef struct attn__sdpa_problem {
 static inline int64_t attn__key_end(const attn__sdpa_problem *P, int64_t b, int64_t i) {
     int64_t L = P->key_lengths ? P->key_lengths[b] : P->Nkv;
     int64_t end = L;
-    if (P->causal == ATTN_CAUSAL_TOP_LEFT && i + 1 < end) end = i + 1;
-    if (P->causal == ATTN_CAUSAL_BOTTOM_RIGHT && i + 1 + L - P->Nq < end) end = i + 1 + L - P->Nq;
+    if (P->causal != ATTN_CAUSAL_NONE) {
+        const int64_t p = P->q_offset                         ? P->q_offset[b] + i
+                          : P->causal == ATTN_CAUSAL_TOP_LEFT ? i
+                                                              : i + L - P->Nq;
+        if (p + 1 - P->k_offset < end) end = p + 1 - P->k_offset;
+    }
     return end;
 }
 
@@ -121,6 +130,12 @@ static inline float attn__dropout_factor(const attn__sdpa_problem *P, int64_t b,
                ? (float)(1.0 / (1.0 - (double)P->dropout_p))
                : 0.0f;
 }
+
+/* attn_sdpa's checks of (q, k, v, out, opts), filling P (src/sdpa.c);
+ * messages name fn. Nothing is computed or written but P. */
+attn_status attn__sdpa_problem_make(const char *fn, const attn_view *q, const attn_view *k,
+                                    const attn_view *v, attn_view *out, const attn_opts *o,
+                                    attn__sdpa_problem *P);
 
 /* The reference algorithm (src/ref/sdpa_ref.c): always applicable. */
 attn_status attn__sdpa_ref(const attn__sdpa_problem *P);

@@ -145,6 +145,8 @@ static attn_status build_problem(const char *fn, const attn_view *q, const attn_
                                   "%s: key_lengths[%" PRId64 "]=%" PRId64
                                   " must be in 0..Nkv=%" PRId64,
                                   fn, b, o->key_lengths[b], P->Nkv);
+    P->q_offset = o->q_offset;
+    P->k_offset = o->k_offset;
     P->lse = o->lse;
     P->weights = o->weights;
     if (o->lse) {
@@ -177,4 +179,11 @@ attn_status attn_sdpa(const attn_view *q, const attn_view *k, const attn_view *v
     attn__sdpa_problem P = {0};
     if ((s = build_problem(fn, q, k, v, out, o, &P))) return s;
     return attn__sdpa_select(&P, o->algo);
+}
+
+/* For src/fold.c: the checks and problem of attn_sdpa, nothing computed. */
+attn_status attn__sdpa_problem_make(const char *fn, const attn_view *q, const attn_view *k,
+                                    const attn_view *v, attn_view *out, const attn_opts *o,
+                                    attn__sdpa_problem *P) {
+    return build_problem(fn, q, k, v, out, o, P);
 }
