@@ -75,6 +75,11 @@ const char *attn_status_string(attn_status s);
  * thread. */
 const char *attn_last_error(void);
 
+/* Record message as this thread's attn_last_error() and return s: for
+ * libraries layered on attn (libattn_mpi), so one attn_last_error() serves
+ * them all. Since v0.2.0. */
+attn_status attn_set_error(attn_status s, const char *message);
+
 /* ------------------------------------------------------------------------ */
 /* Views                                                                     */
 /* ------------------------------------------------------------------------ */

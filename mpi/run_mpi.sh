@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# mpi/run_mpi.sh NP SECONDS PROGRAM [ARGS...] - run PROGRAM on NP ranks of this
+# machine, bounded by SECONDS (a hang fails instead of blocking CI):
+#   oversubscribed (more ranks than cores), ranks yield when idle, no binding
+#   (rank x threads may exceed a core), OpenMP threads wait passively,
+#   the shared-memory transport (vader) without its single-copy mechanism
+#   (CMA/ptrace is often denied in containers), allowed as root.
+set -euo pipefail
+np=$1 secs=$2
+shift 2
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+exec timeout --kill-after=5 "$secs" mpirun -np "$np" --oversubscribe --bind-to none \
+    --mca mpi_yield_when_idle 1 --mca btl self,vader --mca btl_vader_single_copy_mechanism none \
+    "$@"
