@@ -8,7 +8,8 @@
 set -euo pipefail
 build_pkgs=(cmake gcc make pkg-config libopenblas-dev libopenblas0-pthread zlib1g-dev
             python3-dev python3-numpy)
-test_pkgs=(python3-pytest python3-torch clang libclang-rt-14-dev libomp-14-dev valgrind)
+test_pkgs=(python3-pytest python3-torch clang libclang-rt-14-dev libomp-14-dev valgrind
+           openmpi-bin libopenmpi-dev python3-mpi4py)
 case "${1:-test}" in
   build) want=("${build_pkgs[@]}") ;;
   test) want=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
