@@ -161,6 +161,8 @@ attn_status attn_fold_init(attn_fold *f, const attn_view *q, int64_t nkv, const 
     W.key_lengths = o->key_lengths;
     W.q_offset = o->q_offset;
     W.k_offset = o->k_offset;
+    W.window_left = o->window_left;
+    W.window_right = o->window_right;
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < H; h++)
             for (int64_t i = 0; i < Nq; i++) {
@@ -168,8 +170,9 @@ attn_status attn_fold_init(attn_fold *f, const attn_view *q, int64_t nkv, const 
                  * finds it over keys j < end. */
                 float mx = -INFINITY;
                 if (o->mask) {
-                    int64_t end = attn__key_end(&W, b, i);
-                    end = end < 0 ? 0 : end > nkv ? nkv : end;
+                    int64_t lo, end;
+                    attn__key_range(&W, b, i, &lo, &end);
+                    (void)lo;
                     const float *mrow = attn__at4(&mask, b, h, i, 0); /* mask[b, h, i, :] */
                     for (int64_t j = 0; j < end; j++) {
                         const float mv = mrow[j * mask.stride[3]];

@@ -33,6 +33,11 @@ static const char run_help[] =
     "                          [--bq, --bk (NH, HS)] [--bv (NH, HSv)]\n"
     "              [--Wo (NH*HSv, Dout)] [--bo (Dout)]; without --Wo the output\n"
     "              is the heads concatenated, (B, Nq, NH*HSv)\n"
+    "              --kv-heads G: grouped-query attention, G key/value heads\n"
+    "              (NH a multiple of G): fused --Wqkv (D, (NH+2G)*HS) with\n"
+    "              HS = D/NH, columns [q | k | v], --bqkv ((NH+2G)*HS); per-head\n"
+    "              --Wk, --Wv, --bk, --bv stack G heads (G read from --Wk if\n"
+    "              --kv-heads is not given)\n"
     "  sdpa        --q (B, H, Nq, d); --k (B, Hkv, Nkv, d); --v (B, Hkv, Nkv, dv)\n"
     "              (rank 2 or 3 inputs get leading dimensions of 1); out (B, H, Nq, dv)\n"
     "              H must be a multiple of Hkv (grouped-query attention)\n"
@@ -309,6 +314,7 @@ typedef struct run_opts {
     attn_opts o;
     const char *out, *lse_out, *weights_out, *npz;
     int64_t heads;
+    int64_t kv_heads; /* 0: not given */
     float eps;
     int64_t keylen[4096];
     int64_t *keylen_heap;
@@ -503,27 +509,37 @@ static int op_mha(run_ctx *c, run_opts *ro) {
             if (c->s[r].present)
                 return cli_error(EXIT_USAGE, "run", "mha takes --Wqkv or --Wq/--Wk/--Wv, not both");
         if (ro->heads < 1) return cli_error(EXIT_USAGE, "run", "mha with --Wqkv needs --heads NH");
-        if ((rc = need_rank(c, R_WQKV, 2, 2, "(D, 3D)")) != EXIT_OK ||
+        if (Dq % ro->heads != 0)
+            return cli_error(EXIT_USAGE, "run", "--heads %lld does not divide D=%lld",
+                             (long long)ro->heads, (long long)Dq);
+        const int64_t G = ro->kv_heads ? ro->kv_heads : ro->heads, HS = Dq / ro->heads;
+        if (ro->heads % G != 0)
+            return cli_error(EXIT_USAGE, "run", "--kv-heads %lld does not divide --heads %lld",
+                             (long long)G, (long long)ro->heads);
+        /* Width of [q | k | v]: 3*D without GQA. */
+        const int64_t width = (ro->heads + 2 * G) * HS;
+        const char *wdesc = G == ro->heads ? "3*D for [q | k | v]" : "(NH+2G)*HS for [q | k | v]";
+        if ((rc = need_rank(c, R_WQKV, 2, 2, G == ro->heads ? "(D, 3D)" : "(D, (NH+2G)*HS)")) !=
+                EXIT_OK ||
             (rc = need_dim(c, R_WQKV, 0, Dq, rq, -1, "D, the input width")) != EXIT_OK ||
-            (rc = need_dim(c, R_WQKV, 1, 3 * Dq, -1, 0, "3*D for [q | k | v]")) != EXIT_OK)
+            (rc = need_dim(c, R_WQKV, 1, width, -1, 0, wdesc)) != EXIT_OK)
             return rc;
         if (cross &&
             (rc = need_dim(c, rkv, -1, Dq, rq, -1, "fused weights need equal widths")) != EXIT_OK)
             return rc;
-        if (Dq % ro->heads != 0)
-            return cli_error(EXIT_USAGE, "run", "--heads %lld does not divide D=%lld",
-                             (long long)ro->heads, (long long)Dq);
         if (c->s[R_BQKV].present &&
-            ((rc = need_rank(c, R_BQKV, 1, 1, "(3D)")) != EXIT_OK ||
-             (rc = need_dim(c, R_BQKV, 0, 3 * Dq, -1, 0, "3*D")) != EXIT_OK))
+            ((rc = need_rank(c, R_BQKV, 1, 1, G == ro->heads ? "(3D)" : "((NH+2G)*HS)")) !=
+                 EXIT_OK ||
+             (rc = need_dim(c, R_BQKV, 0, width, -1, 0, G == ro->heads ? "3*D" : "(NH+2G)*HS")) !=
+                 EXIT_OK))
             return rc;
         NH = ro->heads;
-        HSv = Dq / NH;
+        HSv = HS;
         if (Wo && ((rc = need_rank(c, R_WO, 2, 2, "(D, Dout)")) != EXIT_OK ||
                    (rc = need_dim(c, R_WO, 0, Dq, rq, -1, "NH*HS = D")) != EXIT_OK))
             return rc;
-        attn_status st = attn_mha_from_fused(
-            &c->s[R_WQKV].v, c->s[R_BQKV].present ? &c->s[R_BQKV].v : NULL, NH, Wo, bo, &p);
+        attn_status st = attn_mha_from_fused_gqa(
+            &c->s[R_WQKV].v, c->s[R_BQKV].present ? &c->s[R_BQKV].v : NULL, NH, G, Wo, bo, &p);
         if (st != ATTN_OK) return lib_error(c, st);
     } else {
         if ((rc = need(c, R_WQ)) != EXIT_OK || (rc = need(c, R_WK)) != EXIT_OK ||
@@ -539,8 +555,18 @@ static int op_mha(run_ctx *c, run_opts *ro) {
             return input_error(c, "--heads %lld but Wq (%s) stacks %lld heads",
                                (long long)ro->heads, c->s[R_WQ].from, (long long)NH);
         HSv = c->s[R_WV].v.shape[2];
-        if ((rc = need_dim(c, R_WK, 0, NH, R_WQ, 0, "number of heads")) != EXIT_OK ||
-            (rc = need_dim(c, R_WV, 0, NH, R_WQ, 0, "number of heads")) != EXIT_OK ||
+        /* Key/value heads: --kv-heads, else as many as Wk stacks. */
+        const int64_t G = ro->kv_heads ? ro->kv_heads : c->s[R_WK].v.shape[0];
+        if (ro->kv_heads && ro->kv_heads != c->s[R_WK].v.shape[0])
+            return input_error(c, "--kv-heads %lld but Wk (%s) stacks %lld heads",
+                               (long long)ro->kv_heads, c->s[R_WK].from,
+                               (long long)c->s[R_WK].v.shape[0]);
+        if (NH % G != 0 &&
+            (rc = need_dim(c, R_WK, 0, NH, R_WQ, 0,
+                           "number of heads: Wq's, or a divisor of it for grouped-query "
+                           "attention")) != EXIT_OK)
+            return rc;
+        if ((rc = need_dim(c, R_WV, 0, G, R_WK, 0, "number of kv heads")) != EXIT_OK ||
             (rc = need_dim(c, R_WQ, 1, Dq, rq, -1, "input width")) != EXIT_OK ||
             (rc = need_dim(c, R_WK, 1, Dkv, rkv, -1, "input width")) != EXIT_OK ||
             (rc = need_dim(c, R_WV, 1, Dkv, rkv, -1, "input width")) != EXIT_OK ||
@@ -551,7 +577,8 @@ static int op_mha(run_ctx *c, run_opts *ro) {
         for (int t = 0; t < 3; t++) {
             if (!c->s[br[t]].present) continue;
             if ((rc = need_rank(c, br[t], 2, 2, "(NH, HS)")) != EXIT_OK ||
-                (rc = need_dim(c, br[t], 0, NH, wr[t], 0, "number of heads")) != EXIT_OK ||
+                (rc = need_dim(c, br[t], 0, c->s[wr[t]].v.shape[0], wr[t], 0, "number of heads")) !=
+                    EXIT_OK ||
                 (rc = need_dim(c, br[t], 1, c->s[wr[t]].v.shape[2], wr[t], 2, "head size")) !=
                     EXIT_OK)
                 return rc;
@@ -560,6 +587,7 @@ static int op_mha(run_ctx *c, run_opts *ro) {
                    (rc = need_dim(c, R_WO, 0, NH * HSv, -1, 0, "NH*HSv")) != EXIT_OK))
             return rc;
         p.num_heads = NH;
+        p.num_kv_heads = G == NH ? 0 : G;
         p.Wq = c->s[R_WQ].v;
         p.Wk = c->s[R_WK].v;
         p.Wv = c->s[R_WV].v;
@@ -704,6 +732,12 @@ int cmd_run(int argc, char **argv) {
             if (r < 0 || parse_i64(val, 1, (int64_t)1 << 30, &iv) != 0)
                 return cli_error(EXIT_USAGE, "run", "--heads needs a positive integer");
             ro.heads = iv;
+        } else if ((r = opt_value(argc, argv, &i, "--kv-heads", &val)) != 0) {
+            if (strcmp(c.op, "mha") != 0)
+                return cli_error(EXIT_USAGE, "run", "--kv-heads is for mha");
+            if (r < 0 || parse_i64(val, 1, (int64_t)1 << 30, &iv) != 0)
+                return cli_error(EXIT_USAGE, "run", "--kv-heads needs a positive integer");
+            ro.kv_heads = iv;
         } else if ((r = opt_value(argc, argv, &i, "--layout", &val)) != 0) {
             if (r < 0 || (strcmp(val, "xw") != 0 && strcmp(val, "torch") != 0))
                 return cli_error(EXIT_USAGE, "run", "--layout takes xw or torch");
