@@ -223,8 +223,7 @@ typedef enum attn_causal {
 /* Algorithm choice; AUTO is right for nearly everyone. Values pinned.
  * The fast path (tiled online softmax, O(threads x tile) scratch, never the
  * Nq x Nkv matrix) covers every option except dropout > 0, the weights
- * output, head sizes above 2^20 and the score modifiers window, softcap,
- * ALiBi and sinks (positions alone are covered): those run the reference path (scratch
+ * output and head sizes above 2^20: those run the reference path (scratch
  * O(threads x Nkv)), whatever algo says. With few query rows and many keys
  * (decoding) the fast path splits the keys in fixed chunks over threads. */
 typedef enum attn_algo {

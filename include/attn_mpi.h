@@ -116,8 +116,12 @@ attn_mpi_opts attn_mpi_opts_default(void);
  * comm calls it). Shapes and positions as at the top of this header.
  * opts (NULL: defaults) as for attn_sdpa: scale (NaN: 1/sqrt(d)), causal
  * (TOP_LEFT and BOTTOM_RIGHT both mean: key position <= query position,
- * since queries and keys share one sequence), num_threads for this rank
- * (ranks may differ). Must be unset: mask, key_lengths, dropout_p, lse,
+ * since queries and keys share one sequence), the score modifiers in
+ * global positions (window_left/right, softcap, alibi_slopes, sinks: the
+ * sink enters each row once, as the fold's initial state in exact mode, as
+ * one last part in ring mode), num_threads for this rank (ranks may
+ * differ). A rank skips the key chunks none of its queries can see (causal
+ * diagonal, window), and is sent only what it needs. Must be unset: mask, key_lengths, dropout_p, lse,
  * weights, q_offset, k_offset (the positions replace them); algo is AUTO
  * or FLASH. mopts: mode and stats (NULL: exact, none).
  * Every rank must pass the same B, H, Hkv, d, dv, scale, causal and mode.

@@ -99,6 +99,19 @@ static int check_positions(record *r, const char *name, const attn_mpi_positions
     return 0;
 }
 
+/* FNV-1a over the bits of n floats, never 0; 0 for NULL. */
+static int64_t hash_floats(const float *x, int64_t n) {
+    if (!x) return 0;
+    uint64_t h = 1469598103934665603ull;
+    for (int64_t t = 0; t < n; t++) {
+        uint32_t b;
+        memcpy(&b, &x[t], sizeof b);
+        for (int k = 0; k < 4; k++)
+            h = (h ^ ((b >> (8 * k)) & 0xff)) * 1099511628211ull;
+    }
+    return (int64_t)(h | 1);
+}
+
 void attn_mpi__check_local(mctx *c, const attn_view *out, const attn_view *lse, const attn_opts *o,
                            const attn_mpi_opts *mo, record *r) {
     memset(r, 0, sizeof *r);
@@ -188,6 +201,23 @@ void attn_mpi__check_local(mctx *c, const attn_view *out, const attn_view *lse, 
     if (check_positions(r, "q_pos", c->qp, r->nq, r->qs, r->ql, &r->nq_runs) ||
         check_positions(r, "k_pos", c->kp, r->nkv, r->ks, r->kl, &r->nk_runs))
         return;
+    if (o->window_left < -1 || o->window_right < -1) {
+        local_fail(r, ATTN_ERR_ARG,
+                   "opts.window_left=%" PRId64 ", window_right=%" PRId64 " must be >= -1",
+                   o->window_left, o->window_right);
+        return;
+    }
+    if (!(o->softcap >= 0.0f) || !isfinite(o->softcap)) {
+        local_fail(r, ATTN_ERR_ARG, "opts.softcap=%g must be finite and >= 0", (double)o->softcap);
+        return;
+    }
+    r->window_left = o->window_left;
+    r->window_right = o->window_right;
+    uint32_t sb;
+    memcpy(&sb, &o->softcap, sizeof sb);
+    r->softcap_bits = sb;
+    r->alibi_hash = hash_floats(o->alibi_slopes, r->H);
+    r->sinks_hash = hash_floats(o->sinks, r->H);
     const float scale = isnan(o->scale) ? (float)(1.0 / sqrt((double)r->d)) : o->scale;
     uint32_t bits;
     memcpy(&bits, &scale, sizeof bits);
@@ -233,13 +263,28 @@ attn_status attn_mpi__agree(mctx *c, record *mine) {
     for (int p = 0; p < c->size; p++)
         if (a[p].status != ATTN_OK)
             return fail((attn_status)a[p].status, "rank %d: %s", p, a[p].msg);
-    static const char *const names[] = {"B", "H", "Hkv", "d", "dv", "causal", "mode", "scale bits"};
+    static const char *const names[] = {"B",
+                                        "H",
+                                        "Hkv",
+                                        "d",
+                                        "dv",
+                                        "causal",
+                                        "mode",
+                                        "scale bits",
+                                        "window_left",
+                                        "window_right",
+                                        "softcap bits",
+                                        "alibi_slopes hash",
+                                        "sinks hash"};
     for (int p = 1; p < c->size; p++) {
-        const int64_t x[] = {a[p].B,  a[p].H,      a[p].Hkv,  a[p].d,
-                             a[p].dv, a[p].causal, a[p].mode, a[p].scale_bits};
-        const int64_t y[] = {a[0].B,  a[0].H,      a[0].Hkv,  a[0].d,
-                             a[0].dv, a[0].causal, a[0].mode, a[0].scale_bits};
-        for (int t = 0; t < 8; t++)
+#define FIELDS(r)                                                                                  \
+    {                                                                                              \
+        r.B, r.H, r.Hkv, r.d, r.dv, r.causal, r.mode, r.scale_bits, r.window_left, r.window_right, \
+            r.softcap_bits, r.alibi_hash, r.sinks_hash                                             \
+    }
+        const int64_t x[] = FIELDS(a[p]), y[] = FIELDS(a[0]);
+#undef FIELDS
+        for (int t = 0; t < (int)(sizeof x / sizeof x[0]); t++)
             if (x[t] != y[t])
                 return fail(t < 5 ? ATTN_ERR_SHAPE : ATTN_ERR_ARG,
                             "rank %d has %s=%" PRId64 " but rank 0 has %s=%" PRId64, p, names[t],
@@ -297,6 +342,8 @@ attn_status attn_mpi__agree(mctx *c, record *mine) {
     c->d = a[0].d;
     c->dv = a[0].dv;
     c->causal = a[0].causal != 0;
+    c->wl = a[0].window_left;
+    c->wr = a[0].window_right;
     c->nq = mine->nq;
     c->nkv = mine->nkv;
     return ATTN_OK;

@@ -9,8 +9,8 @@
  * boundary is assembled in a staging chunk from the runs' pieces. A causal
  * rank needs the keys below lim = the chunk boundary after its last query
  * (or N): later chunks are hidden from all its rows, and attn_sdpa skips
- * them too. Between attn calls (at most PIECE keys x SLICE_ROWS queries) the
- * requests are tested so transfers progress. */
+ * them too (likewise keys before a window). Between attn calls (at most PIECE keys x SLICE_ROWS
+ * queries) the requests are tested so transfers progress. */
 #include "mpi_internal.h"
 
 #include <limits.h>
@@ -20,8 +20,8 @@
 #define PIECE (2 * ATTN_KEY_CHUNK)
 
 typedef struct exact {
-    int64_t lim;
-    int *need; /* indices into c->runs, ascending: the runs this rank folds */
+    int64_t lo, lim; /* the keys this rank folds: [lo, lim), chunk-aligned (or lim = N) */
+    int *need;       /* indices into c->runs, ascending: the runs this rank folds */
     int n_need;
     int *remote; /* their position among this rank's remote runs, or -1 */
     int n_remote;
@@ -37,16 +37,30 @@ typedef struct exact {
     int64_t *qoff; /* B values */
 } exact;
 
-static int64_t lim_of(const mctx *c, int p) {
-    if (!c->causal) return c->N;
-    int64_t m = -1; /* key index of the rank's last query position */
+/* The chunk-aligned key range [*lo, *lim) rank p needs: the union of its
+ * queries' spans, widened to whole chunks (lim may be N). */
+static void range_of(const mctx *c, int p, int64_t *lo, int64_t *lim) {
+    int64_t l = INT64_MAX, h = 0;
     for (int u = 0; u < c->all[p].nq_runs; u++) {
-        const int64_t last = c->all[p].qs[u] + c->all[p].ql[u] - 1 - c->k0;
-        if (last > m) m = last;
+        int64_t a, b;
+        attn_mpi__key_span(c, c->all[p].qs[u], c->all[p].qs[u] + c->all[p].ql[u] - 1, &a, &b);
+        if (b <= a) continue;
+        if (a < l) l = a;
+        if (b > h) h = b;
     }
-    if (m < 0) return 0; /* every query precedes every key */
-    const int64_t l = (m + 1 + ATTN_KEY_CHUNK - 1) / ATTN_KEY_CHUNK * ATTN_KEY_CHUNK;
-    return l < c->N ? l : c->N;
+    if (h == 0) { /* no query sees a key */
+        *lo = *lim = 0;
+        return;
+    }
+    *lo = l / ATTN_KEY_CHUNK * ATTN_KEY_CHUNK;
+    h = (h + ATTN_KEY_CHUNK - 1) / ATTN_KEY_CHUNK * ATTN_KEY_CHUNK;
+    *lim = h < c->N ? h : c->N;
+}
+
+static int needs(const mctx *c, int p, const krun *r) {
+    int64_t lo, lim;
+    range_of(c, p, &lo, &lim);
+    return r->gstart < lim && r->gstart + r->len > lo;
 }
 
 static void exact_free(exact *e) {
@@ -67,8 +81,10 @@ static void exact_free(exact *e) {
 static void fold_keys(mctx *c, exact *e, const attn_view *k, const attn_view *v, int64_t k_offset) {
     for (int s = 0; s < e->n_sl; s++) {
         const qslice *q = &e->sl[s];
-        if (c->causal && k_offset > q->last) continue; /* hidden from every row */
-        if (c->st != ATTN_OK) break;                   /* protocol only */
+        int64_t lo, hi;
+        attn_mpi__key_span(c, q->pos0, q->pos0 + q->rows - 1, &lo, &hi);
+        if (k_offset >= hi || k_offset + k->shape[2] <= lo) continue; /* hidden from every row */
+        if (c->st != ATTN_OK) break;                                  /* protocol only */
         attn_fold f = e->fold;
         f.max = attn_mpi__rows(&e->fold.max, q->row0, q->rows);
         f.sum = attn_mpi__rows(&e->fold.sum, q->row0, q->rows);
@@ -112,13 +128,13 @@ static void stage_flush(mctx *c, exact *e) {
     e->stage_len = 0;
 }
 
-/* Fold the keys of run r (packed at p) that lie below lim. */
+/* Fold the keys of run r (packed at p) that lie in [lo, lim). */
 static void feed(mctx *c, exact *e, const krun *r, float *p) {
     attn_view k, v;
     attn_mpi__run_views(c, p, r->len, &k, &v);
     const int64_t g0 = r->gstart, g1 = r->gstart + r->len < e->lim ? r->gstart + r->len : e->lim;
-    int64_t pos = g0;
-    if (e->stage_len > 0) { /* complete the chunk begun by earlier runs */
+    int64_t pos = g0 > e->lo ? g0 : e->lo; /* lo is a chunk boundary */
+    if (e->stage_len > 0) {                /* complete the chunk begun by earlier runs */
         int64_t n = ATTN_KEY_CHUNK - e->stage_len;
         if (n > g1 - pos) n = g1 - pos;
         stage_copy(c, e, &k, &v, pos - g0, n);
@@ -152,7 +168,7 @@ static void post_recv(mctx *c, exact *e, int rp) {
 attn_status attn_mpi__exact_prepare(mctx *c, void **out) {
     exact *e = calloc(1, sizeof *e);
     if (!e) return attn_set_error(ATTN_ERR_NOMEM, "cannot allocate the exact-mode plan");
-    e->lim = lim_of(c, c->rank);
+    range_of(c, c->rank, &e->lo, &e->lim);
     e->need = malloc((size_t)c->n_runs * sizeof(int));
     e->remote = malloc((size_t)c->n_runs * sizeof(int));
     e->remote_run = malloc((size_t)c->n_runs * sizeof(int));
@@ -167,7 +183,7 @@ attn_status attn_mpi__exact_prepare(mctx *c, void **out) {
             return attn_set_error(ATTN_ERR_OVERFLOW,
                                   "a key run holds more than INT_MAX floats (one MPI message)");
         }
-        if (r->gstart >= e->lim) continue;
+        if (!needs(c, c->rank, r)) continue;
         e->need[e->n_need] = t;
         e->remote[e->n_need] = -1;
         if (r->owner != c->rank) {
@@ -201,12 +217,12 @@ void attn_mpi__exact_run(mctx *c, void *plan) {
     attn_status s = attn_fold_bind(&e->fold, e->state, c->B, c->H, c->nq, c->dv);
     if (s == ATTN_OK) s = attn_fold_init(&e->fold, c->q, c->N, &c->ao);
     attn_mpi__note(c, s, "attn_fold_init");
-    /* Post every send of this rank's runs: to each rank whose lim is above it. */
+    /* Post every send of this rank's runs: to each rank that needs it. */
     for (int t = 0; t < c->n_runs; t++) {
         const krun *r = &c->runs[t];
         if (r->owner != c->rank) continue;
         for (int p = 0; p < c->size; p++) {
-            if (p == c->rank || r->gstart >= lim_of(c, p)) continue;
+            if (p == c->rank || !needs(c, p, r)) continue;
             MPI_Request q;
             MPI_Isend(c->pack + r->pack_off, (int)(r->len * c->kv_per_key), MPI_FLOAT, p, t,
                       c->comm, &q);

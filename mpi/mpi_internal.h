@@ -23,6 +23,8 @@ typedef struct record {
     int64_t status; /* the rank's local check (attn_status) */
     int64_t B, H, Hkv, d, dv, causal, mode, isa;
     int64_t scale_bits; /* the resolved scale's float bits */
+    int64_t window_left, window_right, softcap_bits;
+    int64_t alibi_hash, sinks_hash; /* 0: none, else a hash of the H values' bits */
     int64_t nq, nkv, nq_runs, nk_runs;
     int64_t qs[ATTN_MPI_MAX_RUNS], ql[ATTN_MPI_MAX_RUNS];
     int64_t ks[ATTN_MPI_MAX_RUNS], kl[ATTN_MPI_MAX_RUNS];
@@ -42,8 +44,9 @@ typedef struct mctx {
     int rank, size;
     const attn_view *q, *k, *v;
     const attn_mpi_positions *qp, *kp;
-    attn_opts ao; /* scale, causal, num_threads for the attn calls */
+    attn_opts ao; /* scale, causal, modifiers, num_threads for the attn calls */
     bool causal;
+    int64_t wl, wr; /* window_left, window_right (-1: unbounded) */
     int64_t B, H, Hkv, d, dv, N, nq, nkv;
     int64_t k0;  /* position of the first key; key index j is at position k0 + j */
     record *all; /* size records */
@@ -102,6 +105,10 @@ void attn_mpi__exact_free(void *plan);
 attn_status attn_mpi__ring_prepare(mctx *c, void **plan);
 void attn_mpi__ring_run(mctx *c, void *plan);
 void attn_mpi__ring_free(void *plan);
+
+/* The key indices [*lo, *hi) that queries at positions pos0..pos_last may
+ * see (causal, window), clipped to 0..N. */
+void attn_mpi__key_span(const mctx *c, int64_t pos0, int64_t pos_last, int64_t *lo, int64_t *hi);
 
 /* Query slices: the rows of this rank's queries are cut into slices of at
  * most SLICE_ROWS consecutive rows of one run, so attn calls stay short and

@@ -104,3 +104,14 @@ void attn_mpi__wait_all(mctx *c) {
     c->n_reqs = 0;
     c->stats.wait_seconds += attn_mpi__now() - t0;
 }
+
+void attn_mpi__key_span(const mctx *c, int64_t pos0, int64_t pos_last, int64_t *lo, int64_t *hi) {
+    const int64_t first = pos0 - c->k0, last = pos_last - c->k0; /* as key indices */
+    int64_t l = 0, h = c->N;
+    if (c->causal && last + 1 < h) h = last + 1;
+    if (c->wr >= 0 && c->wr < h - 1 - last) h = last + c->wr + 1;
+    if (c->wl >= 0 && c->wl < first - l) l = first - c->wl;
+    if (h <= l) l = h = 0;
+    *lo = l;
+    *hi = h;
+}

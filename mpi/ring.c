@@ -68,7 +68,9 @@ static void attend(mctx *c, ring *g, int src, float *p) {
         attn_mpi__run_views(c, p + off * c->kv_per_key, r->kl[u], &k, &v);
         for (int s = 0; s < g->n_sl; s++) {
             const qslice *q = &g->sl[s];
-            if (c->causal && j0 > q->last) continue; /* all hidden */
+            int64_t lo, hi;
+            attn_mpi__key_span(c, q->pos0, q->pos0 + q->rows - 1, &lo, &hi);
+            if (j0 >= hi || j0 + r->kl[u] <= lo) continue; /* all hidden */
             if (c->st != ATTN_OK) break;
             attn_view po = attn_view_4d(g->part_out, c->B, c->H, q->rows, c->dv);
             attn_view pl = attn_view_3d(g->part_lse, c->B, c->H, q->rows);
@@ -83,6 +85,7 @@ static void attend(mctx *c, ring *g, int src, float *p) {
             for (int64_t b = 0; b < c->B; b++)
                 g->qoff[b] = q->pos0;
             attn_opts o = c->ao;
+            o.sinks = NULL; /* the sink joins once, after every partial */
             o.q_offset = g->qoff;
             o.k_offset = r->ks[u]; /* its position */
             o.lse = &pl;
@@ -124,6 +127,23 @@ void attn_mpi__ring_run(mctx *c, void *plan) {
         attn_mpi__wait_all(c);
         cur = 1 - cur;
     }
+    if (c->ao.sinks && c->st == ATTN_OK) /* one more part: out = 0, lse = sinks[h] */
+        for (int s = 0; s < g->n_sl; s++) {
+            const qslice *q = &g->sl[s];
+            attn_view po = attn_view_4d(g->part_out, c->B, c->H, q->rows, c->dv);
+            attn_view pl = attn_view_3d(g->part_lse, c->B, c->H, q->rows);
+            for (int64_t t = 0; t < c->B * c->H * q->rows * c->dv; t++)
+                g->part_out[t] = 0.0f;
+            for (int64_t b = 0; b < c->B; b++)
+                for (int64_t h = 0; h < c->H; h++)
+                    for (int64_t i = 0; i < q->rows; i++)
+                        g->part_lse[(b * c->H + h) * q->rows + i] = c->ao.sinks[h];
+            attn_view ro = attn_view_4d(c->res_out, c->B, c->H, c->nq, c->dv);
+            attn_view rl = attn_view_3d(c->res_lse, c->B, c->H, c->nq);
+            attn_view acc[2] = {attn_mpi__rows(&ro, q->row0, q->rows), po};
+            attn_view lse[2] = {attn_mpi__rows(&rl, q->row0, q->rows), pl};
+            attn_mpi__note(c, attn_merge(acc, lse, 2, &acc[0], &lse[0]), "attn_merge");
+        }
 }
 
 void attn_mpi__ring_free(void *plan) {

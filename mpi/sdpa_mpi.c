@@ -50,6 +50,11 @@ attn_status attn_mpi_sdpa(MPI_Comm comm, const attn_view *q, const attn_mpi_posi
         c.ao.num_threads = o->num_threads;
         c.ao.algo = o->algo;
         c.ao.k_offset = c.k0; /* fold key j is at position k0 + j */
+        c.ao.window_left = o->window_left;
+        c.ao.window_right = o->window_right;
+        c.ao.softcap = o->softcap;
+        c.ao.alibi_slopes = o->alibi_slopes;
+        c.ao.sinks = o->sinks;
         const int64_t rows = c.B * c.H * c.nq;
         c.res_out = malloc((size_t)(rows * c.dv) * sizeof(float));
         c.res_lse = malloc((size_t)rows * sizeof(float));

@@ -4,9 +4,9 @@
  * memcmp in exact mode, 1e-5 in ring mode. Configurations: causal or not,
  * GQA, B > 1, contiguous, zigzag and uneven random shards (many runs, any
  * order), key positions starting above 0 (queries before every key: rows
- * with no visible key), NaN propagation, 1 and 2 threads per rank, both
- * ISAs. Then mismatched arguments: every rank must return the same status
- * and message, outputs untouched. */
+ * with no visible key), window, softcap, ALiBi and sinks, NaN propagation, 1 and 2 threads per
+ * rank, both ISAs. Then mismatched arguments: every rank must return the same status and message,
+ * outputs untouched. */
 #include "attn_mpi.h"
 
 #include <math.h>
@@ -47,6 +47,9 @@ typedef struct cfg {
     int64_t B, H, Hkv, N, Nq, d, dv;
     int64_t qbase, k0; /* query i at qbase + i, key j at k0 + j */
     int causal, qlayout, klayout, threads, nan, ring;
+    int64_t wl, wr;
+    float softcap;
+    int alibi, sinks;
     attn_isa isa;
 } cfg;
 
@@ -151,6 +154,15 @@ static void run_config(const cfg *c) {
     o.q_offset = qo;
     o.k_offset = c->k0;
     o.num_threads = 2;
+    o.window_left = c->wl;
+    o.window_right = c->wr;
+    o.softcap = c->softcap;
+    float slopes[8], sinks[8];
+    attn_alibi_slopes(H, slopes);
+    for (int64_t h = 0; h < H; h++)
+        sinks[h] = frand() * 2.0f;
+    o.alibi_slopes = c->alibi ? slopes : NULL;
+    o.sinks = c->sinks ? sinks : NULL;
     o.lse = &rl;
     attn_status st = attn_sdpa(&qv, &kv, &vv, &rv, &o);
     CHECK(st == ATTN_OK, "reference: %s", attn_last_error());
@@ -178,6 +190,11 @@ static void run_config(const cfg *c) {
     attn_opts mo = attn_opts_default();
     mo.causal = o.causal;
     mo.num_threads = c->threads;
+    mo.window_left = c->wl;
+    mo.window_right = c->wr;
+    mo.softcap = c->softcap;
+    mo.alibi_slopes = o.alibi_slopes;
+    mo.sinks = o.sinks;
     attn_mpi_opts mp = attn_mpi_opts_default();
     mp.mode = c->ring ? ATTN_MPI_RING : ATTN_MPI_EXACT;
     st =
@@ -189,10 +206,12 @@ static void run_config(const cfg *c) {
                          memcmp(ll, wantl, sizeof(float) * (size_t)(B * H * nq)) == 0;
         CHECK(same,
               "%s B=%lld H=%lld Hkv=%lld N=%lld Nq=%lld d=%lld dv=%lld qbase=%lld k0=%lld "
-              "causal=%d layouts=%d,%d threads=%d nan=%d isa=%s: not bit-identical",
+              "causal=%d layouts=%d,%d threads=%d nan=%d isa=%s window=(%lld,%lld) softcap=%g "
+              "alibi=%d sinks=%d: not bit-identical",
               what, (long long)B, (long long)H, (long long)Hkv, (long long)N, (long long)Nq,
               (long long)d, (long long)dv, (long long)c->qbase, (long long)c->k0, c->causal,
-              c->qlayout, c->klayout, c->threads, c->nan, attn_isa_name(c->isa));
+              c->qlayout, c->klayout, c->threads, c->nan, attn_isa_name(c->isa), (long long)c->wl,
+              (long long)c->wr, (double)c->softcap, c->alibi, c->sinks);
     } else {
         double worst = 0.0;
         int nan_ok = 1;
@@ -258,6 +277,7 @@ static void run_bad(int which, const bad *b) {
         if (which == 8) op.mask = &mv;
         if (which == 9) ov.shape[2] = n + 1;
         if (which == 10) mo.mode = (attn_mpi_mode)7;
+        if (which == 11) op.window_left = 100;
     }
     const attn_view *qarg = which == 7 && last ? NULL : &qv;
     attn_status st = attn_mpi_sdpa(MPI_COMM_WORLD, qarg, &qp, &kv, &vv, &kp, &ov, NULL, &op, &mo);
@@ -292,10 +312,10 @@ static void test_bad(void) {
         {"mask", ATTN_ERR_ARG, "opts.mask", 0},
         {"out shape", ATTN_ERR_SHAPE, "out.shape[2] (Nq_local)", 0},
         {"mode value", ATTN_ERR_ARG, "mopts.mode=7", 0},
+        {"window differs", ATTN_ERR_ARG, "has window_left=100 but rank 0 has window_left=-1", 1},
     };
     for (int t = 0; t < (int)(sizeof cases / sizeof cases[0]); t++) {
         if (cases[t].cross && size < 2) continue;
-        if (t == 5 && size < 2) continue;
         run_bad(t, &cases[t]);
     }
 }
@@ -343,6 +363,11 @@ int main(int argc, char **argv) {
         c.qbase = 0;
         c.isa = t % 7 == 6 && attn_isa_supported(ATTN_ISA_AVX2) ? ATTN_ISA_AVX2 : ATTN_ISA_AUTO;
         if (c.N < 2 * size) c.N = c.Nq = 2 * size;
+        c.wl = t % 4 == 1 ? irand(0, 700) : -1; /* sliding windows: chunks before them skipped */
+        c.wr = t % 8 == 2 ? irand(0, 300) : -1;
+        c.softcap = t % 5 == 2 ? 2.5f : 0.0f;
+        c.alibi = t % 6 == 1;
+        c.sinks = t % 3 == 1;
         run_config(&c);
     }
     int f = failed, p = passed, tf, tp;

@@ -152,6 +152,17 @@ attn_status attn_fold_init(attn_fold *f, const attn_view *q, int64_t nkv, const 
         return attn__fail(ATTN_ERR_ARG, "%s: opts.causal=%d is not an attn_causal value", fn,
                           (int)o->causal);
     if (o->mask && (s = fold_mask(fn, o->mask, B, H, Nq, nkv, &mask))) return s;
+    /* attn_sdpa's checks of the scale, positions and modifiers, on stand-in
+     * keys (stride 0, never read) */
+    static float none[1];
+    attn_view kd = attn_view_4d(none, B, H, 1, q->shape[3]), vd = attn_view_4d(none, B, H, 1, dv);
+    for (int t = 0; t < 4; t++)
+        kd.stride[t] = vd.stride[t] = 0;
+    attn_opts so = *o;
+    so.mask = NULL;
+    so.key_lengths = NULL;
+    attn__sdpa_problem V = {0};
+    if ((s = attn__sdpa_problem_make(fn, q, &kd, &vd, &f->acc, &so, &V))) return s;
 
     /* The visibility rule of the whole fold, for the row's key end. */
     attn__sdpa_problem W = {0};
@@ -172,16 +183,18 @@ attn_status attn_fold_init(attn_fold *f, const attn_view *q, int64_t nkv, const 
                 if (o->mask) {
                     int64_t lo, end;
                     attn__key_range(&W, b, i, &lo, &end);
-                    (void)lo;
                     const float *mrow = attn__at4(&mask, b, h, i, 0); /* mask[b, h, i, :] */
-                    for (int64_t j = 0; j < end; j++) {
+                    for (int64_t j = lo; j < end; j++) {
                         const float mv = mrow[j * mask.stride[3]];
-                        if (mv > mx) mx = mv;
+                        if (mv > mx && mv != INFINITY) mx = mv;
                     }
+                    if (o->sinks && !(o->sinks[h] <= mx)) mx = o->sinks[h];
                 }
-                *attn__at3(&f->shift, b, h, i) = isfinite(mx) ? mx : 0.0f;
-                *attn__at3(&f->max, b, h, i) = -INFINITY;
-                *attn__at3(&f->sum, b, h, i) = 0.0f;
+                const float shift = isfinite(mx) ? mx : 0.0f;
+                /* The sink enters once, here: (sinks[h] - shift, 1, 0). */
+                *attn__at3(&f->shift, b, h, i) = shift;
+                *attn__at3(&f->max, b, h, i) = o->sinks ? o->sinks[h] - shift : -INFINITY;
+                *attn__at3(&f->sum, b, h, i) = o->sinks ? 1.0f : 0.0f;
                 float *arow = attn__at4(&f->acc, b, h, i, 0); /* acc[b, h, i, :] */
                 for (int64_t e = 0; e < dv; e++)
                     arow[e * f->acc.stride[3]] = 0.0f;

@@ -1,7 +1,8 @@
 /* test_fold.c - the resumable fold (attn_fold_*): folding chunk-aligned key
  * shards in ascending order equals attn_sdpa bit for bit (memcmp of out and
  * lse), per ISA, for random shapes, causal rules, GQA, masks, key lengths,
- * positions, thread counts and shard cuts; rows with no visible key, NaN
+ * positions, window, softcap, ALiBi, sinks (entering once, in the initial
+ * state), thread counts and shard cuts; rows with no visible key, NaN
  * propagation, skipped invisible shards; every argument error leaves the
  * state untouched. */
 #include "testutil.h"
@@ -22,6 +23,9 @@ typedef struct config {
     int64_t B, H, Hkv, Nq, Nkv, d, dv;
     attn_causal causal;
     int mask, kl, pos, nan_q, strided;
+    int64_t wl, wr; /* window_left, window_right (-1: unbounded) */
+    float softcap;
+    int alibi, sinks;
     int64_t mshape[4];
     float scale;
 } config;
@@ -47,6 +51,11 @@ static void config_random(config *c) {
     c->nan_q = tu_int(0, 5) == 0;
     c->strided = (int)tu_int(0, 1);
     c->scale = tu_int(0, 3) == 0 ? tu_uniform(0.05f, 0.6f) : NAN;
+    c->wl = tu_int(0, 2) == 0 ? tu_int(0, 1200) : -1;
+    c->wr = tu_int(0, 3) == 0 ? tu_int(0, 700) : -1;
+    c->softcap = tu_int(0, 3) == 0 ? tu_uniform(0.5f, 5.0f) : 0.0f;
+    c->alibi = tu_int(0, 3) == 0;
+    c->sinks = tu_int(0, 3) == 0;
 }
 
 /* A (n0, n1, n2, n3) view; strided: memory (n0, n2, n1, n3). */
@@ -98,6 +107,15 @@ static void check_config(const config *c, const char *isa) {
         o.q_offset = qo;
         o.k_offset = tu_int(-3, 3);
     }
+    o.window_left = c->wl;
+    o.window_right = c->wr;
+    o.softcap = c->softcap;
+    float slopes[6], sinks[6];
+    attn_alibi_slopes(c->H, slopes);
+    for (int64_t h = 0; h < c->H; h++)
+        sinks[h] = tu_uniform(-3, 3);
+    o.alibi_slopes = c->alibi ? slopes : NULL;
+    o.sinks = c->sinks ? sinks : NULL;
     o.num_threads = (int)tu_int(1, 3);
     o.lse = &l_ref;
     CHECK_OK(attn_sdpa(&q, &k, &v, &o_ref, &o));
@@ -127,11 +145,12 @@ static void check_config(const config *c, const char *isa) {
     CHECK(same,
           "%s: fold of %d shards != attn_sdpa: B=%lld H=%lld Hkv=%lld Nq=%lld Nkv=%lld d=%lld "
           "dv=%lld causal=%d mask=%d (%lld,%lld,%lld,%lld) kl=%d pos=%d nan=%d strided=%d "
-          "max |diff| %g",
+          "window=(%lld,%lld) softcap=%g alibi=%d sinks=%d max |diff| %g",
           isa, steps, (long long)c->B, (long long)c->H, (long long)c->Hkv, (long long)c->Nq,
           (long long)c->Nkv, (long long)c->d, (long long)c->dv, (int)c->causal, c->mask,
           (long long)c->mshape[0], (long long)c->mshape[1], (long long)c->mshape[2],
-          (long long)c->mshape[3], c->kl, c->pos, c->nan_q, c->strided,
+          (long long)c->mshape[3], c->kl, c->pos, c->nan_q, c->strided, (long long)c->wl,
+          (long long)c->wr, (double)c->softcap, c->alibi, c->sinks,
           tu_maxdiff(out_ref, out_f, no));
     free(qm);
     free(km);

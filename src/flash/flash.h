@@ -17,7 +17,10 @@
  * a row's bits depend neither on threads, Nq, B, other rows nor the mode.
  *
  * Supported: scale, every causal rule, additive mask (broadcast), key
- * lengths, grouped-query heads, lse, any strides (q, mask, out are read or
+ * lengths, grouped-query heads, lse, the score modifiers (positions, window:
+ * each row sees a key range and blocks outside every row's range are
+ * skipped; softcap and ALiBi in the kernels' scale step; sinks as the
+ * fold's initial state), any strides (q, mask, out are read or
  * written element by element; k and v blocks are copied to contiguous
  * scratch when their last dimension is not contiguous). Dropout > 0 and the
  * weights output are not: attn__sdpa_select sends those to the reference
@@ -32,8 +35,7 @@
 #define ATTN_FLASH_MAX_HEAD ((int64_t)1 << 20)
 
 /* True when the flash path computes P: no dropout, no weights output, head
- * sizes up to ATTN_FLASH_MAX_HEAD, and no score modifier besides positions
- * (window, softcap, ALiBi and sinks run the reference path for now). */
+ * sizes up to ATTN_FLASH_MAX_HEAD. */
 bool attn__flash_applies(const attn__sdpa_problem *P);
 
 /* Compute P with the flash algorithm and the kernels of attn_get_isa().

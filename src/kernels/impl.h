@@ -33,8 +33,8 @@ static inline const char *attn__prefetch_addr(const float *p, int64_t row, int64
 #define ATTN_KERNEL_DECLS(isa)                                                                     \
     void attn__score_##isa(float *st, const float *qt, int64_t ldr, const float *k, int64_t ks,    \
                            int64_t nk, int64_t nr, int64_t d);                                     \
-    void attn__scale_max_##isa(float *st, int64_t ldr, int64_t nk, float scale,                    \
-                               const int32_t *vis, float *bmax);                                   \
+    void attn__scale_max_##isa(float *st, int64_t ldr, int64_t nk, const attn__score_mod *mod,     \
+                               const int32_t *lo, const int32_t *hi, float *bmax);                 \
     void attn__softmax_##isa(float *st, int64_t ldr, int64_t nk, const float *bmax, float *m,      \
                              float *l, float *alpha);                                              \
     void attn__pv_##isa(float *o, int64_t ldo, const float *alpha, const float *p, int64_t ldr,    \
