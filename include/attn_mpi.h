@@ -98,7 +98,9 @@ typedef enum attn_mpi_mode {
 typedef struct attn_mpi_stats {
     double seconds;          /* the whole call */
     double compute_seconds;  /* inside attn calls (fold steps, sdpa, merge, finish) */
-    double wait_seconds;     /* blocked in MPI waits and collectives */
+    double wait_seconds;     /* blocked waiting for K/V messages (and testing them) */
+    double sync_seconds;     /* in the argument and status agreements (collectives: this
+                                includes waiting for slower ranks) */
     int64_t bytes_sent;      /* K/V payload this rank sent */
     int64_t bytes_received;  /* K/V payload this rank received */
     int64_t kv_buffer_bytes; /* memory held for K/V (send, receive, staging) */
@@ -121,10 +123,10 @@ attn_mpi_opts attn_mpi_opts_default(void);
  * sink enters each row once, as the fold's initial state in exact mode, as
  * one last part in ring mode), num_threads for this rank (ranks may
  * differ). A rank skips the key chunks none of its queries can see (causal
- * diagonal, window), and is sent only what it needs. Must be unset: mask, key_lengths, dropout_p, lse,
- * weights, q_offset, k_offset (the positions replace them); algo is AUTO
- * or FLASH. mopts: mode and stats (NULL: exact, none).
- * Every rank must pass the same B, H, Hkv, d, dv, scale, causal and mode.
+ * diagonal, window), and is sent only what it needs. Must be unset: mask, key_lengths, dropout_p,
+ * lse, weights, q_offset, k_offset (the positions replace them); algo is AUTO or FLASH. mopts: mode
+ * and stats (NULL: exact, none). Every rank must pass the same B, H, Hkv, d, dv, scale, causal and
+ * mode.
  * @return ATTN_OK, or on every rank the same error status (see above);
  * ATTN_ERR_NOMEM if a rank cannot allocate its buffers (all ranks then
  * return it, outputs untouched). */

@@ -253,12 +253,12 @@ attn_status attn_mpi__agree(mctx *c, record *mine) {
     int ok = c->all != NULL, all_ok;
     MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, c->comm);
     if (!all_ok) {
-        c->stats.wait_seconds += attn_mpi__now() - t0;
+        c->stats.sync_seconds += attn_mpi__now() - t0;
         return fail(ATTN_ERR_NOMEM, "a rank cannot allocate %d records", c->size);
     }
     MPI_Allgather(mine, (int)sizeof(record), MPI_BYTE, c->all, (int)sizeof(record), MPI_BYTE,
                   c->comm);
-    c->stats.wait_seconds += attn_mpi__now() - t0;
+    c->stats.sync_seconds += attn_mpi__now() - t0;
     const record *a = c->all;
     for (int p = 0; p < c->size; p++)
         if (a[p].status != ATTN_OK)
@@ -332,8 +332,45 @@ attn_status attn_mpi__agree(mctx *c, record *mine) {
         c->runs[t].gstart -= k0;
     }
     c->k0 = k0;
-    if ((int64_t)n >= 32767)
-        return fail(ATTN_ERR_ARG, "%d key runs in all, more than MPI tags guarantee (32767)", n);
+    /* Cut the runs at chunk boundaries: the pieces are the messages, at most
+     * one chunk each, so a receiver starts folding after one chunk has
+     * arrived and holds two chunks, never two runs. */
+    int64_t np = 0;
+    for (t = 0; t < n; t++) {
+        const krun *r = &c->runs[t];
+        np += (r->gstart + r->len - 1) / ATTN_KEY_CHUNK - r->gstart / ATTN_KEY_CHUNK + 1;
+    }
+    int *tag_ub = NULL, flag = 0;
+    MPI_Comm_get_attr(c->comm, MPI_TAG_UB, &tag_ub, &flag);
+    const int64_t max_tag = flag && tag_ub ? *tag_ub : 32767;
+    if (np > max_tag)
+        return fail(ATTN_ERR_ARG,
+                    "%" PRId64 " key pieces in all, more than MPI tags allow (%" PRId64 ")", np,
+                    max_tag);
+    krun *pc = malloc((size_t)np * sizeof(krun));
+    ok = pc != NULL;
+    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, c->comm);
+    if (!all_ok) {
+        free(pc);
+        return fail(ATTN_ERR_NOMEM, "a rank cannot allocate %" PRId64 " key pieces", np);
+    }
+    int64_t u = 0;
+    for (t = 0; t < n; t++) {
+        const krun *r = &c->runs[t];
+        const int64_t loc = r->pack_off / c->kv_per_key, end = r->gstart + r->len;
+        for (int64_t j = r->gstart; j < end; u++) {
+            int64_t nx = (j / ATTN_KEY_CHUNK + 1) * ATTN_KEY_CHUNK;
+            if (nx > end) nx = end;
+            pc[u].owner = r->owner;
+            pc[u].gstart = j;
+            pc[u].len = nx - j;
+            pc[u].pack_off = (loc + j - r->gstart) * c->kv_per_key;
+            j = nx;
+        }
+    }
+    free(c->runs);
+    c->runs = pc;
+    n = (int)np;
     c->n_runs = n;
     c->N = N;
     c->B = a[0].B;
@@ -364,12 +401,12 @@ attn_status attn_mpi__agree_status(mctx *c, attn_status st, const char *msg) {
     if (!all_ok) {
         MPI_Allreduce(&worst, &any, 1, MPI_INT64_T, MPI_MAX, c->comm);
         free(all);
-        c->stats.wait_seconds += attn_mpi__now() - t0;
+        c->stats.sync_seconds += attn_mpi__now() - t0;
         if (any == ATTN_OK) return ATTN_OK;
         return fail((attn_status)any, "a rank failed (and another could not gather the messages)");
     }
     MPI_Allgather(&mine, (int)sizeof mine, MPI_BYTE, all, (int)sizeof mine, MPI_BYTE, c->comm);
-    c->stats.wait_seconds += attn_mpi__now() - t0;
+    c->stats.sync_seconds += attn_mpi__now() - t0;
     for (int p = 0; p < c->size; p++)
         if (all[p].status != ATTN_OK) {
             attn_status s = fail((attn_status)all[p].status, "rank %d: %s", p, all[p].msg);

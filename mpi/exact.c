@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PIECE (2 * ATTN_KEY_CHUNK)
+#define PIECE ATTN_KEY_CHUNK
 
 typedef struct exact {
     int64_t lo, lim; /* the keys this rank folds: [lo, lim), chunk-aligned (or lim = N) */

@@ -31,11 +31,13 @@ typedef struct record {
     char msg[MSG_LEN]; /* the local failure, without the function name */
 } record;
 
-/* A run of keys in the global order: who holds it and where. */
+/* A piece of keys in the global order, the unit of every message: the part
+ * of one rank's run within one key chunk. Who holds it and where. */
 typedef struct krun {
     int owner;
     int64_t gstart, len; /* gstart: key index (position - k0) once agreed */
-    int64_t pack_off;    /* floats into the owner's packed K/V (see pack.c) */
+    int64_t pack_off;    /* floats into the owner's packed K/V: its first local token x
+                            kv_per_key (see pack.c) */
 } krun;
 
 /* The state of one call on one rank. */
@@ -50,7 +52,7 @@ typedef struct mctx {
     int64_t B, H, Hkv, d, dv, N, nq, nkv;
     int64_t k0;  /* position of the first key; key index j is at position k0 + j */
     record *all; /* size records */
-    krun *runs;  /* every key run, ascending gstart */
+    krun *runs;  /* every key piece, ascending gstart */
     int n_runs;
     int64_t kv_per_key; /* B * Hkv * (d + dv): floats one key position takes packed */
     float *pack;        /* this rank's K/V packed, run after run */
@@ -76,7 +78,7 @@ attn_status attn_mpi__agree(mctx *c, record *mine);
 attn_status attn_mpi__agree_status(mctx *c, attn_status st, const char *msg);
 
 /* ---- pack.c ---- */
-/* c->pack = this rank's k, v packed per run: at the run's pack_off, K
+/* c->pack = this rank's k, v packed per piece: at the piece's pack_off, K
  * (B, Hkv, len, d) then V (B, Hkv, len, dv), contiguous. */
 void attn_mpi__pack(mctx *c);
 /* Views of a packed run of len keys at p: k (B, Hkv, len, d), v (.., dv). */
@@ -113,7 +115,7 @@ void attn_mpi__key_span(const mctx *c, int64_t pos0, int64_t pos_last, int64_t *
 /* Query slices: the rows of this rank's queries are cut into slices of at
  * most SLICE_ROWS consecutive rows of one run, so attn calls stay short and
  * requests are tested often. */
-#define SLICE_ROWS 1024
+#define SLICE_ROWS 256
 typedef struct qslice {
     int64_t row0, rows; /* local rows row0 .. row0+rows-1 */
     int64_t pos0;       /* global position of row0 */

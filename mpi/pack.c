@@ -21,12 +21,12 @@ static const float *at(const attn_view *a, int64_t b, int64_t g, int64_t j) {
 }
 
 void attn_mpi__pack(mctx *c) {
-    const record *me = &c->all[c->rank];
-    int64_t j0 = 0;
-    for (int u = 0; u < me->nk_runs; u++) {
-        const int64_t len = me->kl[u];
+    for (int t = 0; t < c->n_runs; t++) {
+        const krun *r = &c->runs[t];
+        if (r->owner != c->rank) continue;
+        const int64_t j0 = r->pack_off / c->kv_per_key, len = r->len; /* local tokens */
         attn_view kd, vd;
-        attn_mpi__run_views(c, c->pack + j0 * c->kv_per_key, len, &kd, &vd);
+        attn_mpi__run_views(c, c->pack + r->pack_off, len, &kd, &vd);
         for (int64_t b = 0; b < c->B; b++)
             for (int64_t g = 0; g < c->Hkv; g++)
                 for (int64_t j = 0; j < len; j++) {
@@ -38,7 +38,6 @@ void attn_mpi__pack(mctx *c) {
                     for (int64_t e = 0; e < c->dv; e++)
                         vp[e] = vs[e * c->v->stride[3]];
                 }
-        j0 += len;
     }
 }
 

@@ -60,17 +60,17 @@ attn_status attn_mpi__ring_prepare(mctx *c, void **out) {
 
 /* The partials of the keys of rank src (packed at p) merged into the result. */
 static void attend(mctx *c, ring *g, int src, float *p) {
-    const record *r = &c->all[src];
-    int64_t off = 0;
-    for (int u = 0; u < r->nk_runs; off += r->kl[u], u++) {
-        const int64_t j0 = r->ks[u] - c->k0; /* key index of the run */
+    for (int u = 0; u < c->n_runs; u++) {
+        const krun *r = &c->runs[u];
+        if (r->owner != src) continue;
+        const int64_t j0 = r->gstart; /* key index of the piece */
         attn_view k, v;
-        attn_mpi__run_views(c, p + off * c->kv_per_key, r->kl[u], &k, &v);
+        attn_mpi__run_views(c, p + r->pack_off, r->len, &k, &v);
         for (int s = 0; s < g->n_sl; s++) {
             const qslice *q = &g->sl[s];
             int64_t lo, hi;
             attn_mpi__key_span(c, q->pos0, q->pos0 + q->rows - 1, &lo, &hi);
-            if (j0 >= hi || j0 + r->kl[u] <= lo) continue; /* all hidden */
+            if (j0 >= hi || j0 + r->len <= lo) continue; /* all hidden */
             if (c->st != ATTN_OK) break;
             attn_view po = attn_view_4d(g->part_out, c->B, c->H, q->rows, c->dv);
             attn_view pl = attn_view_3d(g->part_lse, c->B, c->H, q->rows);
@@ -87,7 +87,7 @@ static void attend(mctx *c, ring *g, int src, float *p) {
             attn_opts o = c->ao;
             o.sinks = NULL; /* the sink joins once, after every partial */
             o.q_offset = g->qoff;
-            o.k_offset = r->ks[u]; /* its position */
+            o.k_offset = c->k0 + j0; /* its position */
             o.lse = &pl;
             const double t0 = attn_mpi__now();
             attn_status st = attn_sdpa(&qs, &k, &v, &po, &o);
