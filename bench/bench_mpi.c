@@ -96,16 +96,13 @@ int main(int argc, char **argv) {
                     hsum += z ^ (z >> 27);
                 }
     }
-    double mine[6] = {st.seconds,
-                      st.compute_seconds,
-                      st.wait_seconds,
-                      (double)st.bytes_sent,
-                      (double)st.kv_buffer_bytes,
-                      st.sync_seconds};
-    double mx[6], sum[6];
+    double mine[7] = {st.seconds,           st.compute_seconds,         st.wait_seconds,
+                      (double)st.bytes_sent, (double)st.kv_buffer_bytes, st.sync_seconds,
+                      st.test_seconds};
+    double mx[7], sum[7];
     uint64_t htot;
-    MPI_Reduce(mine, mx, 6, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
-    MPI_Reduce(mine, sum, 6, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
+    MPI_Reduce(mine, mx, 7, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
+    MPI_Reduce(mine, sum, 7, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
     MPI_Reduce(&hsum, &htot, 1, MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD);
     if (rank == 0) {
         const double model = (double)(size - 1) / size * (double)(B * N * Hkv * (d + dv)) * 4.0;
@@ -114,12 +111,13 @@ int main(int argc, char **argv) {
         const double flop = pairs * (double)H * 2.0 * (double)(d + dv);
         printf("np=%d threads=%d mode=%s layout=%s causal=%d N=%lld H=%lld Hkv=%lld d=%lld "
                "seconds=%.4f compute_max=%.4f compute_mean=%.4f wait_max=%.4f wait_mean=%.4f "
-               "sync_max=%.4f bytes_max=%.0f bytes_mean=%.0f bytes_model=%.0f kvbuf_max=%.0f "
+               "test_max=%.4f sync_max=%.4f bytes_max=%.0f bytes_mean=%.0f bytes_model=%.0f "
+               "kvbuf_max=%.0f "
                "gflops=%.2f hash=%016llx isa=%s\n",
                size, threads, mode ? "ring" : "exact", lay ? "zigzag" : "contiguous", causal,
                (long long)N, (long long)H, (long long)Hkv, (long long)d, mx[0], mx[1],
-               sum[1] / size, mx[2], sum[2] / size, mx[5], mx[3], sum[3] / size, model, mx[4],
-               flop / mx[0] * 1e-9, (unsigned long long)htot, attn_isa_name(attn_get_isa()));
+               sum[1] / size, mx[2], sum[2] / size, mx[6], mx[5], mx[3], sum[3] / size, model,
+               mx[4], flop / mx[0] * 1e-9, (unsigned long long)htot, attn_isa_name(attn_get_isa()));
     }
     free(q), free(k), free(v), free(o), free(l);
     MPI_Finalize();

@@ -48,8 +48,8 @@ for r in $(seq 1 "$rounds"); do
         echo "# round $r $name: $line" >&2
     done
 done
-printf '\n| run | ranks x threads | time s (best of %s) | compute max/mean | wait for K/V max s | sync max s | bytes sent/rank max, mean (model) | K/V buffers/rank | GFLOP/s | output hash |\n' "$rounds"
-printf '|---|---|---|---|---|---|---|---|---|---|\n'
+printf '\n| run | ranks x threads | time s (best of %s) | compute max/mean | blocked on K/V max s | testing max s | sync max s | bytes sent/rank max, mean (model) | K/V buffers/rank | GFLOP/s | output hash |\n' "$rounds"
+printf '|---|---|---|---|---|---|---|---|---|---|---|\n'
 for c in "${configs[@]}"; do
     set -- $c
     name=$1
@@ -59,9 +59,9 @@ for c in "${configs[@]}"; do
       { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
         if (best == "" || v["seconds"] + 0 < best + 0) {
           best = v["seconds"]
-          row = sprintf("| %s | %sx%s%s | %.3f | %.3f | %.3f | %.3f | %.2f, %.2f MB (%.2f) | %.2f MB | %.1f | %s |",
+          row = sprintf("| %s | %sx%s%s | %.3f | %.3f | %.3f | %.3f | %.3f | %.2f, %.2f MB (%.2f) | %.2f MB | %.1f | %s |",
             name, v["np"], v["threads"], over, v["seconds"], v["compute_max"] / (v["compute_mean"] > 0 ? v["compute_mean"] : 1),
-            v["wait_max"], v["sync_max"], v["bytes_max"] / 1e6, v["bytes_mean"] / 1e6, v["bytes_model"] / 1e6,
+            v["wait_max"], v["test_max"], v["sync_max"], v["bytes_max"] / 1e6, v["bytes_mean"] / 1e6, v["bytes_model"] / 1e6,
             v["kvbuf_max"] / 1e6, v["gflops"], v["hash"])
         } }
       END { print row }'

@@ -98,7 +98,9 @@ typedef enum attn_mpi_mode {
 typedef struct attn_mpi_stats {
     double seconds;          /* the whole call */
     double compute_seconds;  /* inside attn calls (fold steps, sdpa, merge, finish) */
-    double wait_seconds;     /* blocked waiting for K/V messages (and testing them) */
+    double wait_seconds;     /* blocked in MPI_Wait for K/V messages */
+    double test_seconds;     /* in MPI_Testall between attn calls (progress; on a loaded
+                                host this includes the CPU yielded to other processes) */
     double sync_seconds;     /* in the argument and status agreements (collectives: this
                                 includes waiting for slower ranks) */
     int64_t bytes_sent;      /* K/V payload this rank sent */
@@ -134,6 +136,14 @@ attn_status attn_mpi_sdpa(MPI_Comm comm, const attn_view *q, const attn_mpi_posi
                           const attn_view *k, const attn_view *v, const attn_mpi_positions *k_pos,
                           attn_view *out, attn_view *lse, const attn_opts *opts,
                           const attn_mpi_opts *mopts);
+
+/* For a rank that cannot even form its arguments (a binding whose input
+ * conversion failed): take part in attn_mpi_sdpa's collective check in
+ * their place, with this status (ATTN_OK counts as ATTN_ERR_ARG) and
+ * message, so the ranks that did call attn_mpi_sdpa fail with
+ * "attn_mpi_sdpa: rank r: <message>" instead of waiting forever.
+ * @return the status every rank returns (this one's, or an earlier rank's). */
+attn_status attn_mpi_abstain(MPI_Comm comm, attn_status status, const char *message);
 
 #ifdef __cplusplus
 }

@@ -64,6 +64,8 @@ typedef struct mctx {
     /* requests tested between attn calls (progress) */
     MPI_Request *reqs;
     int n_reqs;
+    int reqs_done;        /* the last test found every request complete */
+    double last_progress; /* when requests were last tested */
 } mctx;
 
 /* ---- check.c ---- */
@@ -90,6 +92,8 @@ void attn_mpi__note(mctx *c, attn_status s, const char *what);
 int attn_mpi__post(mctx *c, MPI_Request r);
 /* MPI_Testall over the requests: progress between attn calls, no blocking. */
 void attn_mpi__progress(mctx *c);
+/* The least time between two tests of the requests (progress) in seconds. */
+#define PROGRESS_SECONDS 0.002
 /* Wait for request index r, or for all (then forgotten), timed as waiting. */
 void attn_mpi__wait(mctx *c, int r);
 void attn_mpi__wait_all(mctx *c);

@@ -79,16 +79,21 @@ void attn_mpi__note(mctx *c, attn_status s, const char *what) {
 int attn_mpi__post(mctx *c, MPI_Request r) {
     /* c->reqs has room for every request of the call (sized by the mode) */
     c->reqs[c->n_reqs] = r;
+    c->reqs_done = 0;
     return c->n_reqs++;
 }
 
 void attn_mpi__progress(mctx *c) {
-    if (c->n_reqs == 0) return;
+    if (c->n_reqs == 0 || c->reqs_done) return;
+    /* At most every PROGRESS_SECONDS: a test that finds nothing to do may
+     * yield the CPU (mpi_yield_when_idle), costly on a loaded host. */
     const double t0 = attn_mpi__now();
+    if (t0 - c->last_progress < PROGRESS_SECONDS) return;
     int flag;
-    /* Completes nothing unless everything is done; drives the transfers. */
     MPI_Testall(c->n_reqs, c->reqs, &flag, MPI_STATUSES_IGNORE);
-    c->stats.wait_seconds += attn_mpi__now() - t0;
+    c->reqs_done = flag;
+    c->last_progress = attn_mpi__now();
+    c->stats.test_seconds += c->last_progress - t0;
 }
 
 void attn_mpi__wait(mctx *c, int r) {

@@ -1,6 +1,7 @@
 /* sdpa_mpi.c - attn_mpi_sdpa: check, agree, compute, agree, write. */
 #include "mpi_internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,5 +86,21 @@ attn_status attn_mpi_sdpa(MPI_Comm comm, const attn_view *q, const attn_mpi_posi
     free(c.runs);
     c.stats.seconds += attn_mpi__now();
     if (mo->stats) *mo->stats = c.stats;
+    return st;
+}
+
+attn_status attn_mpi_abstain(MPI_Comm comm, attn_status status, const char *message) {
+    mctx c;
+    memset(&c, 0, sizeof c);
+    c.comm = comm;
+    MPI_Comm_rank(comm, &c.rank);
+    MPI_Comm_size(comm, &c.size);
+    record mine;
+    memset(&mine, 0, sizeof mine);
+    mine.status = status != ATTN_OK ? status : ATTN_ERR_ARG;
+    snprintf(mine.msg, sizeof mine.msg, "%s", message ? message : "abstained");
+    const attn_status st = attn_mpi__agree(&c, &mine);
+    free(c.all);
+    free(c.runs);
     return st;
 }
