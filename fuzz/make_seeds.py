@@ -71,6 +71,13 @@ def seeds_api():
             head = bytes(s - 1 for s in sizes) + bytes([0, 0, 0, which])
             body = bytes(300) if variant < 2 else bytes(rnd.randrange(256) for _ in range(300))
             put("fuzz_api", "call%02d_%d" % (which, variant), head + body)
+    # The fold (call 12, selector bytes 240..255), added later with its own stream.
+    rnd = random.Random(2)
+    for variant, sizes in enumerate(([2, 3, 1, 4, 2, 3, 2, 1], [1, 1, 1, 1, 1, 1, 1, 1],
+                                     [3, 2, 4, 1, 2, 1, 3, 2], [2, 2, 2, 2, 2, 2, 2, 2])):
+        head = bytes(s - 1 for s in sizes) + bytes([0, 0, 0, 240 + variant])
+        body = bytes(300) if variant < 2 else bytes(rnd.randrange(256) for _ in range(300))
+        put("fuzz_api", "call12_%d" % variant, head + body)
 
 
 def seeds_diff():
