@@ -6,7 +6,7 @@ PYTHON      := /usr/bin/python3
 CMAKE_FLAGS ?=
 PREFIX      ?= /usr/local
 
-.PHONY: all build demo test test-sanitize test-noblas bench install clean
+.PHONY: all build demo test test-sanitize test-noblas bench bench-mpi install clean
 
 all: build
 
@@ -48,6 +48,12 @@ bench:
 	@tools/deps.sh test
 	@$(MAKE) --no-print-directory build
 	bash bench/run.sh $(BUILD)
+
+# The scale-out table of docs/scale-out.md (libattn_mpi under mpirun, one host).
+bench-mpi:
+	@tools/deps.sh test
+	@$(MAKE) --no-print-directory build
+	bash bench/mpi_scale.sh $(BUILD)
 
 install: build
 	cmake --install $(BUILD)

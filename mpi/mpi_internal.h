@@ -123,7 +123,6 @@ void attn_mpi__key_span(const mctx *c, int64_t pos0, int64_t pos_last, int64_t *
 typedef struct qslice {
     int64_t row0, rows; /* local rows row0 .. row0+rows-1 */
     int64_t pos0;       /* global position of row0 */
-    int64_t last;       /* key index of its last query's position (pos0 + rows - 1 - k0) */
 } qslice;
 /* The slices of this rank's queries; *n set; NULL on allocation failure. */
 qslice *attn_mpi__slices(const mctx *c, int *n);

@@ -55,7 +55,6 @@ qslice *attn_mpi__slices(const mctx *c, int *n) {
             s[t].row0 = row + i;
             s[t].rows = me->ql[u] - i < SLICE_ROWS ? me->ql[u] - i : SLICE_ROWS;
             s[t].pos0 = me->qs[u] + i;
-            s[t].last = s[t].pos0 + s[t].rows - 1 - c->k0;
         }
         row += me->ql[u];
     }

@@ -178,7 +178,8 @@ attn_status attn_fold_init(attn_fold *f, const attn_view *q, int64_t nkv, const 
         for (int64_t h = 0; h < H; h++)
             for (int64_t i = 0; i < Nq; i++) {
                 /* The mask offset exactly as the flash path's mask_offset
-                 * finds it over keys j < end. */
+                 * finds it over the row's keys [lo, end) (at least the
+                 * sink). */
                 float mx = -INFINITY;
                 if (o->mask) {
                     int64_t lo, end;
