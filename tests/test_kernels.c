@@ -12,7 +12,8 @@
  *     row's max and sum exactly unchanged (alpha = 1, p = 0);
  *   - the scale step (visibility range, NaN for a non-finite scaled score,
  *     softcap, ALiBi) equals its per-element definition with the table's
- *     madd and exp, and its tanh is within 4 x 2^-24 of tanh. */
+ *     madd (the SIMD softcap within its bound), a row's bits do not depend
+ *     on its lane or tile, and its tanh is within 5 x 2^-24 of tanh. */
 #include "testutil.h"
 
 #include "kernels/kernels.h"
@@ -182,19 +183,15 @@ static void test_hidden_block(const attn__kernels *kr) {
     free(st);
 }
 
-/* The scale step per element, written out with the table's own madd and
- * the generic tanh's formula with the table's exp: every ISA's vector code
- * must give these bits (kernels.h, attn__score_mod). */
+/* The scale step per element, written out with the table's own madd. The
+ * softcap's tanh is the generic one (attn__tanhf_generic): the generic
+ * kernels must give these bits exactly; the SIMD ones divide by a
+ * reciprocal estimate, so theirs are checked within the tanh's bound. */
 static float scale_one(const attn__kernels *kr, const attn__score_mod *mod, float x, int64_t r,
                        int64_t c) {
     x = x * mod->scale;
     x = kr->madd(x, 0.0f, x);
-    if (mod->softcap > 0.0f) {
-        const float y = x * mod->inv_softcap, a = fabsf(y);
-        float e, aa = a + a;
-        kr->exp(&e, &aa, 1);
-        x = mod->softcap * copysignf(1.0f - 2.0f / (e + 1.0f), y);
-    }
+    if (mod->softcap > 0.0f) x = mod->softcap * attn__tanhf_generic(x * mod->inv_softcap);
     if (mod->slope) {
         x = kr->madd(-mod->slope[r], fabsf(mod->dist0[r] - (float)c), x);
         x = kr->madd(x, 0.0f, x);
@@ -226,6 +223,9 @@ static void test_scale_step(const attn__kernels *kr) {
             memcpy(st, st0, NK * LDR * sizeof(float));
             kr->scale_max(st, LDR, NK, &mod, lo, hi, bmax);
             int same = 1, nan_rule = 1;
+            /* exact bits, or (SIMD softcap) within 6 x 2^-24 x softcap */
+            const float tol =
+                cap > 0 && strcmp(kr->name, "generic") != 0 ? 6.0f * caps[cap] / 16777216.0f : 0;
             for (int64_t r = 0; r < LDR; r++) {
                 float mx = -INFINITY;
                 for (int64_t c = 0; c < NK; c++) {
@@ -233,13 +233,31 @@ static void test_scale_step(const attn__kernels *kr) {
                                            ? scale_one(kr, &mod, st0[c * LDR + r], r, c)
                                            : -INFINITY;
                     const float got = st[c * LDR + r];
-                    same &= isnan(want) ? isnan(got) : memcmp(&want, &got, sizeof got) == 0;
+                    same &= isnan(want) ? isnan(got) != 0
+                            : tol == 0.0f
+                                ? memcmp(&want, &got, sizeof got) == 0
+                                : fabsf(want - got) <= tol || (isinf(want) && want == got);
                     if (c >= lo[r] && c < hi[r] && !isfinite(st0[c * LDR + r] * mod.scale))
                         nan_rule &= isnan(got);
                     mx = want > mx ? want : mx;
                 }
-                same &= isnan(bmax[r]) || bmax[r] == mx;
+                same &= isnan(bmax[r]) || tol > 0 || bmax[r] == mx;
             }
+            /* each row alone, in lane 0 of a 16-lane tile: the same bits */
+            float *one = aligned_rand(NK * 16, 0, 0), b1[16], sl1[16] = {0}, d1[16] = {0};
+            int32_t l1[16] = {0}, h1[16] = {0};
+            for (int64_t r = 0; r < LDR; r += 5) {
+                for (int64_t c = 0; c < NK; c++)
+                    one[c * 16] = st0[c * LDR + r];
+                l1[0] = lo[r], h1[0] = hi[r], sl1[0] = slope[r], d1[0] = dist0[r];
+                const attn__score_mod m1 = {mod.scale, mod.softcap, mod.inv_softcap,
+                                            al ? sl1 : NULL, d1};
+                kr->scale_max(one, 16, NK, &m1, l1, h1, b1);
+                for (int64_t c = 0; c < NK; c++)
+                    same &= memcmp(&one[c * 16], &st[c * LDR + r], sizeof(float)) == 0 ||
+                            (isnan(one[c * 16]) && isnan(st[c * LDR + r]));
+            }
+            free(one);
             CHECK(same && nan_rule, "%s scale step (softcap %g, alibi %d): %s, NaN rule %s",
                   kr->name, (double)caps[cap], al, same ? "same" : "DIFFERS",
                   nan_rule ? "kept" : "BROKEN");
@@ -264,7 +282,7 @@ static void test_scale_step(const attn__kernels *kr) {
     double worst = 0;
     for (int i = 0; i < N; i++)
         worst = fmax(worst, fabs((double)t[i] - tanh((double)y[i])) / ldexp(1.0, -24));
-    CHECK(worst <= 4.0, "%s tanh: %.2f x 2^-24 absolute", kr->name, worst);
+    CHECK(worst <= 5.0, "%s tanh: %.2f x 2^-24 absolute", kr->name, worst);
     printf("test_kernels: %s tanh (softcap): max absolute error %.2f x 2^-24\n", kr->name, worst);
     float sp[16] = {INFINITY, -INFINITY, NAN, 50.0f, -50.0f, 0.0f, -0.0f, 1e-30f};
     int32_t l16[16] = {0}, h16[16];

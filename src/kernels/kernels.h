@@ -35,7 +35,7 @@
  * in design.md's order (the mask, if any, is added afterwards by the caller):
  *   x = st[c][r] * scale
  *   x = madd(x, 0, x)                      a non-finite scaled score becomes NaN
- *   x = softcap * tanh(x * inv_softcap)    if softcap > 0 (attn__tanh below)
+ *   x = softcap * tanh(x * inv_softcap)    if softcap > 0 (see attn__tanhf_generic)
  *   x = x - slope[r] * |dist0[r] - c|      if slope (madd's rounding: fused or
  *   x = madd(x, 0, x)                        not); then non-finite -> NaN again
  * dist0[r] is dist(i, j0) of the row and the block's first key as a float, so
@@ -109,13 +109,12 @@ extern const attn__kernels attn__kernels_avx512;
  * vector ones), for tests. */
 float attn__expf_generic(float x);
 
-/* tanh as every ISA computes it for the softcap, from its own exponential:
- *   tanh(y) = copysign(1 - 2 / (exp(2|y|) + 1), y)
- * Exact formulation, no cancellation-free small-|y| branch: the error is
- * absolute, within a few 2^-24 (test_kernels measures it), which after the
- * multiplication by softcap is comparable to rounding the score itself at
- * magnitude softcap. NaN stays NaN; |y| > 44.2 gives +-1 exactly. This is the
- * generic kernels' scalar version (the reference of the vector ones). */
+/* tanh as the generic kernels compute it for the softcap: the rational
+ * function of impl.h (ATTN_TANH_*), divided exactly; the AVX2 and AVX-512
+ * kernels use the same polynomials with a reciprocal estimate and one Newton
+ * step instead of the division. Absolute error <= 5 x 2^-24 on every ISA,
+ * which after the multiplication by softcap is comparable to rounding the
+ * score itself at magnitude softcap. NaN stays NaN; |y| >= 9 gives +-1. */
 float attn__tanhf_generic(float y);
 
 #endif /* ATTN_KERNELS_H */

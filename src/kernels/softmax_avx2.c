@@ -19,14 +19,26 @@ AVX2 void attn__exp_avx2(float *y, const float *x, int64_t n) {
     }
 }
 
-/* attn__tanhf_generic's formula with this ISA's exponential. */
-AVX2 static inline __m256 tanh256(__m256 y) {
-    const __m256 one = _mm256_set1_ps(1.0f);
-    const __m256 signbit = _mm256_set1_ps(-0.0f);
-    const __m256 a = _mm256_andnot_ps(signbit, y);
-    const __m256 e = attn__exp256(_mm256_add_ps(a, a));
-    const __m256 t = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, one)));
-    return _mm256_or_ps(t, _mm256_and_ps(y, signbit));
+/* attn__tanhf_generic's rational function, the division as a 12-bit
+ * reciprocal estimate and one Newton step. */
+AVX2 static inline __m256 tanh256(__m256 x) {
+    x = _mm256_min_ps(_mm256_set1_ps(ATTN_TANH_CLAMP), x); /* NaN stays NaN */
+    x = _mm256_max_ps(_mm256_set1_ps(-ATTN_TANH_CLAMP), x);
+    const __m256 z = _mm256_mul_ps(x, x);
+    __m256 p = _mm256_set1_ps(ATTN_TANH_P6);
+    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(ATTN_TANH_P5));
+    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(ATTN_TANH_P4));
+    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(ATTN_TANH_P3));
+    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(ATTN_TANH_P2));
+    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(ATTN_TANH_P1));
+    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(ATTN_TANH_P0));
+    __m256 q = _mm256_set1_ps(ATTN_TANH_Q3);
+    q = _mm256_fmadd_ps(q, z, _mm256_set1_ps(ATTN_TANH_Q2));
+    q = _mm256_fmadd_ps(q, z, _mm256_set1_ps(ATTN_TANH_Q1));
+    q = _mm256_fmadd_ps(q, z, _mm256_set1_ps(ATTN_TANH_Q0));
+    const __m256 r0 = _mm256_rcp_ps(q);
+    const __m256 r = _mm256_fmadd_ps(r0, _mm256_fnmadd_ps(q, r0, _mm256_set1_ps(1.0f)), r0);
+    return _mm256_mul_ps(_mm256_mul_ps(x, p), r);
 }
 
 AVX2 void attn__scale_max_avx2(float *st, int64_t ldr, int64_t nk, const attn__score_mod *mod,

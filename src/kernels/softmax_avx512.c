@@ -17,14 +17,26 @@ AVX512 void attn__exp_avx512(float *y, const float *x, int64_t n) {
     }
 }
 
-/* attn__tanhf_generic's formula with this ISA's exponential. */
-AVX512 static inline __m512 tanh512(__m512 y) {
-    const __m512 one = _mm512_set1_ps(1.0f);
-    const __m512 a = _mm512_abs_ps(y);
-    const __m512 e = attn__exp512(_mm512_add_ps(a, a));
-    const __m512 t = _mm512_sub_ps(one, _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(e, one)));
-    const __m512i sign = _mm512_and_si512(_mm512_castps_si512(y), _mm512_set1_epi32(INT32_MIN));
-    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t), sign));
+/* attn__tanhf_generic's rational function, the division as a 14-bit
+ * reciprocal estimate and one Newton step. */
+AVX512 static inline __m512 tanh512(__m512 x) {
+    x = _mm512_min_ps(_mm512_set1_ps(ATTN_TANH_CLAMP), x); /* NaN stays NaN */
+    x = _mm512_max_ps(_mm512_set1_ps(-ATTN_TANH_CLAMP), x);
+    const __m512 z = _mm512_mul_ps(x, x);
+    __m512 p = _mm512_set1_ps(ATTN_TANH_P6);
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(ATTN_TANH_P5));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(ATTN_TANH_P4));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(ATTN_TANH_P3));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(ATTN_TANH_P2));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(ATTN_TANH_P1));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(ATTN_TANH_P0));
+    __m512 q = _mm512_set1_ps(ATTN_TANH_Q3);
+    q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(ATTN_TANH_Q2));
+    q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(ATTN_TANH_Q1));
+    q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(ATTN_TANH_Q0));
+    const __m512 r0 = _mm512_rcp14_ps(q);
+    const __m512 r = _mm512_fmadd_ps(r0, _mm512_fnmadd_ps(q, r0, _mm512_set1_ps(1.0f)), r0);
+    return _mm512_mul_ps(_mm512_mul_ps(x, p), r);
 }
 
 AVX512 void attn__scale_max_avx512(float *st, int64_t ldr, int64_t nk, const attn__score_mod *mod,

@@ -35,11 +35,22 @@ void attn__exp_generic(float *y, const float *x, int64_t n) {
         y[i] = attn__expf_generic(x[i]);
 }
 
-float attn__tanhf_generic(float y) {
-    const float a = fabsf(y);
-    const float e = attn__expf_generic(a + a);
-    const float t = 1.0f - 2.0f / (e + 1.0f);
-    return copysignf(t, y);
+float attn__tanhf_generic(float x) {
+    x = ATTN_TANH_CLAMP < x ? ATTN_TANH_CLAMP : x; /* as MINPS/MAXPS: NaN stays */
+    x = -ATTN_TANH_CLAMP > x ? -ATTN_TANH_CLAMP : x;
+    const float z = x * x;
+    float p = ATTN_TANH_P6;
+    p = p * z + ATTN_TANH_P5;
+    p = p * z + ATTN_TANH_P4;
+    p = p * z + ATTN_TANH_P3;
+    p = p * z + ATTN_TANH_P2;
+    p = p * z + ATTN_TANH_P1;
+    p = p * z + ATTN_TANH_P0;
+    float q = ATTN_TANH_Q3;
+    q = q * z + ATTN_TANH_Q2;
+    q = q * z + ATTN_TANH_Q1;
+    q = q * z + ATTN_TANH_Q0;
+    return x * p / q;
 }
 
 /* One element of the scale step (kernels.h, attn__score_mod), multiply then

@@ -38,15 +38,14 @@ int flow_parse_option(int argc, char **argv, int *i, flow_cfg *c, int allow_cros
         c->cross = 1;
         return 1;
     }
-    if (strcmp(argv[*i], "--causal") == 0 &&
-        (*i + 1 >= argc || strncmp(argv[*i + 1], "--", 2) == 0)) {
-        c->causal = ATTN_CAUSAL_TOP_LEFT; /* a bare --causal */
+    if (cli_bare_causal(argc, argv, *i)) {
+        c->causal = CLI_CAUSAL_BARE; /* resolved once Nq and Nkv are known */
         return 1;
     }
     int r = opt_value(argc, argv, i, "--causal", &val);
     if (r != 0) {
         if (r < 0 || parse_causal(val, &c->causal) != 0)
-            *status = cli_error(EXIT_USAGE, cmd, "--causal takes none, top-left or bottom-right");
+            *status = cli_error(EXIT_USAGE, cmd, "--causal takes none, top_left or bottom_right");
         return 1;
     }
     if (strcmp(argv[*i], "--no-causal") == 0) {
@@ -88,8 +87,9 @@ static const char explain_help[] =
     "                       attend to all L + Nq keys, causal bottom-right\n"
     "  --cross              cross-attention: keys/values from a second sequence\n"
     "  --nkv N              key/value tokens of the second sequence (implies --cross)\n"
-    "  --causal [RULE]      none | top-left | bottom-right (top-left; bare --causal\n"
-    "                       means top-left); --no-causal is --causal none\n"
+    "  --causal [RULE]      none | top_left | bottom_right (default top_left); a bare\n"
+    "                       --causal needs Nq == Nkv, where both rules agree;\n"
+    "                       --no-causal is --causal none\n"
     "  --visibility         instead: which keys each query sees, as a grid (and\n"
     "                       a PNG); see attn explain --visibility --help\n"
     "  -h, --help           this text\n"
@@ -127,6 +127,7 @@ int cmd_explain(int argc, char **argv) {
         return cli_error(EXIT_USAGE, "explain",
                          "--cache is self-attention decoding: not with --cross or --nkv");
     flow_finish(&c, nkv_set, hkv_set);
+    if (resolve_causal(&c.causal, c.Nq, c.Nkv, 0, "explain") != 0) return EXIT_USAGE;
     const char *bad = flow_check(&c);
     if (bad) return cli_error(EXIT_USAGE, "explain", "%s", bad);
     flow_step steps[FLOW_MAX_STEPS];

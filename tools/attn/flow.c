@@ -133,8 +133,8 @@ void flow_print(FILE *f, const flow_cfg *c, const flow_step *steps, int n) {
     fprintf(f, "%s multi-head %s-attention%s: B=%lld Nq=%lld Nkv=%lld D=%lld H=%lld",
             c->causal == ATTN_CAUSAL_NONE ? "Non-causal" : "Causal", c->cross ? "cross" : "self",
             c->causal == ATTN_CAUSAL_NONE       ? ""
-            : c->causal == ATTN_CAUSAL_TOP_LEFT ? " (top-left)"
-                                                : " (bottom-right)",
+            : c->causal == ATTN_CAUSAL_TOP_LEFT ? " (top_left)"
+                                                : " (bottom_right)",
             (long long)c->B, (long long)c->Nq, (long long)c->Nkv, (long long)c->D, (long long)c->H);
     if (c->Hkv != c->H) fprintf(f, " Hkv=%lld", (long long)c->Hkv);
     fprintf(f, " HS=%lld\n", (long long)(c->D / c->H));

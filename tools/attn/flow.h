@@ -15,8 +15,8 @@ typedef struct flow_cfg {
     int64_t H, Hkv;     /* query heads, key/value heads (Hkv == H: plain MHA) */
     int cross;          /* keys and values from a second sequence xkv */
     attn_causal causal;
-    int64_t cache;      /* decode with a KV cache: tokens already cached (0: none);
-                           then Nkv = cache + Nq and the rule is bottom-right */
+    int64_t cache; /* decode with a KV cache: tokens already cached (0: none);
+                      then Nkv = cache + Nq and the rule is bottom-right */
 } flow_cfg;
 
 #define FLOW_MAX_STEPS 16

@@ -86,7 +86,7 @@ def test_explain_agrees_with_run(attn, tmp_path):
 
 def test_explain_decode_with_cache(attn):
     out = attn("explain", "--cache", 4096, "--dim", 4096, "--heads", 32, "--kv-heads", 8).stdout
-    assert "KV cache of 4096 tokens" in out and "bottom-right" in out
+    assert "KV cache of 4096 tokens" in out and "bottom_right" in out
     assert "Nq=1 Nkv=4097" in out
     assert "(1, 32, 1, 128)" in shape_line(out, "q")
     assert "(1, 8, 1, 128)" in shape_line(out, "k_new")
