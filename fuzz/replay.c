@@ -120,9 +120,9 @@ int main(int argc, char **argv) {
         total += reg + seeds;
     }
     static const char *const calls[17] = {
-        "softmax",         "sdpa",        "merge",         "linear",    "layer_norm",
-        "split_qkv",       "mha (fused)", "mha (stacked)", "self_attn", "cross_attention",
-        "helpers",         "split+sdpa",  "rope",          "rms_norm",  "gqa split/fused",
+        "softmax",          "sdpa",        "merge",         "linear",    "layer_norm",
+        "split_qkv",        "mha (fused)", "mha (stacked)", "self_attn", "cross_attention",
+        "helpers",          "split+sdpa",  "rope",          "rms_norm",  "gqa split/fused",
         "mha gqa+inv_freq", "fold"};
     printf("fuzz_api statuses per entry point (OK NULL SHAPE STRIDE OVERFLOW NOMEM ARG ISA):\n");
     for (int c = 0; c < 17; c++) {

@@ -24,21 +24,31 @@
  * Modes
  *   ATTN_MPI_EXACT  every rank folds the key shards in ascending global
  *                   order with the resumable fold (attn_fold_*): each
- *                   owner sends its shards in turn (non-blocking, received
- *                   double buffered, O(N/P) keys per rank at a time), the
- *                   received keys are re-cut at ATTN_KEY_CHUNK boundaries.
+ *                   owner posts its keys at the start as messages of at
+ *                   most ATTN_KEY_CHUNK keys (non-blocking), each rank
+ *                   receives them in ascending order into two chunk-sized
+ *                   slots (double buffered) and assembles chunks cut by a
+ *                   shard boundary in a staging chunk. Memory: the rank's
+ *                   own K/V packed (O(N/P)) plus three chunks.
  *                   out and lse equal, BIT FOR BIT, single-process attn_sdpa
  *                   over the whole sequence (same ISA and build on every
  *                   rank), whatever the number of ranks, shards, layout or
- *                   threads. A causal rank receives only the keys up to the
- *                   chunk boundary after its last query.
+ *                   threads. A rank is sent only the chunks its queries can
+ *                   see (causal diagonal, window): a rank sends each of
+ *                   its keys to at most P-1 ranks, so with equal shards at
+ *                   most (P-1)/P * B*N*Hkv*(d+dv)*4 bytes.
  *   ATTN_MPI_RING   K/V rotate around the ring (each rank's shard visits
  *                   every other rank once), communication overlapped with
  *                   computation; each visit is one attn_sdpa partial with
  *                   lse, combined with attn_merge in arrival order, which
  *                   differs per rank: within 1e-5 absolute of exact mode on
  *                   out and 1e-5 relative on lse for inputs in [-1, 1]
- *                   (tested), not bit-identical. Needs no chunk staging.
+ *                   (tested), not bit-identical. Memory: two K/V buffers of
+ *                   the largest shard.
+ * Compute runs as attn calls of at most 256 queries x 512 keys, with the
+ * requests tested between them (MPI_Testall, at most every 2 ms); MPI must
+ * be initialised (any thread level: all MPI calls come from the caller's
+ * thread). See docs/scale-out.md.
  *
  * Collective errors: every rank checks its own arguments, then all ranks
  * exchange them (MPI_Allgather) and compare: a local error on any rank or
