@@ -141,7 +141,7 @@ attn_status attn_fold_init(attn_fold *f, const attn_view *q, int64_t nkv, const 
     const int64_t B = q->shape[0], H = q->shape[1], Nq = q->shape[2];
     if (!f) return attn__fail(ATTN_ERR_NULL, "%s: f must not be NULL", fn);
     const int64_t dv = f->acc.ndim == 4 ? f->acc.shape[3] : 0;
-    attn_view mask;
+    attn_view mask = {0}; /* set only with a mask (initialised: the compiler may test its stride) */
     const attn_view *in[2] = {q, o->mask};
     static const char *const in_names[2] = {"q", "mask"};
     if ((s = check_state(fn, f, B, H, Nq, dv, in, in_names, 2)) || (s = check_opts(fn, o)) ||
@@ -245,7 +245,7 @@ attn_status attn_fold_step(attn_fold *f, const attn_view *q, const attn_view *k,
                           " (at most nkv)",
                           fn, k_offset, P.Nkv, ATTN_KEY_CHUNK, nkv);
     if ((s = check_key_lengths(fn, o->key_lengths, P.B, nkv))) return s;
-    attn_view mask;
+    attn_view mask = {0}; /* set only with a mask (initialised: the compiler may test its stride) */
     if (o->mask && (s = fold_mask(fn, o->mask, P.B, P.H, P.Nq, nkv, &mask))) return s;
 
     /* The shard as an attn_sdpa problem of its own: key lengths and the
