@@ -73,7 +73,10 @@ def sdpa(comm, q, k, v, *, q_positions=None, k_positions=None, layout=None, caus
 
     Errors are collective: if any rank's arguments are wrong or disagree
     with the others', every rank raises (ValueError, with the same message
-    naming the rank), none waits forever.
+    naming the rank), none waits forever. One exception: every rank must
+    choose the same way of giving positions (layout on all ranks, or
+    q_positions/k_positions on all), since layout adds a collective of its
+    own (comm.allgather of the shard lengths).
     """
     cf = comm.py2f()
     failure, n_local = None, -1
