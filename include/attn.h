@@ -79,6 +79,11 @@ const char *attn_status_string(attn_status s);
  * thread. */
 const char *attn_last_error(void);
 
+/* Record message as this thread's attn_last_error() and return s: for
+ * libraries layered on attn (libattn_mpi), so one attn_last_error() serves
+ * them all. Since v0.2.0. */
+attn_status attn_set_error(attn_status s, const char *message);
+
 /* ------------------------------------------------------------------------ */
 /* Views                                                                     */
 /* ------------------------------------------------------------------------ */
@@ -488,6 +493,92 @@ attn_status attn_sdpa_backward(const attn_view *q, const attn_view *k, const att
                                const attn_view *out, const attn_view *lse, const attn_view *dout,
                                attn_view *dq, attn_view *dk, attn_view *dv, const attn_opts *opts,
                                const attn_backward_extras *extras);
+
+/* ------------------------------------------------------------------------ */
+/* Resumable fold (since v0.2.0)                                             */
+/* ------------------------------------------------------------------------ */
+
+/* The fast path of attn_sdpa walks each row's keys in chunks of
+ * ATTN_KEY_CHUNK keys from key 0 upward, each chunk from a fresh online-
+ * softmax state, folding the chunk partials into the row's state in
+ * ascending order. The fold exposes that state, so keys can arrive in
+ * pieces (shards on other machines, a stream): folding chunk-aligned key
+ * shards in ascending order equals attn_sdpa over all the keys BIT FOR BIT
+ * (same ISA and build; attn_merge, which combines normalised parts in
+ * double, only agrees within rounding).
+ *
+ *   attn_fold_init(f, q, nkv, opts)             state of every row emptied
+ *   attn_fold_step(f, q, k_s, v_s, off, opts)   keys off .. off+n-1 folded in
+ *   ... more steps, off ascending ...
+ *   attn_fold_finish(f, out, lse, opts)         out = acc / sum, lse
+ *
+ * The fold is of one attn_sdpa problem with Nkv = nkv keys, described by
+ * one opts for every call: scale, causal, mask (its key dimension nkv or
+ * 1: the whole mask, each step reading its keys' columns), key_lengths (in
+ * 0..nkv), q_offset/k_offset (the keys of the whole fold at k_offset + j),
+ * num_threads (any, per call). Not supported (ATTN_ERR_ARG): dropout_p > 0,
+ * weights, lse in opts (lse is finish's argument), algo REFERENCE.
+ * Keys never folded count as invisible: equality with attn_sdpa holds when
+ * the skipped keys are invisible to every row (e.g. above a causal
+ * diagonal). Rows may be folded by any thread count in each step. */
+#define ATTN_KEY_CHUNK 512
+
+/* @return ATTN_KEY_CHUNK as the library was built (512). */
+int64_t attn_key_chunk(void);
+
+/* The per-row state, in the caller's memory (views of any strides, none
+ * overlapping another or an input). For rows (b, h, i) of q (B, H, Nq, d)
+ * and values of head size dv:
+ *   max   (B, H, Nq)      running max M of the scores seen, minus shift
+ *   sum   (B, H, Nq)      running sum L of exp(score - shift - M)
+ *   acc   (B, H, Nq, dv)  unnormalised output: sum_j exp(score_j - shift - M) v_j
+ *   shift (B, H, Nq)      the row's score offset (the largest finite mask
+ *                         value among its visible keys, else 0), set by
+ *                         init: scores are folded as score - shift so a
+ *                         mask of -1e9 keeps its precision
+ *   nkv                   the number of keys of the fold, set by init
+ * A row that has seen no key has M = -inf, L = 0, acc = 0. Between calls
+ * the state may be copied or sent elsewhere as plain floats. */
+typedef struct attn_fold {
+    attn_view max, sum, acc, shift;
+    int64_t nkv;
+} attn_fold;
+
+/* Number of floats of one fold state: B*H*Nq*(3 + dv), or -1 on overflow
+ * or a size < 1. */
+int64_t attn_fold_floats(int64_t B, int64_t H, int64_t Nq, int64_t dv);
+
+/* Point f's views at mem (attn_fold_floats(B, H, Nq, dv) floats, contiguous:
+ * max, sum, shift, then acc). Writes nothing to mem.
+ * @return ATTN_ERR_NULL, ATTN_ERR_SHAPE (a size < 1), ATTN_ERR_OVERFLOW. */
+attn_status attn_fold_bind(attn_fold *f, float *mem, int64_t B, int64_t H, int64_t Nq, int64_t dv);
+
+/* Start a fold over nkv >= 1 keys for the queries q (B, H, Nq, d):
+ * max = -inf, sum = 0, acc = 0, shift as above (reading opts.mask over
+ * each row's visible keys), f->nkv = nkv. q's data is not read.
+ * @return NULL/SHAPE/STRIDE/ARG/OVERFLOW; f's memory untouched on failure. */
+attn_status attn_fold_init(attn_fold *f, const attn_view *q, int64_t nkv, const attn_opts *opts);
+
+/* Fold keys k_offset .. k_offset + n - 1 of the fold in:
+ *   k (B, Hkv, n, d), v (B, Hkv, n, dv): the shard, key j of it being key
+ *   k_offset + j of the fold (position opts.k_offset + k_offset + j);
+ *   q the same queries as at init (any strides; it is read).
+ * k_offset must be a multiple of ATTN_KEY_CHUNK and k_offset + n either a
+ * multiple of it or nkv (shards end where a chunk ends, or at the end).
+ * For equality with attn_sdpa, call it for ascending k_offset, each key at
+ * most once. The state is updated in place (a row that sees none of these
+ * keys is left bit for bit as it was).
+ * @return NULL/SHAPE/STRIDE/OVERFLOW/ARG/NOMEM/ISA; state untouched on failure. */
+attn_status attn_fold_step(attn_fold *f, const attn_view *q, const attn_view *k, const attn_view *v,
+                           int64_t k_offset, const attn_opts *opts);
+
+/* Write the result of the fold: out (B, H, Nq, dv) = acc / sum and
+ * lse (B, H, Nq) = max + log(sum) + shift (lse may be NULL), exactly as
+ * attn_sdpa writes them; a row that saw no key gives zeros and -inf.
+ * opts: only num_threads is read (NULL: defaults). The state is unchanged.
+ * @return NULL/SHAPE/STRIDE/NOMEM; outputs untouched on failure. */
+attn_status attn_fold_finish(const attn_fold *f, attn_view *out, attn_view *lse,
+                             const attn_opts *opts);
 
 /* ------------------------------------------------------------------------ */
 /* Building blocks (S2, S9)                                                  */
