@@ -642,3 +642,13 @@ class MultiHeadAttention:
             st["in_proj_bias"] = np.zeros(3 * E, dt) if bin_ is None else np.asarray(bin_)
             st["out_proj.bias"] = np.zeros(Wo_t.shape[0], dt) if self.bo is None else self.bo
         return st
+
+
+def __getattr__(name):
+    # attn.torch (the PyTorch drop-ins) is imported on first use, never by
+    # `import attn`: importing torch takes seconds and torch is optional.
+    if name == "torch":
+        import importlib
+
+        return importlib.import_module(".torch", __name__)
+    raise AttributeError("module 'attn' has no attribute %r" % (name,))
