@@ -53,7 +53,25 @@ install: build
 	cmake --install $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) build-noblas
+	rm -rf $(BUILD) $(ASAN_BUILD) build-noblas build-deb
+
+# ---- Packages (README "Install") ---------------------------------------------
+.PHONY: deb test-deb test-pip
+
+# Debian packages into build-deb/debs/ (library, -dev, attn command, python3 module).
+deb:
+	@tools/deps.sh build
+	bash tools/deb/build.sh build-deb
+
+# Build the packages, apt-get install them, use them as a user would, remove them (root).
+test-deb:
+	@tools/deps.sh test
+	bash tests/deb_test.sh build-deb
+
+# pip install . into a fresh venv (offline), the Python tests against it, pip wheel, pip uninstall.
+test-pip:
+	@tools/deps.sh test
+	bash tests/pip_test.sh .
 
 # ---- Reliability (docs/reliability.md) --------------------------------------
 FUZZ_SECONDS ?= 60

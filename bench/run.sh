@@ -36,4 +36,9 @@ if ! "${run_env[@]}" OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads \
     /usr/bin/python3 "$root/bench/bench_py.py" --threads "$threads" > "$tmp/py.txt"; then
     echo "# NumPy/PyTorch timing failed; their columns stay empty" | tee "$tmp/py.txt"
 fi
-"${run_env[@]}" OPENBLAS_NUM_THREADS=$threads "$build/bench/attn_bench" --threads "$threads" --py "$tmp/py.txt" "$@"
+"${run_env[@]}" OPENBLAS_NUM_THREADS=$threads "$build/bench/attn_bench" --threads "$threads" --py "$tmp/py.txt" "$@" |
+    tee "$build/bench.txt"
+# The picture of this run (docs/performance.md shows one): BENCH_PNG names it.
+png=${BENCH_PNG:-$build/bench.png}
+/usr/bin/python3 "$root/bench/plot.py" "$build/bench.txt" "$png" ||
+    echo "# no picture: bench/plot.py failed (python3-matplotlib missing?)"

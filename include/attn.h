@@ -37,11 +37,15 @@ extern "C" {
 #endif
 
 #define ATTN_VERSION_MAJOR  0
-#define ATTN_VERSION_MINOR  1
+#define ATTN_VERSION_MINOR  2
 #define ATTN_VERSION_PATCH  0
-#define ATTN_VERSION_STRING "0.1.0"
+#define ATTN_VERSION_STRING "0.2.0"
 
-/* @return the run-time library version, e.g. "0.1.0". */
+/* @return the run-time library version, e.g. "0.2.0".
+ * ABI: while the version is 0.x, a release that appends fields to a public
+ * struct (attn_opts, attn_mha_params) changes the SONAME (libattn.so.0.2 for
+ * 0.2.x), so a binary built against an older, smaller struct never loads a
+ * newer library. */
 const char *attn_version(void);
 
 /* @return a one-line description of how the library was built and what it
@@ -199,7 +203,8 @@ typedef enum attn_causal {
 /* Algorithm choice; AUTO is right for nearly everyone. Values pinned.
  * The fast path (tiled online softmax, O(threads x tile) scratch, never the
  * Nq x Nkv matrix) covers every option except dropout > 0, the weights
- * output and head sizes above 2^20: those run the reference path (scratch
+ * output, head sizes above 2^20 and the score modifiers window, softcap,
+ * ALiBi and sinks (positions alone are covered): those run the reference path (scratch
  * O(threads x Nkv)), whatever algo says. With few query rows and many keys
  * (decoding) the fast path splits the keys in fixed chunks over threads. */
 typedef enum attn_algo {
@@ -240,12 +245,64 @@ typedef struct attn_opts {
      * dropout (zeros for invisible keys). Setting it runs the reference
      * path. NULL: not computed. */
     attn_view *weights;
+
+    /* ---- Score modifiers (since v0.2.0). For batch b, query head h (kv
+     * head g = h / (H / Hkv)), query i, key j, key length L_b: ---- */
+
+    /* Positions: query i of batch b is at p(i) = q_offset[b] + i, key j at
+     * k_offset + j, and dist(i, j) = p(i) - (k_offset + j). NULL: q_offset[b]
+     * = 0 with TOP_LEFT, else L_b - Nq (bottom-right alignment, as
+     * FlashAttention: with Nq = 1 and no causal rule the query is at the
+     * newest key). Causal (either enum value) then means dist >= 0; the
+     * window and ALiBi use the same dist. Every position must lie within
+     * +-2^61 (ATTN_ERR_ARG otherwise). */
+    const int64_t *q_offset; /* B values or NULL: position of query 0 of batch b (default: 0 with
+                                TOP_LEFT, else L_b - Nq) */
+    int64_t k_offset;        /* position of key 0 (default 0) */
+    /* Sliding window: key j is visible only if (window_left < 0 or dist <=
+     * window_left) and (window_right < 0 or -dist <= window_right). A model
+     * config's sliding_window = S (S tokens in all, the current one
+     * included, as Mistral and Gemma state it) is window_left = S - 1 with a
+     * causal rule. Values below -1 are an error. Key blocks wholly outside
+     * every row's window are skipped: the cost follows the window. */
+    int64_t window_left;  /* -1 = unbounded (default); sliding_window = S is left = S - 1 */
+    int64_t window_right; /* -1 = unbounded (default) */
+    /* Logit soft-capping (Gemma 2): applied to each visible key's score, in
+     * this order (FlashAttention's, ggml's and ONNX's; capping after the mask
+     * would let masked keys leak):
+     *   s = scale * q_i . k_j
+     *   s = softcap * tanh(s / softcap)          if softcap > 0
+     *   s = s - alibi_slopes[h] * |dist(i, j)|   if alibi_slopes
+     *   s = s + mask[b, h, i, j]                 if mask
+     * Must be finite and >= 0. */
+    float softcap; /* 0 = off */
+    /* ALiBi (BLOOM, MPT): per query head slope, see the order above and
+     * attn_alibi_slopes. Each value must be finite. */
+    const float *alibi_slopes; /* H values or NULL */
+    /* Attention sinks (gpt-oss, StreamingLLM): one extra logit per query head
+     * in the softmax denominator only:
+     *   out_i = sum_j e^{s_ij} v_j / (sum_j e^{s_ij} + e^{sinks[h]})
+     *   lse_i = log(sum_j e^{s_ij} + e^{sinks[h]})
+     * A row with no visible key gives out = 0 and lse = sinks[h]. Each value
+     * must be finite. With attn_merge, compute the parts without sinks and
+     * add the sink as one more part with out = 0 and lse = sinks[h]. */
+    const float *sinks; /* H values or NULL */
 } attn_opts;
 
 /* @return the defaults: scale NaN (1/sqrt(d)), no causal rule, no mask, no
  * key lengths, no dropout, seed 0, num_threads 0 (all CPUs), AUTO, no lse,
- * no weights. */
+ * no weights; default positions (q_offset NULL, k_offset 0), no window
+ * (window_left = window_right = -1), no softcap (0), no ALiBi, no sinks. */
 attn_opts attn_opts_default(void);
+
+/* The ALiBi paper's slopes for H heads (Press et al., 2022), into out[0..H-1]:
+ * if H is a power of two, out[k-1] = 2^(-8k/H) for k = 1..H; otherwise with
+ * n the largest power of two below H, the n slopes of n heads followed by the
+ * first H - n slopes of 2n heads at odd k (2^(-8k/(2n)), k = 1, 3, 5, ...).
+ * Computed in double, rounded once to float (exact when 8k/H is an integer).
+ * Since v0.2.0.
+ * @return ATTN_ERR_NULL if out is NULL, ATTN_ERR_ARG if H < 1 or H > 2^24. */
+attn_status attn_alibi_slopes(int64_t H, float *out);
 
 /* Dropout's keep/drop decision, a pure function of (seed, b, h, i, j), with
  * h the query head, i the query index and j the key index:
@@ -271,10 +328,17 @@ int attn_dropout_keep(uint64_t seed, int64_t b, int64_t h, int64_t i, int64_t j,
  *   scores[b,h,i,j] = scale * sum_e q[b,h,i,e] k[b,g,j,e] + mask  // "bhie,bgje->bhij", g =
  * h/(H/Hkv) w[b,h,i,:]      = softmax over visible j of scores[b,h,i,:]   (0 elsewhere)
  *   out[b,h,i,f]    = sum_j w[b,h,i,j] v[b,g,j,f]                  // "bhij,bgjf->bhif"
- * Visibility: key_lengths, causal and -inf mask entries (see attn_opts).
+ * Visibility: key_lengths, causal, the window and -inf mask entries (see
+ * attn_opts). Score modifiers (softcap, ALiBi, sinks) in attn_opts' order.
  * Invisible keys are skipped, not multiplied by zero: NaN/Inf in them never
  * reaches the output. NaN in a visible input propagates. A row with no
- * visible key gives zeros (and lse -inf).
+ * visible key gives zeros (and lse -inf; with sinks out 0 and lse sinks[h]).
+ * Overflow: a visible key whose dot product q_i . k_j (at any partial sum,
+ * e ascending), scaled score or ALiBi-biased score is beyond float32's range
+ * makes its row NaN on every path (the reference, in double, compares with
+ * FLT_MAX); a visible key is never taken for a hidden one. Large finite
+ * masks are exact: every path shifts a row's scores by its largest visible
+ * finite mask value before the softmax and adds it back to lse.
  * Dropout (p > 0): w is multiplied by keep/(1-p) after the softmax.
  * Inputs may have any strides; out, lse and weights must not overlap inputs.
  * Determinism: with the same ISA and build, a row's output depends only on

@@ -34,6 +34,11 @@ attn_status attn__check_output(const char *fn, const char *name, const attn_view
 attn_status attn__check_disjoint(const char *fn, const char *out_name, const attn_view *out,
                                  const char *in_name, const attn_view *in);
 
+/* Fail with ATTN_ERR_STRIDE if the span of out intersects the plain array
+ * [arr, arr + bytes) (key lengths, offsets, slopes, sinks). arr NULL: OK. */
+attn_status attn__check_disjoint_array(const char *fn, const char *out_name, const attn_view *out,
+                                       const char *arr_name, const void *arr, size_t bytes);
+
 /* Fail with ATTN_ERR_SHAPE unless a.shape[ia] == b.shape[ib]. */
 attn_status attn__check_dim(const char *fn, const char *a_name, const attn_view *a, int ia,
                             const char *b_name, const attn_view *b, int ib, const char *why);
@@ -101,16 +106,75 @@ typedef struct attn__sdpa_problem {
     attn_view *lse;     /* NULL: not wanted */
     attn_view *weights; /* NULL: not wanted */
     int threads;
+    /* Score modifiers (attn_opts; validated: positions within +-2^61,
+     * windows >= -1, softcap finite >= 0, slopes and sinks finite). */
+    const int64_t *q_offset; /* B values or NULL: the default alignment */
+    int64_t k_offset;
+    int64_t window_left, window_right; /* -1: unbounded */
+    float softcap;                     /* 0: off */
+    const float *alibi_slopes;         /* H values or NULL */
+    const float *sinks;                /* H values or NULL */
 } attn__sdpa_problem;
 
-/* Keys j < attn__key_end(P, b, i) pass the key-length and causal rules
- * (the mask may still hide some). May be <= 0: no key visible. */
-static inline int64_t attn__key_end(const attn__sdpa_problem *P, int64_t b, int64_t i) {
-    int64_t L = P->key_lengths ? P->key_lengths[b] : P->Nkv;
-    int64_t end = L;
-    if (P->causal == ATTN_CAUSAL_TOP_LEFT && i + 1 < end) end = i + 1;
-    if (P->causal == ATTN_CAUSAL_BOTTOM_RIGHT && i + 1 + L - P->Nq < end) end = i + 1 + L - P->Nq;
-    return end;
+/* Positions of queries and keys stay within +-ATTN__MAX_POS (checked in
+ * sdpa.c), so a difference of two positions never overflows int64. */
+#define ATTN__MAX_POS ((int64_t)1 << 61)
+
+/* The key length of batch b. */
+static inline int64_t attn__key_len(const attn__sdpa_problem *P, int64_t b) {
+    return P->key_lengths ? P->key_lengths[b] : P->Nkv;
+}
+
+/* True when a score modifier other than the default positions is on. */
+static inline bool attn__has_modifiers(const attn__sdpa_problem *P) {
+    return P->window_left >= 0 || P->window_right >= 0 || P->softcap > 0.0f ||
+           P->alibi_slopes != NULL || P->sinks != NULL;
+}
+
+/* The position p(i) of query i of batch b (design.md "Score modifiers"):
+ * q_offset[b] + i, by default 0 + i with TOP_LEFT, else L_b - Nq + i. */
+static inline int64_t attn__qpos(const attn__sdpa_problem *P, int64_t b, int64_t i) {
+    if (P->q_offset) return P->q_offset[b] + i;
+    if (P->causal == ATTN_CAUSAL_TOP_LEFT) return i;
+    return attn__key_len(P, b) - P->Nq + i;
+}
+
+/* dist(i, j) = p(i) - (k_offset + j). */
+static inline int64_t attn__dist(const attn__sdpa_problem *P, int64_t b, int64_t i, int64_t j) {
+    return attn__qpos(P, b, i) - (P->k_offset + j);
+}
+
+/* The keys of row (b, i) that pass the key length, the causal rule and the
+ * window (the mask may still hide some): the half-open range [*lo, *hi),
+ * 0 <= *lo and *hi <= L_b; empty when *hi <= *lo (then *lo = *hi = 0). With
+ * base = p(i) - k_offset, key j has dist = base - j, so
+ *   causal:        dist >= 0             ->  j <= base
+ *   window_right:  -dist <= right        ->  j <= base + right
+ *   window_left:   dist <= left          ->  j >= base - left
+ * each compared without overflow (|base| <= 2^62, windows up to INT64_MAX). */
+static inline void attn__key_range(const attn__sdpa_problem *P, int64_t b, int64_t i, int64_t *lo,
+                                   int64_t *hi) {
+    const int64_t L = attn__key_len(P, b);
+    const int64_t base = attn__qpos(P, b, i) - P->k_offset;
+    int64_t l = 0, h = L;
+    if (P->causal != ATTN_CAUSAL_NONE && base + 1 < h) h = base + 1;
+    if (P->window_right >= 0 && P->window_right < h - 1 - base) h = base + P->window_right + 1;
+    if (P->window_left >= 0 && P->window_left < base - l) l = base - P->window_left;
+    if (h <= l) l = h = 0;
+    *lo = l;
+    *hi = h;
+}
+
+/* Softcap then ALiBi on a scaled score s = scale * q.k of a visible key, in
+ * design.md's order (the mask is added after):
+ *   s = softcap * tanh(s / softcap)    if softcap > 0
+ *   s = s - alibi_slopes[h] * |dist|   if alibi_slopes
+ * In double, for the reference path. */
+static inline double attn__modify_score(const attn__sdpa_problem *P, int64_t h, int64_t dist,
+                                        double s) {
+    if (P->softcap > 0.0f) s = (double)P->softcap * tanh(s / (double)P->softcap);
+    if (P->alibi_slopes) s -= (double)P->alibi_slopes[h] * fabs((double)dist);
+    return s;
 }
 
 /* The dropout factor for weight (b, h, i, j): 0 if dropped, else 1/(1-p). */

@@ -10,6 +10,13 @@ attn_opts attn_opts_default(void) {
     o.scale = NAN;
     o.causal = ATTN_CAUSAL_NONE;
     o.algo = ATTN_ALGO_AUTO;
+    o.q_offset = NULL;
+    o.k_offset = 0;
+    o.window_left = -1;
+    o.window_right = -1;
+    o.softcap = 0.0f;
+    o.alibi_slopes = NULL;
+    o.sinks = NULL;
     return o;
 }
 
@@ -70,6 +77,71 @@ static attn_status check_optional_output(const char *fn, const char *name, attn_
     if ((s = attn__check_disjoint(fn, name, o, "v", &P->v))) return s;
     if ((s = attn__check_disjoint(fn, name, o, "out", &P->out))) return s;
     if (mask && (s = attn__check_disjoint(fn, name, o, "mask", mask))) return s;
+    return ATTN_OK;
+}
+
+/* The score modifiers of design.md: values and positions checked, copied to P. */
+static attn_status check_modifiers(const char *fn, const attn_opts *o, attn__sdpa_problem *P) {
+    const int64_t MAXP = ATTN__MAX_POS;
+    if (o->k_offset < -MAXP || o->k_offset > MAXP - (P->Nkv - 1))
+        return attn__fail(ATTN_ERR_ARG,
+                          "%s: opts.k_offset=%" PRId64
+                          " puts key positions k_offset + j (j < Nkv=%" PRId64 ") outside +-2^61",
+                          fn, o->k_offset, P->Nkv);
+    if (o->q_offset)
+        for (int64_t b = 0; b < P->B; b++)
+            if (o->q_offset[b] < -MAXP || o->q_offset[b] > MAXP - (P->Nq - 1))
+                return attn__fail(ATTN_ERR_ARG,
+                                  "%s: opts.q_offset[%" PRId64 "]=%" PRId64
+                                  " puts query positions q_offset + i (i < Nq=%" PRId64
+                                  ") outside +-2^61",
+                                  fn, b, o->q_offset[b], P->Nq);
+    if (o->window_left < -1)
+        return attn__fail(ATTN_ERR_ARG,
+                          "%s: opts.window_left=%" PRId64 " must be >= 0, or -1 for unbounded", fn,
+                          o->window_left);
+    if (o->window_right < -1)
+        return attn__fail(ATTN_ERR_ARG,
+                          "%s: opts.window_right=%" PRId64 " must be >= 0, or -1 for unbounded", fn,
+                          o->window_right);
+    if (!(o->softcap >= 0.0f) || isinf(o->softcap))
+        return attn__fail(ATTN_ERR_ARG, "%s: opts.softcap=%g must be finite and >= 0 (0: off)", fn,
+                          (double)o->softcap);
+    for (int64_t h = 0; o->alibi_slopes && h < P->H; h++)
+        if (!isfinite(o->alibi_slopes[h]))
+            return attn__fail(ATTN_ERR_ARG,
+                              "%s: opts.alibi_slopes[%" PRId64 "]=%g must be finite (H=%" PRId64
+                              " values)",
+                              fn, h, (double)o->alibi_slopes[h], P->H);
+    for (int64_t h = 0; o->sinks && h < P->H; h++)
+        if (!isfinite(o->sinks[h]))
+            return attn__fail(ATTN_ERR_ARG,
+                              "%s: opts.sinks[%" PRId64 "]=%g must be finite (H=%" PRId64
+                              " values)",
+                              fn, h, (double)o->sinks[h], P->H);
+    P->q_offset = o->q_offset;
+    P->k_offset = o->k_offset;
+    P->window_left = o->window_left;
+    P->window_right = o->window_right;
+    P->softcap = o->softcap;
+    P->alibi_slopes = o->alibi_slopes;
+    P->sinks = o->sinks;
+    return ATTN_OK;
+}
+
+/* An output must not overlap the plain arrays the call reads either. */
+static attn_status check_arrays_disjoint(const char *fn, const char *name, const attn_view *o,
+                                         const attn__sdpa_problem *P) {
+    const size_t B = (size_t)P->B, H = (size_t)P->H;
+    attn_status s;
+    if ((s = attn__check_disjoint_array(fn, name, o, "key_lengths", P->key_lengths,
+                                        B * sizeof(int64_t))) ||
+        (s = attn__check_disjoint_array(fn, name, o, "q_offset", P->q_offset,
+                                        B * sizeof(int64_t))) ||
+        (s = attn__check_disjoint_array(fn, name, o, "alibi_slopes", P->alibi_slopes,
+                                        H * sizeof(float))) ||
+        (s = attn__check_disjoint_array(fn, name, o, "sinks", P->sinks, H * sizeof(float))))
+        return s;
     return ATTN_OK;
 }
 
@@ -145,15 +217,21 @@ static attn_status build_problem(const char *fn, const attn_view *q, const attn_
                                   "%s: key_lengths[%" PRId64 "]=%" PRId64
                                   " must be in 0..Nkv=%" PRId64,
                                   fn, b, o->key_lengths[b], P->Nkv);
+    if ((s = check_modifiers(fn, o, P))) return s;
     P->lse = o->lse;
     P->weights = o->weights;
+    if ((s = check_arrays_disjoint(fn, "out", out, P))) return s;
     if (o->lse) {
         const int64_t want[3] = {P->B, P->H, P->Nq};
-        if ((s = check_optional_output(fn, "lse", o->lse, 3, want, P, o->mask))) return s;
+        if ((s = check_optional_output(fn, "lse", o->lse, 3, want, P, o->mask)) ||
+            (s = check_arrays_disjoint(fn, "lse", o->lse, P)))
+            return s;
     }
     if (o->weights) {
         const int64_t want[4] = {P->B, P->H, P->Nq, P->Nkv};
-        if ((s = check_optional_output(fn, "weights", o->weights, 4, want, P, o->mask))) return s;
+        if ((s = check_optional_output(fn, "weights", o->weights, 4, want, P, o->mask)) ||
+            (s = check_arrays_disjoint(fn, "weights", o->weights, P)))
+            return s;
         if (o->lse && (s = attn__check_disjoint(fn, "weights", o->weights, "lse", o->lse)))
             return s;
     }

@@ -181,6 +181,18 @@ attn_status attn__check_disjoint(const char *fn, const char *out_name, const att
     return ATTN_OK;
 }
 
+attn_status attn__check_disjoint_array(const char *fn, const char *out_name, const attn_view *out,
+                                       const char *arr_name, const void *arr, size_t bytes) {
+    if (!arr || bytes == 0) return ATTN_OK;
+    uintptr_t olo, ohi;
+    span_of(out, &olo, &ohi);
+    const uintptr_t alo = (uintptr_t)arr, ahi = alo + (bytes - 1);
+    if (olo <= ahi && alo <= ohi)
+        return attn__fail(ATTN_ERR_STRIDE, "%s: output %s overlaps input %s in memory", fn,
+                          out_name, arr_name);
+    return ATTN_OK;
+}
+
 attn_status attn__check_dim(const char *fn, const char *a_name, const attn_view *a, int ia,
                             const char *b_name, const attn_view *b, int ib, const char *why) {
     if (a->shape[ia] == b->shape[ib]) return ATTN_OK;

@@ -11,7 +11,7 @@ export PKG_CONFIG_PATH="$lib/pkgconfig"
 test -f "$prefix/include/attn.h"
 grep -q 'extern "C"' "$prefix/include/attn.h"
 soname=$(objdump -p "$lib/libattn.so" | awk '/SONAME/ {print $2}')
-[ "$soname" = "libattn.so.0" ] || { echo "SONAME is '$soname', want libattn.so.0"; exit 1; }
+[ "$soname" = "libattn.so.0.2" ] || { echo "SONAME is '$soname', want libattn.so.0.2 (0.x: the minor version is in the SONAME)"; exit 1; }
 # Only the public API is exported.
 if nm -D --defined-only "$lib/libattn.so" | awk '{print $3}' | grep -v '^attn_[a-z]' | grep -q .; then
   echo "internal symbols exported:"; nm -D --defined-only "$lib/libattn.so" | grep -v ' attn_[a-z]'; exit 1

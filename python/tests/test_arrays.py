@@ -178,7 +178,7 @@ def test_shape_errors(rng):
         attn.sdpa(q, k, v, key_lengths=[1, 2, 3])  # B = 2
     with pytest.raises(ValueError, match="attn_sdpa"):
         attn.sdpa(q, k, v, key_lengths=[1, 14])  # > Nkv
-    with pytest.raises(ValueError, match="attn_sdpa"):
+    with pytest.raises(ValueError, match=r"dropout_p=1\.0 must be in \[0, 1\)"):
         attn.sdpa(q, k, v, dropout_p=1.0)
     with pytest.raises(ValueError, match="attn_sdpa"):
         attn.sdpa(q, k, v, mask=np.zeros((3, 9, 13)))  # 3 is neither H=4 nor 1

@@ -149,8 +149,9 @@ static void tile_load(const plan *pl, tile *T, state *w, const float *moff) {
         const int64_t h = T->g * pl->G + flat / P->Nq, i = flat % P->Nq;
         w->h[r] = h;
         w->i[r] = i;
-        int64_t end = attn__key_end(P, T->b, i);
-        end = end < 0 ? 0 : min64(end, P->Nkv);
+        int64_t lo, end;
+        attn__key_range(P, T->b, i, &lo, &end);
+        (void)lo;
         w->kend[r] = end;
         if (end > T->jmax) T->jmax = end;
         w->moff[r] = !P->has_mask ? 0.0f : moff ? moff[r] : mask_offset(P, T->b, h, i, end);
@@ -476,7 +477,7 @@ static void run_split(const plan *pl, float *scratch, int64_t per_thread, int nt
 
 bool attn__flash_applies(const attn__sdpa_problem *P) {
     return P->dropout_p == 0.0f && P->weights == NULL && P->d <= ATTN_FLASH_MAX_HEAD &&
-           P->dv <= ATTN_FLASH_MAX_HEAD;
+           P->dv <= ATTN_FLASH_MAX_HEAD && !attn__has_modifiers(P);
 }
 
 attn_status attn__sdpa_flash(const attn__sdpa_problem *P) {

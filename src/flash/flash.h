@@ -32,7 +32,8 @@
 #define ATTN_FLASH_MAX_HEAD ((int64_t)1 << 20)
 
 /* True when the flash path computes P: no dropout, no weights output, head
- * sizes up to ATTN_FLASH_MAX_HEAD. */
+ * sizes up to ATTN_FLASH_MAX_HEAD, and no score modifier besides positions
+ * (window, softcap, ALiBi and sinks run the reference path for now). */
 bool attn__flash_applies(const attn__sdpa_problem *P);
 
 /* Compute P with the flash algorithm and the kernels of attn_get_isa().

@@ -27,6 +27,8 @@ enum {
 
 int cmd_demo(int argc, char **argv);
 int cmd_explain(int argc, char **argv);
+/* attn explain --visibility (cmd_visibility.c). */
+int cmd_visibility(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_info(int argc, char **argv);

@@ -78,12 +78,16 @@ static const char explain_help[] =
     "  --nkv N              key/value tokens of the second sequence (implies --cross)\n"
     "  --causal [RULE]      none | top-left | bottom-right (top-left; bare --causal\n"
     "                       means top-left); --no-causal is --causal none\n"
+    "  --visibility         instead: which keys each query sees, as a grid (and\n"
+    "                       a PNG); see attn explain --visibility --help\n"
     "  -h, --help           this text\n"
     "\n"
     "Example: attn explain --seq 8 --dim 64 --heads 4 --gqa-kv-heads 2\n"
     "\n" EXIT_CODES_HELP;
 
 int cmd_explain(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--visibility") == 0) return cmd_visibility(argc, argv);
     flow_cfg c = flow_gpt2_small();
     int nkv_set = 0, hkv_set = 0, status;
     for (int i = 1; i < argc; i++) {

@@ -1,0 +1,227 @@
+"""Modules holding weights or applying them: MultiHeadAttention, linear,
+layer_norm."""
+
+import numpy as np
+
+from ._convert import _algo, _attn, _causal, _stack_bias, _stack_heads, _threads
+
+def layer_norm(x, gamma=None, beta=None, eps=1e-5):
+    """Layer normalisation over the last axis (biased variance, as PyTorch).
+
+        x (..., D);  gamma, beta (D,) or None (1 and 0)  ->  same shape as x
+        mu = x.mean(-1, keepdims=True);  var = ((x - mu)**2).mean(-1, keepdims=True)
+        y = (x - mu) / np.sqrt(var + eps) * gamma + beta
+    """
+    x = np.asarray(x)
+    if x.ndim == 0:
+        raise ValueError("layer_norm: x must have at least one dimension")
+    if x.ndim <= 4:
+        return _attn.layer_norm(x, gamma, beta, float(eps))
+    y = _attn.layer_norm(x.reshape(-1, x.shape[-1]), gamma, beta, float(eps))
+    return y.reshape(x.shape)
+
+
+def linear(x, W, b=None, *, num_threads=None):
+    """Linear layer in the article's layout: y = x @ W + b.
+
+        x (..., in);  W (in, out);  b (out,) or None  ->  (..., out)
+        y[n, o] = sum_i x[n, i] W[i, o] + b[o]        # einsum "ni,io->no"
+
+    Ranks above 3 are reshaped to (-1, in). Uses BLAS sgemm when the library
+    was built with it.
+    """
+    x = np.asarray(x)
+    if x.ndim == 0:
+        raise ValueError("linear: x must have at least one dimension")
+    nt = _threads(num_threads)
+    if x.ndim <= 3:
+        return _attn.linear(x, W, b, nt)
+    y = _attn.linear(x.reshape(-1, x.shape[-1]), W, b, nt)
+    return y.reshape(x.shape[:-1] + (y.shape[-1],))
+
+
+class MultiHeadAttention:
+    """Multi-head attention holding its weights, self or cross use.
+
+    Weights, in the article's layout (applied as x @ W):
+      fused:    MultiHeadAttention(NH, Wqkv=W (D, 3*D), bqkv=(3*D,) or None,
+                                   Wo=(D, Dout) or None, bo=(Dout,) or None)
+      per head: MultiHeadAttention(Wq=..., Wk=..., Wv=..., bq=..., ...)
+                with Wq a list of NH matrices (Dq, HS) or an array (NH, Dq, HS),
+                Wk (NH, Dkv, HS), Wv (NH, Dkv, HSv), biases (NH, HS) or lists,
+                Wo (NH*HSv, Dout), bo (Dout,).
+    Without Wo the heads come back concatenated, (..., NH*HSv).
+
+    Call: mha(x) for self-attention, mha(xq, xkv) for cross-attention.
+        xq (B, Nq, Dq) or (Nq, Dq);  xkv (B, Nkv, Dkv) or (Nkv, Dkv)
+        -> (B, Nq, Dout)
+        q[b,h,i,e] = sum_c xq[b,i,c] Wq[h,c,e] + bq[h,e]   # "bic,hce->bhie"
+        k[b,h,j,e] = sum_c xkv[b,j,c] Wk[h,c,e] + bk[h,e]  # "bjc,hce->bhje"
+        v[b,h,j,f] = sum_c xkv[b,j,c] Wv[h,c,f] + bv[h,f]  # "bjc,hcf->bhjf"
+        a = sdpa(q, k, v, causal, mask, key_lengths, ...)  # (B, NH, Nq, HSv)
+        out = a.transpose(0, 2, 1, 3).reshape(B, Nq, NH*HSv) @ Wo + bo
+
+    Keyword options of the constructor (defaults for calls) and of calls:
+    causal ("none", "top_left", "bottom_right"), scale, dropout_p, num_threads;
+    calls also take mask (additive, broadcasting to (B, NH, Nq, Nkv)),
+    key_lengths (B,) and seed. See sdpa().
+    """
+
+    def __init__(self, num_heads=None, *, Wqkv=None, bqkv=None, Wq=None, Wk=None, Wv=None,
+                 bq=None, bk=None, bv=None, Wo=None, bo=None, causal="none", scale=None,
+                 dropout_p=0.0, num_threads=None):
+        if Wqkv is not None:
+            if num_heads is None:
+                raise ValueError("MultiHeadAttention: the fused form needs num_heads")
+            if any(w is not None for w in (Wq, Wk, Wv, bq, bk, bv)):
+                raise ValueError("MultiHeadAttention: give either Wqkv (fused) or Wq, Wk, Wv")
+            self.fused = True
+            self.Wqkv = np.asarray(Wqkv)
+            self.bqkv = None if bqkv is None else np.asarray(bqkv)
+            self.Wq = self.Wk = self.Wv = self.bq = self.bk = self.bv = None
+            self.num_heads = int(num_heads)
+        else:
+            if Wq is None or Wk is None or Wv is None:
+                raise ValueError("MultiHeadAttention: give Wqkv, or all of Wq, Wk, Wv")
+            if bqkv is not None:
+                raise ValueError("MultiHeadAttention: bqkv goes with Wqkv; use bq, bk, bv")
+            self.fused = False
+            self.Wqkv = self.bqkv = None
+            self.Wq = _stack_heads(Wq, "Wq")
+            self.Wk = _stack_heads(Wk, "Wk")
+            self.Wv = _stack_heads(Wv, "Wv")
+            self.bq = _stack_bias(bq, "bq")
+            self.bk = _stack_bias(bk, "bk")
+            self.bv = _stack_bias(bv, "bv")
+            nh = self.Wq.shape[0]
+            if num_heads is not None and int(num_heads) != nh:
+                raise ValueError("MultiHeadAttention: num_heads=%d but Wq holds %d heads"
+                                 % (num_heads, nh))
+            self.num_heads = nh
+        self.Wo = None if Wo is None else np.asarray(Wo)
+        self.bo = None if bo is None else np.asarray(bo)
+        self.causal = causal
+        _causal(causal)
+        self.scale = scale
+        self.dropout_p = float(dropout_p)
+        self.num_threads = num_threads
+
+    def __repr__(self):
+        form = "fused Wqkv %s" % (self.Wqkv.shape,) if self.fused else \
+            "per-head Wq %s" % (self.Wq.shape,)
+        return "MultiHeadAttention(num_heads=%d, %s, Wo=%s, causal=%r)" % (
+            self.num_heads, form, None if self.Wo is None else self.Wo.shape, self.causal)
+
+    def __call__(self, xq, xkv=None, *, mask=None, key_lengths=None, causal=None, scale=None,
+                 dropout_p=None, seed=0, num_threads=None, algo="auto"):
+        """mha(x) (self) or mha(xq, xkv) (cross); see the class docstring."""
+        xq = np.asarray(xq)
+        if np.ndim(key_lengths) == 0 and key_lengths is not None:
+            key_lengths = [key_lengths]
+        opts = dict(
+            scale=self.scale if scale is None else scale,
+            causal=_causal(self.causal if causal is None else causal),
+            mask=mask,
+            key_lengths=key_lengths,
+            dropout_p=self.dropout_p if dropout_p is None else dropout_p,
+            seed=seed,
+            num_threads=_threads(self.num_threads if num_threads is None else num_threads),
+            algo=_algo(algo),
+        )
+        if self.fused:
+            return _attn.mha_fused(xq, xkv, self.Wqkv, self.bqkv, self.num_heads, self.Wo,
+                                   self.bo, **opts)
+        return _attn.mha(xq, xkv, self.Wq, self.Wk, self.Wv, self.bq, self.bk, self.bv, self.Wo,
+                         self.bo, **opts)
+
+    # ---- PyTorch's nn.MultiheadAttention layout ---------------------------
+
+    @classmethod
+    def from_torch_state(cls, state, num_heads, **kwargs):
+        """Build from nn.MultiheadAttention's state_dict as NumPy arrays:
+
+            state = {k: v.numpy() for k, v in m.state_dict().items()}
+            mha = attn.MultiHeadAttention.from_torch_state(state, m.num_heads)
+
+        PyTorch applies x @ W.T; attn applies x @ W, so every matrix is
+        transposed (and copied once, contiguous):
+            in_proj_weight (3D, D)  -> Wqkv (D, 3D)   (fused)
+            q/k/v_proj_weight (D, Dq|Dk|Dv) (kdim/vdim != D) -> per-head Wq, Wk, Wv
+            in_proj_bias (3D,)      -> bqkv or bq, bk, bv
+            out_proj.weight (D, D)  -> Wo (D, D);  out_proj.bias -> bo
+        add_bias_kv (bias_k, bias_v) is not supported. kwargs go to the
+        constructor (causal, scale, dropout_p, num_threads).
+        """
+        st = {k: np.asarray(v) for k, v in state.items()}
+        if "bias_k" in st or "bias_v" in st:
+            raise ValueError("from_torch_state: add_bias_kv (bias_k, bias_v) is not supported")
+        nh = int(num_heads)
+        Wo = np.ascontiguousarray(st["out_proj.weight"].T)
+        bo = st.get("out_proj.bias")
+        bin_ = st.get("in_proj_bias")
+        if "in_proj_weight" in st:
+            Wqkv = np.ascontiguousarray(st["in_proj_weight"].T)
+            return cls(nh, Wqkv=Wqkv, bqkv=bin_, Wo=Wo, bo=bo, **kwargs)
+        Wqp, Wkp, Wvp = st["q_proj_weight"], st["k_proj_weight"], st["v_proj_weight"]
+        D = Wqp.shape[0]
+        if D % nh != 0:
+            raise ValueError("from_torch_state: embed_dim %d is not a multiple of num_heads %d"
+                             % (D, nh))
+        HS = D // nh
+
+        def heads(Wt):  # PyTorch (D, Din) -> (NH, Din, HS)
+            return np.ascontiguousarray(Wt.T.reshape(Wt.shape[1], nh, HS).transpose(1, 0, 2))
+
+        bq = bk = bv = None
+        if bin_ is not None:
+            bq, bk, bv = (b.reshape(nh, HS) for b in np.split(bin_, 3))
+        return cls(nh, Wq=heads(Wqp), Wk=heads(Wkp), Wv=heads(Wvp), bq=bq, bk=bk, bv=bv, Wo=Wo,
+                   bo=bo, **kwargs)
+
+    def to_torch_state(self):
+        """The weights as nn.MultiheadAttention's state_dict (NumPy arrays):
+
+            m.load_state_dict({k: torch.from_numpy(v) for k, v in
+                               mha.to_torch_state().items()})
+
+        in_proj_weight (3E, E) when q, k and v all read width E = NH*HS, else
+        q_proj_weight, k_proj_weight, v_proj_weight (E, Din). With any bias
+        present, in_proj_bias and out_proj.bias are both given (missing ones
+        zero, as PyTorch's bias=True has all of them); with none, neither
+        (bias=False). Without Wo, out_proj.weight is the identity.
+        """
+        nh = self.num_heads
+        if self.fused:
+            E = self.Wqkv.shape[1] // 3
+            st = {"in_proj_weight": np.ascontiguousarray(self.Wqkv.T)}
+            bin_ = self.bqkv
+        else:
+            HS, HSv = self.Wq.shape[2], self.Wv.shape[2]
+            E = nh * HS
+            if self.Wk.shape[2] != HS or HSv != HS:
+                raise ValueError("to_torch_state: PyTorch needs equal q, k, v head sizes")
+
+            def flat(W):  # (NH, Din, HS) -> PyTorch (E, Din)
+                return np.ascontiguousarray(W.transpose(1, 0, 2).reshape(W.shape[1], E).T)
+
+            Ws = [flat(self.Wq), flat(self.Wk), flat(self.Wv)]
+            if all(W.shape[1] == E for W in Ws):
+                st = {"in_proj_weight": np.concatenate(Ws, axis=0)}
+            else:
+                st = {"q_proj_weight": Ws[0], "k_proj_weight": Ws[1], "v_proj_weight": Ws[2]}
+            has_b = any(b is not None for b in (self.bq, self.bk, self.bv))
+            bin_ = None
+            if has_b:
+                dt = np.result_type(*[b for b in (self.bq, self.bk, self.bv) if b is not None])
+                bin_ = np.concatenate([np.zeros(E, dt) if b is None else b.reshape(E)
+                                       for b in (self.bq, self.bk, self.bv)])
+        if self.Wo is None:
+            Wo_t = np.eye(E, dtype=np.float32)
+        else:
+            Wo_t = np.ascontiguousarray(self.Wo.T)
+        st["out_proj.weight"] = Wo_t
+        if bin_ is not None or self.bo is not None:
+            dt = (bin_ if bin_ is not None else self.bo).dtype
+            st["in_proj_bias"] = np.zeros(3 * E, dt) if bin_ is None else np.asarray(bin_)
+            st["out_proj.bias"] = np.zeros(Wo_t.shape[0], dt) if self.bo is None else self.bo
+        return st
