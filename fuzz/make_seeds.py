@@ -71,6 +71,12 @@ def seeds_api():
             head = bytes(s - 1 for s in sizes) + bytes([0, 0, 0, which])
             body = bytes(300) if variant < 2 else bytes(rnd.randrange(256) for _ in range(300))
             put("fuzz_api", "call%02d_%d" % (which, variant), head + body)
+    # sdpa then attn_sdpa_backward: with the zero bodies above the byte that
+    # selects the backward is read at offset 70.
+    for variant, sizes in enumerate(([2, 3, 1, 4, 2, 3, 2, 1], [1, 1, 1, 1, 1, 1, 1, 1])):
+        data = bytearray(bytes(s - 1 for s in sizes) + bytes([0, 0, 0, 1]) + bytes(300))
+        data[70] = 0xB7
+        put("fuzz_api", "call01_backward_%d" % variant, bytes(data))
 
 
 def seeds_diff():

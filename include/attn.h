@@ -124,6 +124,21 @@ attn_view attn_view_swap(attn_view v, int a, int b);
 attn_status attn_split_qkv(const attn_view *qkv, int64_t num_heads, attn_view *q, attn_view *k,
                            attn_view *v);
 
+/* The grouped-query form of attn_split_qkv: qkv (B, N, (H + 2*Hkv)*d),
+ * columns [q (H*d) | k (Hkv*d) | v (Hkv*d)], d = qkv.shape[2] / (H + 2*Hkv),
+ * H = num_heads, Hkv = num_kv_heads (0 means H; H must be a multiple of
+ * Hkv). On success q is (B, H, N, d) and k, v are (B, Hkv, N, d):
+ *   q[b,h,n,e] = qkv[b, n, h*d + e]
+ *   k[b,g,n,e] = qkv[b, n, H*d + g*d + e]
+ *   v[b,g,n,e] = qkv[b, n, (H + Hkv)*d + g*d + e]
+ * ready for attn_sdpa (and attn_rope on q and k). With Hkv = H it equals
+ * attn_split_qkv.
+ * @return ATTN_ERR_SHAPE if qkv is not rank 3, num_heads < 1,
+ * num_kv_heads does not divide num_heads, or the width is not a multiple of
+ * H + 2*Hkv; ATTN_ERR_NULL for a NULL output. Since v0.2.0. */
+attn_status attn_split_qkv_gqa(const attn_view *qkv, int64_t num_heads, int64_t num_kv_heads,
+                               attn_view *q, attn_view *k, attn_view *v);
+
 /* ------------------------------------------------------------------------ */
 /* Memory                                                                    */
 /* ------------------------------------------------------------------------ */
@@ -202,9 +217,9 @@ typedef enum attn_causal {
 
 /* Algorithm choice; AUTO is right for nearly everyone. Values pinned.
  * The fast path (tiled online softmax, O(threads x tile) scratch, never the
- * Nq x Nkv matrix) covers every option except dropout > 0, the weights
- * output, head sizes above 2^20 and the score modifiers window, softcap,
- * ALiBi and sinks (positions alone are covered): those run the reference path (scratch
+ * Nq x Nkv matrix) covers every option except the weights output, head
+ * sizes above 2^20 and the score modifiers window, softcap, ALiBi and sinks
+ * (positions alone are covered): those run the reference path (scratch
  * O(threads x Nkv)), whatever algo says. With few query rows and many keys
  * (decoding) the fast path splits the keys in fixed chunks over threads. */
 typedef enum attn_algo {
@@ -229,8 +244,8 @@ typedef struct attn_opts {
     const attn_view *mask;
     /* B values in 0..Nkv: batch b sees keys j < key_lengths[b]. NULL: Nkv. */
     const int64_t *key_lengths;
-    /* Dropout on the attention weights, p in [0, 1). See attn_dropout_keep.
-     * p > 0 runs the reference path (the fast path has no dropout yet). */
+    /* Dropout on the attention weights, p in [0, 1). See attn_dropout_keep:
+     * both paths drop the same weights (since v0.2.0 the fast path too). */
     float dropout_p;
     uint64_t dropout_seed;
     /* Threads for this call; <= 0 means the number of online CPUs. OpenMP's
@@ -359,6 +374,81 @@ attn_status attn_merge(const attn_view *part_out, const attn_view *part_lse, int
                        attn_view *out, attn_view *lse);
 
 /* ------------------------------------------------------------------------ */
+/* Backward of scaled dot-product attention (training)                       */
+/* ------------------------------------------------------------------------ */
+
+/* Optional outputs of attn_sdpa_backward beyond dq, dk, dv. Start from
+ * attn_backward_extras_default(); fields are only ever appended.
+ * Since v0.2.0. */
+typedef struct attn_backward_extras {
+    /* The gradient of the additive mask, in the mask's own shape as passed
+     * in opts.mask (rank 4, size-1 dimensions broadcast): entries of a
+     * broadcast dimension are summed over it.
+     *   dmask[b', h', i', j'] = sum over (b, h, i, j) that read that entry of dS[b,h,i,j]
+     * with dS the gradient of the score (after softcap and ALiBi, as the
+     * mask is added last). Hidden entries (-inf in the mask) get 0. Requires
+     * opts.mask. NULL: not computed. */
+    attn_view *dmask;
+    /* The gradient of opts.sinks, shape (H):
+     *   dsinks[h] = -sum_{b, i} P_sink[b,h,i] D[b,h,i],  P_sink = exp(sinks[h] - lse[b,h,i])
+     * (the sink is a logit with no value). Requires opts.sinks. NULL: not
+     * computed. */
+    attn_view *dsinks;
+} attn_backward_extras;
+
+/* @return every field NULL. Since v0.2.0. */
+attn_backward_extras attn_backward_extras_default(void);
+
+/* Gradients of attn_sdpa with respect to q, k and v (and optionally the
+ * mask), given the forward's out and lse and the gradient dout of the loss
+ * with respect to out.
+ *   q    (B, H,   Nq,  d)      the forward's inputs, unchanged
+ *   k    (B, Hkv, Nkv, d)
+ *   v    (B, Hkv, Nkv, dv)
+ *   out  (B, H,   Nq,  dv)     the forward's output (with the same opts)
+ *   lse  (B, H,   Nq)          the forward's opts.lse output (required)
+ *   dout (B, H,   Nq,  dv)     any strides, stride 0 included
+ *   dq   (B, H,   Nq,  d)      outputs, overwritten (not accumulated)
+ *   dk   (B, Hkv, Nkv, d)      summed over the H/Hkv query heads of each
+ *   dv   (B, Hkv, Nkv, dv)     kv head, never expanded
+ * opts: the forward's options (scale, causal, mask, key_lengths, dropout p
+ * and seed, threads, algo); opts->lse and opts->weights are ignored. NULL:
+ * defaults. extras: optional outputs, NULL for none.
+ * With P the attention weights before dropout, Z[b,h,i,j] = keep/(1-p) the
+ * dropout factor (attn_dropout_keep, regenerated from the seed: the same
+ * weights drop as in the forward), g = h / (H / Hkv):
+ *   P[b,h,i,j]  = exp(score(i, j) - lse[b,h,i])          visible keys, else 0
+ *   dP[b,h,i,j] = Z * sum_f dout[b,h,i,f] v[b,g,j,f]     // "bhif,bgjf->bhij"
+ *   D[b,h,i]    = sum_f dout[b,h,i,f] out[b,h,i,f]       // "bhif,bhif->bhi"
+ *   dS          = P * (dP - D)
+ *   dq[b,h,i,e] = scale * sum_j dS[b,h,i,j] k[b,g,j,e]  // "bhij,bgje->bhie"
+ *   dk[b,g,j,e] = scale * sum_{h in g, i} dS q[b,h,i,e] // "bhij,bhie->bgje"
+ *   dv[b,g,j,f] = sum_{h in g, i} P Z dout[b,h,i,f]     // "bhij,bhif->bgjf"
+ * Rows with no visible key (lse -inf) contribute nothing; keys no row sees
+ * get zero dk, dv. Hidden keys are skipped, never multiplied by zero: NaN or
+ * Inf in them (in k, v, or in q/dout rows that cannot see them) does not
+ * reach any gradient.
+ * Paths: the reference (plain loops in double, the specification) recomputes
+ * the softmax from q and k and ignores out and lse beyond their checks. The
+ * fast path (AUTO, FLASH; head sizes up to 4096) recomputes P from lse in
+ * tiles with O(threads x tile) scratch plus B*H*Nq floats for D, in two
+ * passes: dk, dv per (b, kv head, 64 keys), then dq per (b, h, 64 queries),
+ * so every output element has one owner and the result is bit-identical for
+ * any thread count. Its dmask comes from a third pass per dmask row, summing
+ * the rows that read it in ascending (b, h, i). Because it trusts lse, a
+ * finite mask of huge magnitude (e.g. -1e9 on every key of a row, where lse
+ * in float keeps ~7 digits) makes its P inexact: use -inf to hide keys.
+ * Errors: as attn_sdpa, plus every output must have its input's shape, be a
+ * proper output and overlap nothing else; checks run before any output is
+ * written.
+ * @return ATTN_OK, or NULL/SHAPE/STRIDE/OVERFLOW/ARG/NOMEM/ISA.
+ * Since v0.2.0. */
+attn_status attn_sdpa_backward(const attn_view *q, const attn_view *k, const attn_view *v,
+                               const attn_view *out, const attn_view *lse, const attn_view *dout,
+                               attn_view *dq, attn_view *dk, attn_view *dv, const attn_opts *opts,
+                               const attn_backward_extras *extras);
+
+/* ------------------------------------------------------------------------ */
 /* Building blocks (S2, S9)                                                  */
 /* ------------------------------------------------------------------------ */
 
@@ -377,6 +467,119 @@ attn_status attn_linear(const attn_view *x, const attn_view *W, const attn_view 
  * (D) or NULL (1 and 0). eps >= 0 (PyTorch's default is 1e-5). */
 attn_status attn_layer_norm(const attn_view *x, const attn_view *gamma, const attn_view *beta,
                             float eps, attn_view *y);
+
+/* RMS normalisation over the last axis (Llama, T5, Gemma):
+ *   ms = mean_j x[..., j]^2                          (in double)
+ *   y[..., j] = x[..., j] / sqrt(ms + eps) * gamma[j]
+ * x, y: same shape, rank 1..4, y may be the same view as x (in place), any
+ * other overlap is an error. gamma: (D) or NULL (1). eps finite and >= 0
+ * (Llama uses 1e-5 or 1e-6). A row of zeros gives zeros, also with eps = 0.
+ * Allocates nothing.
+ * @return ATTN_OK, or NULL/SHAPE/STRIDE/OVERFLOW/ARG/ISA (eps names the value).
+ * Since v0.2.0. */
+attn_status attn_rms_norm(const attn_view *x, const attn_view *gamma, float eps, attn_view *y);
+
+/* ------------------------------------------------------------------------ */
+/* Rotary position embedding (RoPE)                                          */
+/* ------------------------------------------------------------------------ */
+
+/* Which dimensions form a rotated pair. Values pinned.
+ *   NEOX  pairs (t, t + r/2): "rotate_half" of Hugging Face Llama, Mistral,
+ *         Qwen, Gemma; GPT-NeoX
+ *   GPTJ  pairs (2t, 2t + 1): interleaved, Meta's original Llama code and
+ *         ggml's NORMAL mode; the complex-multiply form
+ * Weights converted between the two conventions permute Wq/Wk columns; the
+ * style must match the checkpoint. */
+typedef enum attn_rope_style {
+    ATTN_ROPE_NEOX = 0,
+    ATTN_ROPE_GPTJ = 1,
+} attn_rope_style;
+
+/* Parameters of attn_rope. Start from attn_rope_params_default(); fields are
+ * only ever appended. */
+typedef struct attn_rope_params {
+    attn_rope_style style; /* NEOX (the default) or GPTJ */
+    /* r: rotated dims, even, 2..d; dims r..d-1 pass unchanged ("partial
+     * rotary", e.g. GPT-NeoX's rotary_pct, Phi's partial_rotary_factor).
+     * 0 (the default) means d. */
+    int64_t rotary_dim;
+    /* theta: inv_freq[t] = base^(-2t/r) when inv_freq is NULL (default 10000;
+     * Llama 3 uses 500000). Must be finite and > 1. */
+    double base;
+    /* r/2 angular frequencies, or NULL: a caller's table, e.g. from one of
+     * the attn_rope_inv_freq_* helpers below. Values must be finite. */
+    const double *inv_freq;
+    /* Multiplies cos and sin (YaRN's attention factor); default 1. Finite. */
+    double mscale;
+} attn_rope_params;
+
+/* @return NEOX, rotary_dim 0 (= d), base 10000, no table, mscale 1. */
+attn_rope_params attn_rope_params_default(void);
+
+/* Rotary position embedding of q or k, in place or out of place.
+ *   x, y  (B, H, N, d) (rank 2..4; missing leading dims are size 1)
+ *   positions[b*ps[0] + h*ps[1] + n*ps[2]] = position of token n (int64),
+ *         ps = pos_strides (3 values, in elements, any sign, 0 broadcasts);
+ *         pos_strides NULL means ps = (0, 0, 1): N positions shared by every
+ *         batch and head. Positions may be any int64 (decode at 1e6 is exact:
+ *         the angle is computed in double from the integer).
+ * With p the token's position, r = rotary_dim, inv_freq[t] (t < r/2) the
+ * table (or base^(-2t/r)), theta_t = p * inv_freq[t] in double and
+ * (a, b) the pair t (NEOX: x[t], x[t + r/2]; GPTJ: x[2t], x[2t+1]):
+ *   y_a = (a cos theta_t - b sin theta_t) * mscale
+ *   y_b = (b cos theta_t + a sin theta_t) * mscale
+ *   y[e] = x[e] for r <= e < d
+ * i.e. NEOX: y = x * cos + rotate_half(x) * sin (Hugging Face), GPTJ:
+ * y = x * e^{i theta} on complex pairs x[2t] + i x[2t+1] (Meta's Llama).
+ * Products in double, rounded once to float (overflow gives +-inf).
+ * y may be the very same view as x (in place); any other overlap is an
+ * error. Any strides, e.g. q and k straight out of attn_split_qkv.
+ * Scratch: 2 (or 3, without a table) * r/2 doubles.
+ * @return ATTN_OK, or NULL (x, y, positions, params) / SHAPE (x, y disagree
+ * or rank 1) / STRIDE / OVERFLOW / ARG (style, rotary_dim, base, mscale or
+ * inv_freq, naming the value) / NOMEM / ISA. Since v0.2.0. */
+attn_status attn_rope(const attn_view *x, const int64_t *positions, const int64_t *pos_strides,
+                      attn_view *y, const attn_rope_params *p);
+
+/* inv_freq tables (r/2 doubles written to inv_freq) for the usual RoPE
+ * scalings, with r = rotary_dim (even, >= 2), t = 0..r/2-1, base > 1 and
+ * f0[t] = base^(-2t/r) the unscaled frequency (Hugging Face's
+ * "default" rope_type, computed in double here):
+ *   attn_rope_inv_freq          f0[t]
+ *   attn_rope_inv_freq_linear   f0[t] / factor     (position interpolation, "linear")
+ *   attn_rope_inv_freq_ntk      base' = base * alpha^(r/(r-2)), f = base'^(-2t/r)
+ *       (NTK-aware; r >= 4. HF's "dynamic" type at sequence length L with
+ *       max_position_embeddings M is alpha = factor * L / M - (factor - 1))
+ *   attn_rope_inv_freq_llama3   ("llama3"; Llama 3.1: factor 8, low 1, high 4,
+ *       original_max_position 8192) with wl = 2 pi / f0[t],
+ *       wl_lo = original_max_position / low_freq_factor,
+ *       wl_hi = original_max_position / high_freq_factor:
+ *         wl > wl_lo:  f0 / factor
+ *         wl < wl_hi:  f0
+ *         otherwise:   (1 - s) f0 / factor + s f0,
+ *                      s = (original_max_position / wl - low) / (high - low)
+ *       (high_freq_factor > low_freq_factor)
+ *   attn_rope_inv_freq_yarn     ("yarn"; typical beta_fast 32, beta_slow 1)
+ *       c(n) = r ln(original_max_position / (2 pi n)) / (2 ln base),
+ *       lo = max(floor(c(beta_fast)), 0), hi = min(ceil(c(beta_slow)), r - 1)
+ *       (hi += 0.001 when lo == hi), ramp_t = clamp((t - lo)/(hi - lo), 0, 1),
+ *       f = f0/factor * ramp_t + f0 * (1 - ramp_t);
+ *       *mscale (if not NULL) = 1 for factor <= 1, else 0.1 ln(factor) + 1:
+ *       pass it as attn_rope_params.mscale.
+ * factor, alpha, low/high_freq_factor, beta_fast, beta_slow: finite, > 0;
+ * original_max_position >= 1.
+ * @return ATTN_OK, NULL (inv_freq) or ARG naming the value; nothing is
+ * written on failure. Since v0.2.0. */
+attn_status attn_rope_inv_freq(int64_t rotary_dim, double base, double *inv_freq);
+attn_status attn_rope_inv_freq_linear(int64_t rotary_dim, double base, double factor,
+                                      double *inv_freq);
+attn_status attn_rope_inv_freq_ntk(int64_t rotary_dim, double base, double alpha, double *inv_freq);
+attn_status attn_rope_inv_freq_llama3(int64_t rotary_dim, double base, double factor,
+                                      double low_freq_factor, double high_freq_factor,
+                                      int64_t original_max_position, double *inv_freq);
+attn_status attn_rope_inv_freq_yarn(int64_t rotary_dim, double base, double factor,
+                                    int64_t original_max_position, double beta_fast,
+                                    double beta_slow, double *inv_freq, double *mscale);
 
 /* ------------------------------------------------------------------------ */
 /* Attention modules (S2-S7)                                                 */
@@ -397,18 +600,24 @@ attn_status attn_cross_attention(const attn_view *xq, const attn_view *xkv, cons
                                  const attn_view *Wk, const attn_view *Wv, attn_view *out,
                                  const attn_opts *opts);
 
-/* Multi-head attention parameters. Per-head weights are stacked views:
- *   Wq (NH, Dq, HS)   Wk (NH, Dkv, HS)   Wv (NH, Dkv, HSv)
- *   bq (NH, HS)       bk (NH, HS)        bv (NH, HSv)        (data NULL: none)
+/* Multi-head attention parameters. Per-head weights are stacked views, with
+ * Hkv = num_kv_heads key/value heads (grouped-query attention; Hkv = NH is
+ * plain multi-head, Hkv = 1 multi-query):
+ *   Wq (NH, Dq, HS)   Wk (Hkv, Dkv, HS)  Wv (Hkv, Dkv, HSv)
+ *   bq (NH, HS)       bk (Hkv, HS)       bv (Hkv, HSv)       (data NULL: none)
  *   Wo (NH*HSv, Dout)                    bo (Dout)           (data NULL: none)
  * Without Wo the module returns the heads concatenated, (B, Nq, NH*HSv).
  * Any strides: the article's list of per-head matrices stacked, or the fused
- * (D, 3*D) matrix seen through attn_mha_from_fused, without copying. */
+ * (D, 3*D) matrix seen through attn_mha_from_fused (or (D, (NH + 2*Hkv)*HS)
+ * through attn_mha_from_fused_gqa), without copying.
+ * Zero-initialise the struct ({0} or memset): num_kv_heads = 0 means NH. */
 typedef struct attn_mha_params {
     int64_t num_heads;
     attn_view Wq, Wk, Wv;
     attn_view bq, bk, bv;
     attn_view Wo, bo;
+    /* Key/value heads, dividing num_heads; 0 means num_heads. Since v0.2.0. */
+    int64_t num_kv_heads;
 } attn_mha_params;
 
 /* Fill p from the fused form (S7):
@@ -422,19 +631,39 @@ typedef struct attn_mha_params {
 attn_status attn_mha_from_fused(const attn_view *Wqkv, const attn_view *bqkv, int64_t num_heads,
                                 const attn_view *Wo, const attn_view *bo, attn_mha_params *p);
 
+/* Fill p from a grouped-query fused projection (Llama's q_proj, k_proj and
+ * v_proj side by side):
+ *   Wqkv (D, (H + 2*Hkv)*HS), columns [q (H*HS) | k (Hkv*HS) | v (Hkv*HS)],
+ *   head h owning columns h*HS..h*HS+HS-1 of its part; HS = Wqkv.shape[1] /
+ *   (H + 2*Hkv) (need not be D / H); H = num_heads, Hkv = num_kv_heads (0
+ *   means H; H a multiple of Hkv);  bqkv ((H + 2*Hkv)*HS) or NULL;
+ *   Wo (H*HS, Dout) or NULL;  bo (Dout) or NULL.
+ *   Wq[h, i, e] = Wqkv[i, h*HS + e];  Wk[g, i, e] = Wqkv[i, H*HS + g*HS + e];
+ *   Wv[g, i, e] = Wqkv[i, (H + Hkv)*HS + g*HS + e]
+ * Self-attention then runs one GEMM of width (H + 2*Hkv)*HS. With Hkv = H
+ * and HS = D / H it equals attn_mha_from_fused.
+ * @return ATTN_OK, NULL (p) or SHAPE naming the size. Since v0.2.0. */
+attn_status attn_mha_from_fused_gqa(const attn_view *Wqkv, const attn_view *bqkv, int64_t num_heads,
+                                    int64_t num_kv_heads, const attn_view *Wo, const attn_view *bo,
+                                    attn_mha_params *p);
+
 /* Multi-head attention (S4, S5, S6, S7):
  *   xq  (Nq, Dq) or (B, Nq, Dq)
  *   xkv (Nkv, Dkv) or (B, Nkv, Dkv), or NULL for self-attention (xkv = xq)
  *   out (Nq, Dout) or (B, Nq, Dout)   (Dout = NH*HSv without Wo)
- * Steps, with H = NH:
+ * Steps, with H = NH, Hkv = num_kv_heads (or H), g = h / (H / Hkv):
  *   q[b,h,i,e] = sum_c xq[b,i,c]  Wq[h,c,e] + bq[h,e]    // "bic,hce->bhie"
- *   k[b,h,j,e] = sum_c xkv[b,j,c] Wk[h,c,e] + bk[h,e]    // "bjc,hce->bhje"
- *   v[b,h,j,f] = sum_c xkv[b,j,c] Wv[h,c,f] + bv[h,f]    // "bjc,hcf->bhjf"
- *   a = attn_sdpa(q, k, v, opts)                         // (B, H, Nq, HSv)
+ *   k[b,g,j,e] = sum_c xkv[b,j,c] Wk[g,c,e] + bk[g,e]    // "bjc,gce->bgje"
+ *   v[b,g,j,f] = sum_c xkv[b,j,c] Wv[g,c,f] + bv[g,f]    // "bjc,gcf->bgjf"
+ *   a = attn_sdpa(q, k, v, opts)                         // (B, H, Nq, HSv), GQA
  *   cat[b,i,h*HSv+f] = a[b,h,i,f]                        // "bhif->bi(hf)"
  *   out = cat @ Wo + bo                                  // "bio,od->bid"
  * opts pass to attn_sdpa unchanged (causal, mask, key_lengths, dropout,
- * threads, lse, weights); NULL = defaults. */
+ * threads, lse, weights); NULL = defaults. Grouped-query attention is the
+ * same as expanding Wk, Wv (and bk, bv) to H heads with np.repeat(.., H/Hkv,
+ * axis=0); it is computed without expanding.
+ * @return SHAPE when num_kv_heads does not divide num_heads or Wk/Wv do not
+ * have Hkv heads (since v0.2.0), and the errors of attn_sdpa. */
 attn_status attn_mha(const attn_mha_params *p, const attn_view *xq, const attn_view *xkv,
                      attn_view *out, const attn_opts *opts);
 

@@ -262,6 +262,111 @@ static void sdpa_sweeps(void) {
     }
 }
 
+/* attn_sdpa_backward: both paths, the fast one with dmask, dsinks, dropout
+ * and every option; then its peak scratch against N (no N x N). */
+typedef struct {
+    attn_view q, k, v, out, lse, dout, dq, dk, dv, mask, dmask, dsinks;
+    attn_opts o;
+    attn_backward_extras x;
+} bwd_case;
+
+static attn_status call_backward(void *ctx) {
+    bwd_case *c = ctx;
+    return attn_sdpa_backward(&c->q, &c->k, &c->v, &c->out, &c->lse, &c->dout, &c->dq, &c->dk,
+                              &c->dv, &c->o, &c->x);
+}
+
+static void backward_sweeps(void) {
+    enum { B = 2, H = 4, Hkv = 2, Nq = 70, Nkv = 90, d = 16, dv = 12 };
+    float *q = tu_rand(B * H * Nq * d, -1, 1), *k = tu_rand(B * Hkv * Nkv * d, -1, 1);
+    float *v = tu_rand(B * Hkv * Nkv * dv, -1, 1), *mask = tu_rand(Nq * Nkv, -2, 2);
+    float *out = tu_zeros(B * H * Nq * dv), *lse = tu_zeros(B * H * Nq);
+    float *dout = tu_rand(B * H * Nq * dv, -1, 1), sinks[H] = {0.5f, -1.0f, 0.0f, 2.0f};
+    float *dq = tu_zeros(B * H * Nq * d), *dk = tu_zeros(B * Hkv * Nkv * d);
+    float *dvv = tu_zeros(B * Hkv * Nkv * dv), *dmask = tu_zeros(Nq * Nkv), dsinks[H];
+    for (int64_t i = 0; i < Nq * Nkv; i += 5)
+        mask[i] = -INFINITY;
+    bwd_case c;
+    c.q = attn_view_4d(q, B, H, Nq, d);
+    c.k = attn_view_4d(k, B, Hkv, Nkv, d);
+    c.v = attn_view_4d(v, B, Hkv, Nkv, dv);
+    c.out = attn_view_4d(out, B, H, Nq, dv);
+    c.lse = attn_view_3d(lse, B, H, Nq);
+    c.dout = attn_view_4d(dout, B, H, Nq, dv);
+    c.dq = attn_view_4d(dq, B, H, Nq, d);
+    c.dk = attn_view_4d(dk, B, Hkv, Nkv, d);
+    c.dv = attn_view_4d(dvv, B, Hkv, Nkv, dv);
+    c.mask = attn_view_4d(mask, 1, 1, Nq, Nkv);
+    c.dmask = attn_view_4d(dmask, 1, 1, Nq, Nkv);
+    c.dsinks = attn_view_1d(dsinks, H);
+    const outbuf ob[5] = {{dq, B * H * Nq * d},
+                          {dk, B * Hkv * Nkv * d},
+                          {dvv, B * Hkv * Nkv * dv},
+                          {dmask, Nq * Nkv},
+                          {dsinks, H}};
+    static const attn_algo algos[2] = {ATTN_ALGO_REFERENCE, ATTN_ALGO_FLASH};
+    char label[96];
+    for (int a = 0; a < 2; a++)
+        for (int threads = 1; threads <= 2; threads++) {
+            c.o = attn_opts_default();
+            c.o.causal = ATTN_CAUSAL_BOTTOM_RIGHT;
+            c.o.mask = &c.mask;
+            c.o.sinks = sinks;
+            c.o.softcap = 2.0f;
+            c.o.window_left = 40;
+            c.o.dropout_p = 0.1f;
+            c.o.dropout_seed = 3;
+            c.o.num_threads = threads;
+            attn_opts fo = c.o;
+            fo.lse = &c.lse;
+            attn_set_allocator(NULL);
+            CHECK_OK(attn_sdpa(&c.q, &c.k, &c.v, &c.out, &fo));
+            attn_set_allocator(&counting);
+            c.o.algo = algos[a];
+            c.x = attn_backward_extras_default();
+            c.x.dmask = &c.dmask;
+            c.x.dsinks = &c.dsinks;
+            snprintf(label, sizeof label, "attn_sdpa_backward %s, %d thr",
+                     a ? "flash" : "reference", threads);
+            sweep(label, call_backward, &c, ob, 5, 1);
+        }
+    free(q), free(k), free(v), free(mask), free(out), free(lse), free(dout), free(dq), free(dk);
+    free(dvv), free(dmask);
+}
+
+/* Peak scratch of the fast backward at B = H = 1, d = 64, causal: the
+ * per-thread tiles plus N floats of D, never N x N. */
+static long backward_peak(int64_t N) {
+    float *q = tu_rand(N * 64, -1, 1), *k = tu_rand(N * 64, -1, 1), *v = tu_rand(N * 64, -1, 1);
+    float *out = tu_zeros(N * 64), *lse = tu_zeros(N), *g = tu_zeros(3 * N * 64);
+    attn_view vq = attn_view_4d(q, 1, 1, N, 64), vk = attn_view_4d(k, 1, 1, N, 64);
+    attn_view vv = attn_view_4d(v, 1, 1, N, 64), vo = attn_view_4d(out, 1, 1, N, 64);
+    attn_view vl = attn_view_3d(lse, 1, 1, N), vdq = attn_view_4d(g, 1, 1, N, 64);
+    attn_view vdk = attn_view_4d(g + N * 64, 1, 1, N, 64);
+    attn_view vdv = attn_view_4d(g + 2 * N * 64, 1, 1, N, 64);
+    attn_opts o = attn_opts_default();
+    o.causal = ATTN_CAUSAL_TOP_LEFT;
+    o.num_threads = 2;
+    o.lse = &vl;
+    CHECK_OK(attn_sdpa(&vq, &vk, &vv, &vo, &o));
+    o.lse = NULL;
+    counter_reset(0);
+    CHECK_OK(attn_sdpa_backward(&vq, &vk, &vv, &vo, &vl, &vo, &vdq, &vdk, &vdv, &o, NULL));
+    const long peak = atomic_load(&C.peak);
+    free(q), free(k), free(v), free(out), free(lse), free(g);
+    return peak;
+}
+
+static void backward_memory(int quick) {
+    const int64_t n1 = quick ? 512 : 1024, n2 = 4 * n1;
+    const long p1 = backward_peak(n1), p2 = backward_peak(n2);
+    printf("  attn_sdpa_backward peak scratch: N=%lld %ld bytes, N=%lld %ld bytes\n", (long long)n1,
+           p1, (long long)n2, p2);
+    /* 4 N bytes of D more, nothing that grows with N^2 */
+    CHECK(p2 - p1 <= 4 * (n2 - n1) + 4096, "backward scratch grows with N: %ld -> %ld", p1, p2);
+    CHECK(p2 < (1l << 20) + 4 * n2, "backward scratch %ld bytes is not O(threads x tile)", p2);
+}
+
 typedef struct {
     attn_mha_params p;
     attn_view xq, xkv, out;
@@ -500,11 +605,13 @@ int main(void) {
     attn_set_allocator(&counting);
     printf("fault injection (N-th allocation fails, N = 1.. until success):\n");
     sdpa_sweeps();
+    backward_sweeps();
     mha_sweeps();
     module_sweeps();
     no_alloc_calls();
     printf("  total: %ld calls swept, %ld injection points\n", total_cases, total_points);
     flash_memory(quick);
+    backward_memory(quick);
     CHECK(atomic_load(&C.live) == 0, "%ld blocks still live at exit", atomic_load(&C.live));
     CHECK(atomic_load(&C.bad_align) == 0, "%ld requests with a bad alignment",
           atomic_load(&C.bad_align));

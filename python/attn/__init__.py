@@ -16,7 +16,8 @@ The article's functions, same names and argument order (note k, q, v):
     layer_norm(x, gamma=None, beta=None, eps=1e-5)
     linear(x, W, b=None)
 
-The general API: sdpa(q, k, v, ...), merge(outs, lses) and the class
+The general API: sdpa(q, k, v, ...), its gradients sdpa_backward(q, k, v,
+out, lse, dout, ...), merge(outs, lses) and the class
 MultiHeadAttention (with from_torch_state / to_torch_state).
 
 Dimension letters: B batch, H query heads, Hkv key/value heads, N tokens,
@@ -34,8 +35,21 @@ Data types and layout (the documented conversion)
     is first copied to a C-contiguous float32 array.
   * Integer, boolean, complex and float16 arrays raise TypeError. A boolean
     mask is refused: build the additive form with np.where(keep, 0, -np.inf).
-  * Shape errors raise ValueError with the C library's message, e.g.
-    "attn_sdpa: k.shape[3]=80 but q.shape[3]=64 (head size must match)".
+  * Shape errors raise ValueError naming the argument, the axis and the
+    value as you passed them, e.g. "sdpa: k.shape[3]=80 but q.shape[3]=64:
+    q and k need the same head size d" or "mask has shape (4, 6): axis 1 is
+    6 but must be 1 or Nkv=5"; what only the C library checks keeps its
+    message ("attn_sdpa: ...").
+  * Numbers are never coerced silently. Integer arguments (num_threads,
+    NH / num_heads, key_lengths, q_offset, k_offset, window sides) take
+    Python or NumPy integers only: 1.5, "2" and True raise TypeError. Seeds
+    are integers in 0..2**64-1. A finite float64 value beyond float32's
+    range (|x| > 3.4e38), in an array or a scalar such as scale, raises
+    ValueError instead of becoming inf; inf and nan are passed on as given.
+    Strings are not numbers. The CLI follows the same rule.
+  * causal: "none", "top_left" or "bottom_right" (also "top-left",
+    "bottom-right"); True is accepted where both rules agree (Nq == Nkv and
+    no key_lengths) and is an error elsewhere; the CLI's bare --causal too.
   * num_threads=None (the default) uses every online CPU, whatever OpenMP's
     global setting (importing torch lowers that one).
 """
@@ -46,7 +60,8 @@ from .info import build_info, dropout_keep, get_isa, set_isa
 from .article import (multihead_attention_list, multihead_attention_vec,
                       multihead_cross_attention_list, self_attention, self_attention_batched,
                       self_attention_cols, softmax_cols, softmax_lastdim)
-from .core import merge, sdpa
+from .core import alibi_slopes, merge, sdpa
+from .backward import sdpa_backward
 from .modules import MultiHeadAttention, layer_norm, linear
 
 __all__ = [
@@ -62,6 +77,8 @@ __all__ = [
     "linear",
     "sdpa",
     "merge",
+    "sdpa_backward",
+    "alibi_slopes",
     "MultiHeadAttention",
     "dropout_keep",
     "build_info",

@@ -2,7 +2,38 @@
 
 import numpy as np
 
-from ._convert import _attn, _col_bias, _float_dtype, _stack_heads
+from ._convert import (_attn, _check_proj, _check_rank, _col_bias, _float_dtype, _int,
+                       _shape_error, _stack_heads)
+
+
+def _check_single(fn, x, Wk, Wq, Wv):
+    """Shapes of the single-head functions, in the article's terms."""
+    x, Wk, Wq, Wv = (np.asarray(a) for a in (x, Wk, Wq, Wv))
+    _check_rank(fn, x, "x", 2, 3, "(N, D) or (B, N, D)")
+    for name, W in (("Wk", Wk), ("Wq", Wq), ("Wv", Wv)):
+        _check_rank(fn, W, name, 2, 2, "a matrix (D, HS)")
+        _check_proj(fn, x, "x", W, name, 0, "%s is (D, HS), applied as x @ %s" % (name, name))
+    if Wk.shape[1] != Wq.shape[1]:
+        _shape_error(fn, "Wk has shape %s and Wq %s: q and k need the same head size HS",
+                     Wk.shape, Wq.shape)
+    return x, Wk, Wq, Wv
+
+
+def _check_heads(fn, x, xname, Wq, Wk, Wv, Wp, xkv=None):
+    """Stacked per-head weights (NH, D, HS) against x and Wp (NH*HSv, Dout)."""
+    xkv = x if xkv is None else xkv
+    kvname = xname if xkv is x else "xv"
+    _check_rank(fn, x, xname, 2, 3, "(N, D) or (B, N, D)")
+    _check_proj(fn, x, xname, Wq, "Wqs", 1, "each head's Wq is (D, HS)")
+    _check_proj(fn, xkv, kvname, Wk, "Wks", 1, "each head's Wk is (D, HS)")
+    _check_proj(fn, xkv, kvname, Wv, "Wvs", 1, "each head's Wv is (D, HSv)")
+    nh, hsv = Wv.shape[0], Wv.shape[2]
+    Wp = np.asarray(Wp)
+    _check_rank(fn, Wp, "Wp", 2, 2, "a matrix (NH*HS, Dout)")
+    if Wp.shape[0] != nh * hsv:
+        _shape_error(fn, "Wp has shape %s: axis 0 must be NH*HS = %d*%d = %d (the heads "
+                     "concatenated)", Wp.shape, nh, hsv, nh * hsv)
+
 
 def softmax_lastdim(x):
     """Softmax over the last axis of an array of any rank, numerically stable.
@@ -56,6 +87,7 @@ def self_attention(x, Wk, Wq, Wv):
 
     Also accepts x (B, N, D) (then returns (B, N, HSv)).
     """
+    x, Wk, Wq, Wv = _check_single("self_attention", x, Wk, Wq, Wv)
     return _attn.attention1(x, None, Wq, Wk, Wv)
 
 
@@ -67,6 +99,7 @@ def self_attention_batched(x, Wk, Wq, Wv):
         scores = q @ k.swapaxes(-2, -1) / sqrt(HS)    # einsum "bie,bje->bij"
         out = softmax_lastdim(scores) @ v             # einsum "bij,bjf->bif"
     """
+    x, Wk, Wq, Wv = _check_single("self_attention_batched", x, Wk, Wq, Wv)
     return _attn.attention1(x, None, Wq, Wk, Wv)
 
 
@@ -91,6 +124,8 @@ def multihead_attention_list(x, Wqs, Wks, Wvs, Wp, do_mask=False):
     Wq = _stack_heads(Wqs, "Wqs")
     Wk = _stack_heads(Wks, "Wks")
     Wv = _stack_heads(Wvs, "Wvs")
+    x = np.asarray(x)
+    _check_heads("multihead_attention_list", x, "x", Wq, Wk, Wv, Wp)
     return _attn.mha(x, None, Wq, Wk, Wv, Wo=Wp,
                      causal="top_left" if do_mask else "none")
 
@@ -111,6 +146,20 @@ def multihead_attention_vec(x, W, NH, Wp, do_mask=False):
     Head h owns columns h*HS .. h*HS+HS-1 of each of the q, k, v parts of W
     (PyTorch's in_proj_weight transposed). do_mask=True makes it causal.
     """
+    fn = "multihead_attention_vec"
+    NH = _int(NH, "NH", fn, lo=1)
+    x, W, Wp = np.asarray(x), np.asarray(W), np.asarray(Wp)
+    _check_rank(fn, x, "x", 2, 3, "(N, D) or (B, N, D)")
+    _check_rank(fn, W, "W", 2, 2, "a matrix (D, 3*D)")
+    D = x.shape[-1]
+    if W.shape != (D, 3 * D):
+        _shape_error(fn, "W has shape %s but must be (D, 3*D) = (%d, %d), D = x.shape[%d]",
+                     W.shape, D, 3 * D, x.ndim - 1)
+    if D % NH != 0:
+        _shape_error(fn, "NH=%d heads do not divide the width D=%d (HS = D // NH)", NH, D)
+    _check_rank(fn, Wp, "Wp", 2, 2, "a matrix (D, Dout)")
+    if Wp.shape[0] != D:
+        _shape_error(fn, "Wp has shape %s: axis 0 must be D=%d", Wp.shape, D)
     return _attn.mha_fused(x, None, W, None, NH, Wp,
                            causal="top_left" if do_mask else "none")
 
@@ -131,6 +180,9 @@ def multihead_cross_attention_list(xq, xv, Wqs, Wks, Wvs, Wp):
     Wq = _stack_heads(Wqs, "Wqs")
     Wk = _stack_heads(Wks, "Wks")
     Wv = _stack_heads(Wvs, "Wvs")
+    xq, xv = np.asarray(xq), np.asarray(xv)
+    _check_rank("multihead_cross_attention_list", xv, "xv", 2, 3, "(Nkv, Dkv) or (B, Nkv, Dkv)")
+    _check_heads("multihead_cross_attention_list", xq, "xq", Wq, Wk, Wv, Wp, xv)
     return _attn.mha(xq, xv, Wq, Wk, Wv, Wo=Wp)
 
 

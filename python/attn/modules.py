@@ -3,7 +3,9 @@ layer_norm."""
 
 import numpy as np
 
-from ._convert import _algo, _attn, _causal, _stack_bias, _stack_heads, _threads
+from ._convert import (_algo, _attn, _causal, _check_key_lengths, _check_mask, _check_proj,
+                       _check_rank, _int, _modifiers, _stack_bias, _stack_heads, _threads)
+
 
 def layer_norm(x, gamma=None, beta=None, eps=1e-5):
     """Layer normalisation over the last axis (biased variance, as PyTorch).
@@ -62,14 +64,17 @@ class MultiHeadAttention:
         out = a.transpose(0, 2, 1, 3).reshape(B, Nq, NH*HSv) @ Wo + bo
 
     Keyword options of the constructor (defaults for calls) and of calls:
-    causal ("none", "top_left", "bottom_right"), scale, dropout_p, num_threads;
-    calls also take mask (additive, broadcasting to (B, NH, Nq, Nkv)),
-    key_lengths (B,) and seed. See sdpa().
+    causal ("none", "top_left", "bottom_right"; True where Nq == Nkv), scale,
+    dropout_p, num_threads, and the score modifiers of the model: window
+    (left, right), softcap, alibi_slopes (NH,), sinks (NH,); calls also take
+    mask (additive, broadcasting to (B, NH, Nq, Nkv)), key_lengths (B,), seed
+    and the positions q_offset (B,) and k_offset. See sdpa().
     """
 
     def __init__(self, num_heads=None, *, Wqkv=None, bqkv=None, Wq=None, Wk=None, Wv=None,
                  bq=None, bk=None, bv=None, Wo=None, bo=None, causal="none", scale=None,
-                 dropout_p=0.0, num_threads=None):
+                 dropout_p=0.0, num_threads=None, window=None, softcap=None, alibi_slopes=None,
+                 sinks=None):
         if Wqkv is not None:
             if num_heads is None:
                 raise ValueError("MultiHeadAttention: the fused form needs num_heads")
@@ -79,7 +84,7 @@ class MultiHeadAttention:
             self.Wqkv = np.asarray(Wqkv)
             self.bqkv = None if bqkv is None else np.asarray(bqkv)
             self.Wq = self.Wk = self.Wv = self.bq = self.bk = self.bv = None
-            self.num_heads = int(num_heads)
+            self.num_heads = _int(num_heads, "num_heads", "MultiHeadAttention", lo=1)
         else:
             if Wq is None or Wk is None or Wv is None:
                 raise ValueError("MultiHeadAttention: give Wqkv, or all of Wq, Wk, Wv")
@@ -94,17 +99,22 @@ class MultiHeadAttention:
             self.bk = _stack_bias(bk, "bk")
             self.bv = _stack_bias(bv, "bv")
             nh = self.Wq.shape[0]
-            if num_heads is not None and int(num_heads) != nh:
+            if num_heads is not None and _int(num_heads, "num_heads", "MultiHeadAttention") != nh:
                 raise ValueError("MultiHeadAttention: num_heads=%d but Wq holds %d heads"
                                  % (num_heads, nh))
             self.num_heads = nh
         self.Wo = None if Wo is None else np.asarray(Wo)
         self.bo = None if bo is None else np.asarray(bo)
         self.causal = causal
-        _causal(causal)
+        _causal(causal, fn="MultiHeadAttention")
         self.scale = scale
-        self.dropout_p = float(dropout_p)
+        self.dropout_p = dropout_p
         self.num_threads = num_threads
+        # The model's score modifiers (checked at each call, with the shapes).
+        self.window, self.softcap = window, softcap
+        self.alibi_slopes = None if alibi_slopes is None else np.asarray(alibi_slopes)
+        self.sinks = None if sinks is None else np.asarray(sinks)
+        _modifiers("MultiHeadAttention", 1, window, softcap)
 
     def __repr__(self):
         form = "fused Wqkv %s" % (self.Wqkv.shape,) if self.fused else \
@@ -113,26 +123,59 @@ class MultiHeadAttention:
             self.num_heads, form, None if self.Wo is None else self.Wo.shape, self.causal)
 
     def __call__(self, xq, xkv=None, *, mask=None, key_lengths=None, causal=None, scale=None,
-                 dropout_p=None, seed=0, num_threads=None, algo="auto"):
+                 dropout_p=None, seed=0, num_threads=None, algo="auto", window=None,
+                 softcap=None, alibi_slopes=None, sinks=None, q_offset=None, k_offset=None):
         """mha(x) (self) or mha(xq, xkv) (cross); see the class docstring."""
+        fn = "MultiHeadAttention"
         xq = np.asarray(xq)
+        xkv_ = xq if xkv is None else np.asarray(xkv)
         if np.ndim(key_lengths) == 0 and key_lengths is not None:
             key_lengths = [key_lengths]
+        self._check_call(fn, xq, xkv_, xkv is None, mask, key_lengths)
+        B = xq.shape[0] if xq.ndim == 3 else 1
+        nq, nkv = xq.shape[-2], xkv_.shape[-2]
+        pick = lambda a, b: b if a is None else a  # noqa: E731  (the call's, else the module's)
         opts = dict(
-            scale=self.scale if scale is None else scale,
-            causal=_causal(self.causal if causal is None else causal),
+            scale=pick(scale, self.scale),
+            causal=_causal(pick(causal, self.causal), nq, nkv, key_lengths, fn),
             mask=mask,
             key_lengths=key_lengths,
-            dropout_p=self.dropout_p if dropout_p is None else dropout_p,
+            dropout_p=pick(dropout_p, self.dropout_p),
             seed=seed,
-            num_threads=_threads(self.num_threads if num_threads is None else num_threads),
+            num_threads=_threads(pick(num_threads, self.num_threads)),
             algo=_algo(algo),
         )
+        opts.update(_modifiers(fn, B, pick(window, self.window), pick(softcap, self.softcap),
+                               pick(alibi_slopes, self.alibi_slopes), pick(sinks, self.sinks),
+                               q_offset, k_offset))
         if self.fused:
             return _attn.mha_fused(xq, xkv, self.Wqkv, self.bqkv, self.num_heads, self.Wo,
                                    self.bo, **opts)
         return _attn.mha(xq, xkv, self.Wq, self.Wk, self.Wv, self.bq, self.bk, self.bv, self.Wo,
                          self.bo, **opts)
+
+    def _check_call(self, fn, xq, xkv, self_attn, mask, key_lengths):
+        """The call's shapes against the weights, in the caller's terms."""
+        _check_rank(fn, xq, "xq" if not self_attn else "x", 2, 3, "(Nq, D) or (B, Nq, D)")
+        if not self_attn:
+            _check_rank(fn, xkv, "xkv", 2, 3, "(Nkv, Dkv) or (B, Nkv, Dkv)")
+            if xkv.ndim != xq.ndim or (xq.ndim == 3 and xkv.shape[0] != xq.shape[0]):
+                raise ValueError("%s: xq has shape %s but xkv %s: both need the same batch"
+                                 % (fn, xq.shape, xkv.shape))
+        xn = "x" if self_attn else "xq"
+        kvn = "x" if self_attn else "xkv"
+        if self.fused:
+            _check_proj(fn, xq, xn, self.Wqkv, "Wqkv", 0, "Wqkv is (D, 3*D)")
+            if not self_attn:
+                _check_proj(fn, xkv, kvn, self.Wqkv, "Wqkv", 0, "the fused form needs xq and "
+                            "xkv of one width")
+        else:
+            _check_proj(fn, xq, xn, self.Wq, "Wq", 1, "Wq is (NH, Dq, HS)")
+            _check_proj(fn, xkv, kvn, self.Wk, "Wk", 1, "Wk is (NH, Dkv, HS)")
+            _check_proj(fn, xkv, kvn, self.Wv, "Wv", 1, "Wv is (NH, Dkv, HSv)")
+        B = xq.shape[0] if xq.ndim == 3 else 1
+        _check_mask(fn, mask, (B, self.num_heads, xq.shape[-2], xkv.shape[-2]))
+        _check_key_lengths(fn, key_lengths, B, xkv.shape[-2])
 
     # ---- PyTorch's nn.MultiheadAttention layout ---------------------------
 
@@ -155,7 +198,7 @@ class MultiHeadAttention:
         st = {k: np.asarray(v) for k, v in state.items()}
         if "bias_k" in st or "bias_v" in st:
             raise ValueError("from_torch_state: add_bias_kv (bias_k, bias_v) is not supported")
-        nh = int(num_heads)
+        nh = _int(num_heads, "num_heads", "from_torch_state", lo=1)
         Wo = np.ascontiguousarray(st["out_proj.weight"].T)
         bo = st.get("out_proj.bias")
         bin_ = st.get("in_proj_bias")
@@ -163,6 +206,12 @@ class MultiHeadAttention:
             Wqkv = np.ascontiguousarray(st["in_proj_weight"].T)
             return cls(nh, Wqkv=Wqkv, bqkv=bin_, Wo=Wo, bo=bo, **kwargs)
         Wqp, Wkp, Wvp = st["q_proj_weight"], st["k_proj_weight"], st["v_proj_weight"]
+        if Wkp.shape[1] != Wvp.shape[1]:
+            raise ValueError(
+                "from_torch_state: k_proj_weight %s and v_proj_weight %s read inputs of "
+                "different widths (kdim=%d, vdim=%d); attn's cross-attention takes keys and "
+                "values from one xkv, so it needs kdim == vdim"
+                % (Wkp.shape, Wvp.shape, Wkp.shape[1], Wvp.shape[1]))
         D = Wqp.shape[0]
         if D % nh != 0:
             raise ValueError("from_torch_state: embed_dim %d is not a multiple of num_heads %d"

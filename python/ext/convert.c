@@ -79,37 +79,54 @@ static void promote_rank4(attn_view *v) {
     v->ndim = ATTN_MAX_NDIM;
 }
 
-/* After a float64 -> float32 copy: a finite source value that became inf
- * did not fit float32. Report the first one with its index and value as the
- * caller passed it (rare, so the slow search over the source is fine). */
-static int check_f32_range(conv_state *st, const char *name, PyArrayObject *src,
-                           PyArrayObject *f32) {
-    const float *c = (const float *)PyArray_DATA(f32);
-    npy_intp n = PyArray_SIZE(f32);
-    int nd = PyArray_NDIM(src);
-    for (npy_intp e = 0; e < n; e++) {
-        if (!isinf(c[e])) continue;
-        npy_intp idx[NPY_MAXDIMS], rest = e;
-        for (int d = nd - 1; d >= 0; d--) {
-            npy_intp dim = PyArray_DIMS(src)[d];
-            idx[d] = rest % dim;
-            rest /= dim;
-        }
-        double x = *(const double *)PyArray_GetPtr(src, idx);
-        if (isinf(x)) continue;
-        char at[NPY_MAXDIMS * 24 + 4], *p = at;
-        for (int d = 0; d < nd; d++)
-            p += snprintf(p, sizeof(at) - (size_t)(p - at), "%s%ld", d ? ", " : "", (long)idx[d]);
-        PyObject *xo = PyFloat_FromDouble(x);
-        if (xo == NULL) return -1;
-        PyErr_Format(PyExc_ValueError,
-                     "%s: %s[%s]=%R is beyond float32's range (+-3.4e38), the precision attn "
-                     "computes in; scale the data or use -np.inf / np.inf explicitly",
-                     st->fn, name, at, xo);
-        Py_DECREF(xo);
+/* Before a float64 -> float32 copy: a finite value beyond float32's range
+ * would silently become inf (and NumPy would warn). Report the first one
+ * with its index and value as the caller passed it. src is float64. */
+static int check_f32_range(conv_state *st, const char *name, PyArrayObject *src) {
+    PyArrayObject *a = src;
+    Py_INCREF(a);
+    if (!PyArray_ISNOTSWAPPED(a) || !PyArray_ISALIGNED(a)) {
+        Py_DECREF(a);
+        a = (PyArrayObject *)PyArray_FromArray(src, PyArray_DescrFromType(NPY_FLOAT64),
+                                               NPY_ARRAY_ALIGNED | NPY_ARRAY_NOTSWAPPED);
+        if (a == NULL) return -1;
+    }
+    PyArrayIterObject *it = (PyArrayIterObject *)PyArray_IterNew((PyObject *)a);
+    if (it == NULL) {
+        Py_DECREF(a);
         return -1;
     }
-    return 0;
+    int rc = 0;
+    while (PyArray_ITER_NOTDONE(it)) {
+        double x = *(const double *)PyArray_ITER_DATA(it);
+        if (isfinite(x) && fabs(x) > FLT_MAX) {
+            /* The iterator walks in C order: unravel its flat index. */
+            npy_intp idx[NPY_MAXDIMS], rest = it->index;
+            for (int d = PyArray_NDIM(a) - 1; d >= 0; d--) {
+                idx[d] = rest % PyArray_DIMS(a)[d];
+                rest /= PyArray_DIMS(a)[d];
+            }
+            char at[NPY_MAXDIMS * 24 + 4], *p = at;
+            at[0] = '\0';
+            for (int d = 0; d < PyArray_NDIM(a); d++)
+                p += snprintf(p, sizeof(at) - (size_t)(p - at), "%s%ld", d ? ", " : "",
+                              (long)idx[d]);
+            PyObject *xo = PyFloat_FromDouble(x);
+            if (xo != NULL) {
+                PyErr_Format(PyExc_ValueError,
+                             "%s: %s[%s]=%R is beyond float32's range (+-3.4e38), the precision "
+                             "attn computes in; scale the data or use -np.inf / np.inf explicitly",
+                             st->fn, name, at, xo);
+                Py_DECREF(xo);
+            }
+            rc = -1;
+            break;
+        }
+        PyArray_ITER_NEXT(it);
+    }
+    Py_DECREF(it);
+    Py_DECREF(a);
+    return rc;
 }
 
 static int check_rank(conv_state *st, const arg_spec *spec, const char *name, PyArrayObject *a) {
@@ -216,17 +233,14 @@ int conv_array(conv_state *st, const arg_spec *spec, const char *name, PyObject 
     }
     if (check_rank(st, spec, name, a) < 0) goto fail;
     if (t == NPY_FLOAT64 && !is_mask && !(spec->flags & ARG_NOVOTE)) st->any64 = 1;
-    if (!usable_in_place(a)) {
+    if (t == NPY_FLOAT64 && check_f32_range(st, name, a) < 0) goto fail;
+    if (!usable_in_place(a) || ((spec->flags & ARG_CONTIG) && !PyArray_IS_C_CONTIGUOUS(a))) {
         /* The documented copy: float64, byte-swapped, misaligned or strides
          * that are not a whole number of float32 elements. */
         PyArrayObject *c = (PyArrayObject *)PyArray_FromArray(
             a, PyArray_DescrFromType(NPY_FLOAT32),
             NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST);
         if (c == NULL) goto fail;
-        if (t == NPY_FLOAT64 && check_f32_range(st, name, a, c) < 0) {
-            Py_DECREF(c);
-            goto fail;
-        }
         Py_DECREF(a);
         a = c;
     }

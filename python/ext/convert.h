@@ -99,6 +99,8 @@ enum {
     ARG_F32 = 1u << 2,      /* ARG_FLOAT: a finite value must fit float32 */
     ARG_MIN = 1u << 3,      /* ARG_INT: must be >= .min */
     ARG_FINITE = 1u << 4,   /* ARG_FLOAT: NaN and +-inf are errors */
+    ARG_CONTIG = 1u << 5,   /* ARG_ARRAY: C-contiguous float32 (copied if not), e.g. for
+                               a plain `const float *` of the C API */
 };
 
 typedef struct {

@@ -127,7 +127,7 @@ static PyObject *py_attention1(PyObject *self, PyObject *args, PyObject *kw) {
     attn_opts opts;
     if (args_parse("attention1", attention1_spec, A1_N, args, kw, v, &st) < 0) goto done;
     const attn_view *x = &v[A1_X].view;
-    if (opts_build(&st, v + A1_OPTS, x->ndim == 3 ? x->shape[0] : 1, &opts) < 0) goto done;
+    if (opts_build(&st, v + A1_OPTS, x->ndim == 3 ? x->shape[0] : 1, 1, &opts) < 0) goto done;
     int64_t oshape[3];
     for (int i = 0; i < x->ndim - 1; i++)
         oshape[i] = x->shape[i];
@@ -160,7 +160,8 @@ static PyObject *mha_run(conv_state *st, const attn_mha_params *p, const arg_val
                      xq->view.ndim);
         return NULL;
     }
-    if (opts_build(st, o, xq->view.ndim == 3 ? xq->view.shape[0] : 1, &opts) < 0) return NULL;
+    if (opts_build(st, o, xq->view.ndim == 3 ? xq->view.shape[0] : 1, p->num_heads, &opts) < 0)
+        return NULL;
     int64_t dout;
     if (p->Wo.data != NULL) {
         if (p->Wo.ndim != 2) {

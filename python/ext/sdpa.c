@@ -20,7 +20,7 @@ static PyObject *py_sdpa(PyObject *self, PyObject *args, PyObject *kw) {
     attn_opts opts;
     if (args_parse("sdpa", sdpa_spec, SDPA_N, args, kw, v, &st) < 0) goto done;
     const attn_view *q = &v[Q].view, *k = &v[K].view, *vv = &v[V].view;
-    if (opts_build(&st, v + OPTS, q->shape[0], &opts) < 0) goto done;
+    if (opts_build(&st, v + OPTS, q->shape[0], q->shape[1], &opts) < 0) goto done;
     int64_t oshape[4] = {q->shape[0], q->shape[1], q->shape[2], vv->shape[3]};
     int64_t wshape[4] = {q->shape[0], q->shape[1], q->shape[2], k->shape[2]};
     if ((out = out_new(4, oshape, &out_v)) == NULL) goto done;
@@ -107,7 +107,39 @@ done:
     return res;
 }
 
+/* alibi_slopes(H) -> float32 array (H,): attn_alibi_slopes */
+enum { AS_H, AS_N };
+static const arg_spec alibi_spec[AS_N] = {
+    [AS_H] = {"H", ARG_INT, ARG_REQUIRED | ARG_MIN, .min = 1},
+};
+
+static PyObject *py_alibi_slopes(PyObject *self, PyObject *args, PyObject *kw) {
+    (void)self;
+    arg_val v[AS_N];
+    conv_state st;
+    PyObject *res = NULL;
+    if (args_parse("alibi_slopes", alibi_spec, AS_N, args, kw, v, &st) < 0) goto done;
+    if (v[AS_H].i > ((int64_t)1 << 24)) {
+        PyErr_Format(PyExc_ValueError, "alibi_slopes: H=%R is above 2**24 heads", v[AS_H].obj);
+        goto done;
+    }
+    attn_view ov;
+    PyArrayObject *r = out_new(1, &v[AS_H].i, &ov);
+    if (r == NULL) goto done;
+    int rc;
+    CALL_NOGIL(rc, attn_alibi_slopes(v[AS_H].i, ov.data));
+    if (rc == 0)
+        res = (PyObject *)r;
+    else
+        Py_DECREF(r);
+done:
+    args_release(v, AS_N);
+    return res;
+}
+
 PyMethodDef attn_py_sdpa_methods[] = {
+    {"alibi_slopes", PY_KWFUNC(py_alibi_slopes), METH_VARARGS | METH_KEYWORDS,
+     "alibi_slopes(H): attn_alibi_slopes, the ALiBi paper's slopes of H heads."},
     {"sdpa", PY_KWFUNC(py_sdpa), METH_VARARGS | METH_KEYWORDS,
      "sdpa(q, k, v, ...): attn_sdpa on rank-4 arrays; returns (out, lse|None, weights|None)."},
     {"merge", PY_KWFUNC(py_merge), METH_VARARGS | METH_KEYWORDS,

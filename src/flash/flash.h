@@ -17,11 +17,12 @@
  * a row's bits depend neither on threads, Nq, B, other rows nor the mode.
  *
  * Supported: scale, every causal rule, additive mask (broadcast), key
- * lengths, grouped-query heads, lse, any strides (q, mask, out are read or
- * written element by element; k and v blocks are copied to contiguous
- * scratch when their last dimension is not contiguous). Dropout > 0 and the
- * weights output are not: attn__sdpa_select sends those to the reference
- * (see attn__flash_applies). */
+ * lengths, grouped-query heads, lse, dropout (applied to the probabilities
+ * after the row sums, attn_dropout_keep's pattern), any strides (q, mask, out
+ * are read or written element by element; k and v blocks are copied to
+ * contiguous scratch when their last dimension is not contiguous). The
+ * weights output is not: attn__sdpa_select sends it to the reference (see
+ * attn__flash_applies). */
 #ifndef ATTN_FLASH_H
 #define ATTN_FLASH_H
 
@@ -31,9 +32,9 @@
  * scratch holds a few (d, ATTN_TILE_ROWS) tiles. */
 #define ATTN_FLASH_MAX_HEAD ((int64_t)1 << 20)
 
-/* True when the flash path computes P: no dropout, no weights output, head
- * sizes up to ATTN_FLASH_MAX_HEAD, and no score modifier besides positions
- * (window, softcap, ALiBi and sinks run the reference path for now). */
+/* True when the flash path computes P: no weights output, head sizes up to
+ * ATTN_FLASH_MAX_HEAD, and no score modifier besides positions (window,
+ * softcap, ALiBi and sinks run the reference path for now). */
 bool attn__flash_applies(const attn__sdpa_problem *P);
 
 /* Compute P with the flash algorithm and the kernels of attn_get_isa().

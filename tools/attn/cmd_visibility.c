@@ -23,7 +23,7 @@ static const char vis_help[] =
     "Options:\n"
     "  --seq NQ             query tokens (8), at most 256\n"
     "  --nkv NKV            key tokens (NQ), at most 256\n"
-    "  --causal RULE        none | top-left | bottom-right (none)\n"
+    "  --causal RULE        none | top_left | bottom_right (none)\n"
     "  --key-length L       keys j >= L are padding (NKV)\n"
     "  --q-offset P         position of query 0 (default: 0 with top-left,\n"
     "                       else L - NQ, the bottom-right alignment)\n"
@@ -35,7 +35,7 @@ static const char vis_help[] =
     "  -h, --help           this text\n"
     "\n"
     "dist = (q_offset + i) - (k_offset + j); causal means dist >= 0.\n"
-    "Example: attn explain --visibility --seq 4 --nkv 12 --causal bottom-right --window 5,-1\n"
+    "Example: attn explain --visibility --seq 4 --nkv 12 --causal bottom_right --window 5,-1\n"
     "\n" EXIT_CODES_HELP;
 
 typedef struct vis_cfg {
@@ -44,18 +44,6 @@ typedef struct vis_cfg {
     attn_causal causal;
     const char *png;
 } vis_cfg;
-
-static int parse_window(const char *s, int64_t *left, int64_t *right) {
-    const char *comma = strchr(s, ',');
-    if (!comma) return -1;
-    size_t n = (size_t)(comma - s);
-    char a[32];
-    if (n == 0 || n >= sizeof a) return -1;
-    memcpy(a, s, n);
-    a[n] = '\0';
-    const int64_t big = (int64_t)1 << 40;
-    return parse_i64(a, -1, big, left) || parse_i64(comma + 1, -1, big, right) ? -1 : 0;
-}
 
 static int parse_args(int argc, char **argv, vis_cfg *c) {
     int nkv_set = 0, L_set = 0;
@@ -86,7 +74,7 @@ static int parse_args(int argc, char **argv, vis_cfg *c) {
         if ((r = opt_value(argc, argv, &i, "--causal", &val)) != 0) {
             if (r < 0 || parse_causal(val, &c->causal) != 0)
                 return cli_error(EXIT_USAGE, "explain",
-                                 "--causal takes none, top-left or bottom-right");
+                                 "--causal takes none, top_left or bottom_right");
             continue;
         }
         if ((r = opt_value(argc, argv, &i, "--window", &val)) != 0) {
