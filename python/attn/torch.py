@@ -77,6 +77,7 @@ import threading
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 import attn as _attn
 
@@ -220,6 +221,7 @@ class _Attention(torch.autograd.Function):
         return out_t, lse_t
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dout, dlse):
         q, k, v, mask, out, lse = ctx.saved_tensors
         want_dmask = mask is not None and ctx.needs_input_grad[3]

@@ -346,3 +346,224 @@ def test_errors(torch, T, gen):
         f(q, k, v, num_threads=0)
     with pytest.raises(ValueError, match="set_num_threads"):
         T.set_num_threads(0)
+
+
+# ---- gradients ---------------------------------------------------------------
+
+
+def check_grads(torch, T, gen, q, k, v, mask=None, grad_mask=False, **kw):
+    """attn.torch's gradients of (out * dout).sum() equal PyTorch autograd's
+    through the float64 composition, for q, k, v (and a float mask)."""
+    dout = torch.randn(q.shape[:-1] + (v.shape[-1],), generator=gen, dtype=torch.float64)
+    m = mask
+    if grad_mask:
+        m = mask.detach().clone().requires_grad_(True)
+
+    def ours(q_, k_, v_):
+        return T.scaled_dot_product_attention(q_, k_, v_, attn_mask=m, **kw)
+
+    out, g = torch_ref.grads(ours, [q, k, v], dout)
+    m_ref = None if mask is None else mask.detach().clone().requires_grad_(grad_mask)
+
+    def ref(q_, k_, v_):
+        return torch_ref.sdpa(q_, k_, v_, attn_mask=m_ref, **kw)
+
+    out_ref, g_ref = torch_ref.grads(ref, [q, k, v], dout)
+    close(out, out_ref)
+    # absolute tolerance relative to the gradient's size: a large scale
+    # sharpens the softmax and grows gradients and their float32 rounding alike
+    for name, a, b in zip("qkv", g, g_ref):
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        close(a, b, atol=torch_ref.ATOL * max(1.0, float(b.abs().max())))
+    if grad_mask:
+        assert m.grad.shape == mask.shape
+        close(m.grad, m_ref.grad, atol=torch_ref.ATOL * max(1.0, float(m_ref.grad.abs().max())))
+    return g
+
+
+@pytest.mark.parametrize("B,H,L,S,E,Ev", SHAPES)
+def test_grad_plain_and_causal(torch, T, gen, B, H, L, S, E, Ev):
+    q, k, v = qkv(torch, gen, B, H, L, S, E, Ev)
+    check_grads(torch, T, gen, q, k, v)
+    check_grads(torch, T, gen, q, k, v, is_causal=True)
+
+
+@pytest.mark.parametrize("kind", MASK_KINDS)
+@pytest.mark.parametrize("B,H,L,S,E,Ev", [(2, 3, 7, 7, 8, 8), (1, 2, 5, 13, 16, 4)])
+def test_grad_masks(torch, T, gen, kind, B, H, L, S, E, Ev):
+    q, k, v = qkv(torch, gen, B, H, L, S, E, Ev)
+    m = masks(torch, gen, B, H, L, S)[kind]
+    g = check_grads(torch, T, gen, q, k, v, mask=m)
+    check_grads(torch, T, gen, q, k, v, mask=m, is_causal=True)
+    if m.dtype != torch.bool and kind not in ("float_causal", "float_all_inf"):
+        # the gradient of a float mask, summed over its broadcast dimensions
+        check_grads(torch, T, gen, q, k, v, mask=m, grad_mask=True)
+    if kind == "float_all_inf":
+        for t in g:
+            assert torch.equal(t, torch.zeros_like(t))
+
+
+@pytest.mark.parametrize("H,Hkv", [(4, 2), (6, 1), (6, 3)])
+def test_grad_gqa(torch, T, gen, H, Hkv):
+    q, k, v = qkv(torch, gen, 2, H, 9, 11, 8, 8, Hkv=Hkv)
+    check_grads(torch, T, gen, q, k, v, enable_gqa=True)
+    check_grads(torch, T, gen, q, k, v, enable_gqa=True, is_causal=True, scale=0.2)
+
+
+@pytest.mark.parametrize("scale", [0.05, 1.0])
+def test_grad_scale(torch, T, gen, scale):
+    q, k, v = qkv(torch, gen, 2, 2, 8, 10, 16, 12)
+    check_grads(torch, T, gen, q, k, v, scale=scale)
+
+
+@pytest.mark.parametrize("shape_q,shape_kv", [((7, 8), (5, 8)), ((3, 7, 8), (3, 5, 8)),
+                                              ((2, 3, 4, 7, 8), (2, 3, 4, 5, 8))])
+def test_grad_ranks(torch, T, gen, shape_q, shape_kv):
+    q = rand(torch, gen, *shape_q)
+    k, v = rand(torch, gen, *shape_kv), rand(torch, gen, *shape_kv)
+    fm = torch.randn(shape_q[-2], shape_kv[-2], generator=gen, dtype=torch.float64)
+    check_grads(torch, T, gen, q, k, v, mask=fm, grad_mask=True, is_causal=True)
+
+
+def test_grad_sum_stride0(torch, T, gen):
+    """out.sum().backward() hands the backward a stride-0 gradient."""
+    q, k, v = (t.float() for t in qkv(torch, gen, 2, 2, 7, 9, 8, 8))
+    q.requires_grad_(True)
+    k.requires_grad_(True)
+    v.requires_grad_(True)
+    T.scaled_dot_product_attention(q, k, v, is_causal=True).sum().backward()
+    ours = [t.grad for t in (q, k, v)]
+    _, ref = torch_ref.grads(lambda a, b, c: torch_ref.sdpa(a, b, c, is_causal=True),
+                             [t.detach().double() for t in (q, k, v)],
+                             torch.ones(2, 2, 7, 8, dtype=torch.float64))
+    for a, b in zip(ours, ref):
+        assert a.dtype == torch.float32
+        close(a, b)
+
+
+def test_grad_strided(torch, T, gen):
+    """Non-contiguous leaves (transposed, sliced, expanded) and a
+    non-contiguous incoming gradient."""
+    base = torch.randn(2, 9, 3, 16, generator=gen, dtype=torch.float64)
+    kb = torch.randn(2, 3, 11, 40, generator=gen, dtype=torch.float64)
+    v1 = torch.randn(2, 1, 11, 8, generator=gen, dtype=torch.float64)
+    leaves = [base.clone().requires_grad_(True), kb.clone().requires_grad_(True),
+              v1.clone().requires_grad_(True)]
+    leaves_ref = [t.detach().clone().requires_grad_(True) for t in leaves]
+    dbig = torch.randn(2, 9, 3, 8, generator=gen, dtype=torch.float64)
+    dout = dbig.transpose(1, 2)  # (2, 3, 9, 8), not contiguous
+
+    def views(a, b, c):
+        return a.transpose(1, 2), b[..., 4:20], c.expand(2, 3, 11, 8)
+
+    T.scaled_dot_product_attention(*views(*leaves)).backward(dout)
+    torch_ref.sdpa(*views(*leaves_ref)).backward(dout)
+    for a, b in zip(leaves, leaves_ref):
+        close(a.grad, b.grad)
+
+
+def test_grad_partial(torch, T, gen):
+    """Only some inputs need grad; the others get none."""
+    q, k, v = qkv(torch, gen, 1, 2, 6, 6, 4, 4)
+    q.requires_grad_(True)
+    T.scaled_dot_product_attention(q, k, v).sum().backward()
+    assert q.grad is not None and k.grad is None and v.grad is None
+    with pytest.raises(RuntimeError):  # no double backward: a clear error, not a wrong one
+        q2 = q.detach().clone().requires_grad_(True)
+        out = T.scaled_dot_product_attention(q2, k, v)
+        (g,) = torch.autograd.grad(out.sum(), q2, create_graph=True)
+        g.sum().backward()
+
+
+def test_grad_dtypes(torch, T, gen):
+    q, k, v = qkv(torch, gen, 2, 2, 9, 9, 8, 8)
+    dout = torch.randn(2, 2, 9, 8, generator=gen, dtype=torch.float64)
+    f = T.scaled_dot_product_attention
+    _, g64 = torch_ref.grads(f, [q, k, v], dout)
+    _, g32 = torch_ref.grads(f, [q.float(), k.float(), v.float()], dout.float())
+    for a, b in zip(g64, g32):
+        assert a.dtype == torch.float64 and b.dtype == torch.float32
+        assert torch.equal(a, b.double())  # float64 is computed in float32
+    qb, kb, vb = q.bfloat16(), k.bfloat16(), v.bfloat16()
+    _, gb = torch_ref.grads(f, [qb, kb, vb], dout.bfloat16())
+    _, gw = torch_ref.grads(f, [qb.float(), kb.float(), vb.float()], dout.bfloat16().float())
+    for a, b in zip(gb, gw):
+        assert a.dtype == torch.bfloat16
+        assert torch.equal(a, b.bfloat16())  # rounded once, at the end
+
+
+def test_grad_dropout(torch, T, gen):
+    """The backward regenerates the forward's keep pattern from its seed."""
+    q, k, v = qkv(torch, gen, 2, 3, 8, 12, 8, 8)
+    dout = torch.randn(2, 3, 8, 8, generator=gen, dtype=torch.float64)
+    p = 0.25
+    torch.manual_seed(77)
+    _, g = torch_ref.grads(lambda a, b, c: T.scaled_dot_product_attention(a, b, c, dropout_p=p,
+                                                                           is_causal=True),
+                           [q, k, v], dout)
+    torch.manual_seed(77)
+    seed = int(torch.empty((), dtype=torch.int64).random_())
+    keep = torch.from_numpy(T.dropout_keep_grid(seed, 2, 3, 8, 12, p))
+    _, g_ref = torch_ref.grads(lambda a, b, c: torch_ref.sdpa(a, b, c, is_causal=True, keep=keep,
+                                                              dropout_p=p), [q, k, v], dout)
+    for a, b in zip(g, g_ref):
+        close(a, b)
+
+
+def test_gradcheck(torch, T, gen):
+    """torch.autograd.gradcheck of the whole function. attn computes in
+    float32, so the inputs are float64 leaves that attn rounds to float32 and
+    the finite differences use eps = 1e-3: their float32 noise is about
+    1e-7 / eps = 1e-4 and their truncation error eps^2 = 1e-6, so atol =
+    rtol = 1e-3 passes a correct gradient and fails a wrong one (a wrong
+    term changes the Jacobian by O(1e-1) here)."""
+    q, k, v = (t.requires_grad_(True) for t in qkv(torch, gen, 1, 2, 5, 6, 4, 3))
+    fm = torch.randn(5, 6, generator=gen, dtype=torch.float64).requires_grad_(True)
+    keep = torch.rand(2, 5, 6, generator=gen) > 0.3
+    kw = dict(eps=1e-3, atol=1e-3, rtol=1e-3)
+    f = T.scaled_dot_product_attention
+    assert torch.autograd.gradcheck(lambda a, b, c: f(a, b, c), (q, k, v), **kw)
+    assert torch.autograd.gradcheck(lambda a, b, c: f(a, b, c, is_causal=True, scale=0.7),
+                                    (q, k, v), **kw)
+    assert torch.autograd.gradcheck(lambda a, b, c, m: f(a, b, c, attn_mask=m), (q, k, v, fm),
+                                    **kw)
+    assert torch.autograd.gradcheck(lambda a, b, c: f(a, b, c, attn_mask=keep), (q, k, v), **kw)
+    qg = torch.randn(1, 4, 5, 4, generator=gen, dtype=torch.float64).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b, c: f(a, b, c, enable_gqa=True), (qg, k, v),
+                                    **kw)
+    # and the check has teeth: a gradient off by 1% fails it
+    class Off(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * 1.01
+
+    assert not torch.autograd.gradcheck(lambda a, b, c: f(Off.apply(a), b, c), (q, k, v),
+                                        raise_exception=False, **kw)
+
+
+def test_dataloader_workers():
+    """In DataLoader worker processes (forked after the parent ran attn on 2
+    threads) attn follows torch's thread count there (1) and computes the
+    parent's result. A subprocess with a timeout: a hang fails the test."""
+    code = r"""
+import torch, attn.torch as T
+g = torch.Generator().manual_seed(0)
+q = torch.randn(2, 4, 128, 32, generator=g)
+ref = T.scaled_dot_product_attention(q, q, q, is_causal=True, num_threads=2)
+class D(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+    def __getitem__(self, i):
+        return T.get_num_threads(), T.scaled_dot_product_attention(q, q, q, is_causal=True)
+dl = torch.utils.data.DataLoader(D(), batch_size=None, num_workers=2)
+res = [(n, bool(torch.equal(o, ref))) for n, o in dl]
+assert res == [(1, True)] * 4, res
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ok"

@@ -258,3 +258,55 @@ def test_errors(torch, T, gen):
         a(x, x, x, key_padding_mask=torch.zeros(2, 3, dtype=torch.int64))
     with pytest.raises(ValueError, match="3-d"):
         a(x[None], x[None], x[None])
+
+
+def grads_of(mod, q, k, v, dout, dw, **kw):
+    """Parameter and input gradients of (out * dout).sum() (+ (w * dw).sum())."""
+    leaves = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
+    mod.zero_grad(set_to_none=True)
+    out, w = mod(*leaves, need_weights=dw is not None, **kw)
+    loss = (out * dout).sum()
+    if dw is not None:
+        loss = loss + (w * dw).sum()
+    loss.backward()
+    return out, {n: p.grad for n, p in mod.named_parameters()}, [t.grad for t in leaves]
+
+
+@pytest.mark.parametrize("kind", range(len(KINDS)))
+@pytest.mark.parametrize("masks", ["none", "attn_float", "causal_bool", "kpm_bool", "kpm_right",
+                                   "both", "causal_and_right"])
+@pytest.mark.parametrize("with_weights", [False, True])
+def test_gradients_match_torch(torch, T, gen, kind, masks, with_weights):
+    kw = KINDS[kind]
+    E, H, B, L, S = 16, 4, 2, 6, 6
+    m, a = pair(torch, T, 20 + kind, E, H, batch_first=True, **kw)
+    q, k, v = inputs(torch, gen, B, L, S, E, kw.get("kdim", E), kw.get("vdim", E), True)
+    mk = mask_sets(torch, gen, B, H, L, S)[masks]
+    dout = torch.randn(B, L, E, generator=gen, dtype=torch.float64)
+    extra = kw.get("add_bias_kv", 0) + kw.get("add_zero_attn", 0)
+    dw = torch.randn(B, L, S + extra, generator=gen, dtype=torch.float64) if with_weights else None
+    o_ref, gp_ref, gx_ref = grads_of(m, q, k, v, dout, dw, **mk)
+    o, gp, gx = grads_of(a, q, k, v, dout, dw, **mk)
+    close(o, o_ref)
+    assert set(gp) == set(gp_ref)
+    for n in gp:
+        close(gp[n], gp_ref[n])
+    for g, g_ref in zip(gx, gx_ref):
+        close(g, g_ref)
+
+
+def test_self_attention_gradients_train_loop(torch, T, gen):
+    """A few optimiser steps with each module from the same start stay
+    together (float64, dropout 0)."""
+    m, a = pair(torch, T, 31, 16, 2, batch_first=True)
+    x = torch.randn(3, 8, 16, generator=gen, dtype=torch.float64)
+    causal = torch.ones(8, 8, dtype=torch.bool).triu(1)
+    opts = [torch.optim.SGD(mod.parameters(), lr=0.1) for mod in (m, a)]
+    for _ in range(5):
+        for mod, opt in zip((m, a), opts):
+            opt.zero_grad()
+            out, _ = mod(x, x, x, attn_mask=causal, need_weights=False)
+            (out ** 2).mean().backward()
+            opt.step()
+    for (n, p1), (_, p2) in zip(m.named_parameters(), a.named_parameters()):
+        close(p2, p1)
