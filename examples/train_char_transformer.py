@@ -9,6 +9,8 @@ seed, with dropout 0 and the same batches:
   2. attention = attn.torch.MultiheadAttention (the drop-in: same
      constructor, so the same initial weights; attn computes the attention
      and its gradients, PyTorch everything else).
+The two runs step in lockstep (a step of each in turn, the order swapped
+every step) so that changes of the shared machine's load hit both alike.
 It prints both loss curves and step times, the final losses and their
 relative difference, and draws loss and step time against the step as a PNG.
 
@@ -101,30 +103,49 @@ def batches(data, steps, B, T, seed):
         yield x, y
 
 
-def train(name, mha_cls, data, vocab, args):
-    torch.manual_seed(args.seed)
-    model = CharTransformer(mha_cls, vocab, args.seq, args.d_model, args.heads, args.layers)
-    init = {k: v.clone() for k, v in model.state_dict().items()}
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    warm = max(1, args.steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * s / args.steps)))
-    losses, times = [], []
-    model.train()
-    for step, (x, y) in enumerate(batches(data, args.steps, args.batch, args.seq, args.seed)):
+class Run:
+    """One model, its optimiser and its records."""
+
+    def __init__(self, name, mha_cls, vocab, args):
+        torch.manual_seed(args.seed)
+        self.name = name
+        self.model = CharTransformer(mha_cls, vocab, args.seq, args.d_model, args.heads,
+                                     args.layers)
+        self.init = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=args.lr, weight_decay=0.0)
+        warm = max(1, args.steps // 10)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(
+                math.pi * s / args.steps)))
+        self.losses, self.times = [], []
+        self.model.train()
+
+    def step(self, x, y, vocab):
         t0 = time.perf_counter()
-        logits = model(x)
+        logits = self.model(x)
         loss = F.cross_entropy(logits.reshape(-1, vocab), y.reshape(-1))
-        opt.zero_grad(set_to_none=True)
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        sched.step()
-        times.append(time.perf_counter() - t0)
-        losses.append(loss.item())
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.sched.step()
+        self.times.append(time.perf_counter() - t0)
+        self.losses.append(loss.item())
+
+
+def train(specs, data, vocab, args):
+    """Train every run on the same batches in lockstep: step s of one run,
+    then of the other, the order swapped every step, so that a change of the
+    machine's load (it is shared) hits both alike."""
+    runs = [Run(name, cls, vocab, args) for name, cls in specs]
+    for step, (x, y) in enumerate(batches(data, args.steps, args.batch, args.seq, args.seed)):
+        for r in (runs if step % 2 == 0 else runs[::-1]):
+            r.step(x, y, vocab)
         if step % args.print_every == 0 or step == args.steps - 1:
-            print("  %-7s step %4d  loss %.4f  %.1f ms" % (name, step, losses[-1],
-                                                           1e3 * times[-1]), flush=True)
-    return dict(losses=losses, times=times, init=init)
+            print("  step %4d  " % step + "  ".join(
+                "%s loss %.4f %.1f ms" % (r.name, r.losses[-1], 1e3 * r.times[-1])
+                for r in runs), flush=True)
+    return {r.name: dict(losses=r.losses, times=r.times, init=r.init) for r in runs}
 
 
 def plot(runs, path, args):
@@ -168,10 +189,10 @@ def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--text", default=TEXT)
     p.add_argument("--steps", type=int, default=150)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seq", type=int, default=512)
+    p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--heads", type=int, default=2)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=1337)
@@ -188,15 +209,13 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     data, vocab = load_text(args.text)
     print("text: %s, %d characters, vocabulary %d" % (args.text, len(data), vocab))
-    print("model: B=%d T=%d D=%d heads=%d layers=%d, %d steps, AdamW lr %g, %d torch thread(s), "
+    print("model: B=%d T=%d D=%d heads=%d layers=%d, %d steps, AdamW lr %g (gradient norm clipped at 1), %d torch thread(s), "
           "attn threads %d" % (args.batch, args.seq, args.d_model, args.heads, args.layers,
                                args.steps, args.lr, torch.get_num_threads(),
                                attn_torch.get_num_threads()))
-    runs = {}
-    for name, cls in (("pytorch", nn.MultiheadAttention),
-                      ("attn", attn_torch.MultiheadAttention)):
-        print("run %s:" % name)
-        runs[name] = train(name, cls, data, vocab, args)
+    print("training both in lockstep (same batches):")
+    runs = train((("pytorch", nn.MultiheadAttention), ("attn", attn_torch.MultiheadAttention)),
+                 data, vocab, args)
     same_init = all(torch.equal(runs["pytorch"]["init"][k], runs["attn"]["init"][k])
                     for k in runs["pytorch"]["init"])
     print("initial weights identical: %s" % same_init)

@@ -486,19 +486,22 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
             raise ValueError("%s: query, key and value must all be 3-d (batched) or 2-d "
                              "(unbatched), got shapes %s, %s, %s"
                              % (fn, tuple(query.shape), tuple(key.shape), tuple(value.shape)))
+        self_attn = query is key and key is value
         if not batched:
             query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
+            if self_attn:
+                key = value = query
             if key_padding_mask is not None:
                 key_padding_mask = key_padding_mask.unsqueeze(0)
-        elif self.batch_first:
-            # (B, N, E) -> (N, B, E) views; the computation is layout-free.
-            query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
-        L, B, E = query.shape
-        S = key.shape[0]
+        # The caller's layout is kept (no transposes): bf = (B, N, E), else (N, B, E).
+        bf = self.batch_first and batched
+        nb, ns = (0, 1) if bf else (1, 0)  # the batch and the sequence axes
+        B, L, E = query.shape[nb], query.shape[ns], query.shape[2]
+        S = key.shape[ns]
         nh, hd = self.num_heads, self.head_dim
         if E != self.embed_dim:
             raise ValueError("%s: query.shape[-1]=%d but embed_dim=%d" % (fn, E, self.embed_dim))
-        if key.shape[1] != B or value.shape[1] != B or value.shape[0] != S:
+        if key.shape[nb] != B or value.shape[nb] != B or value.shape[ns] != S:
             raise ValueError("%s: key %s and value %s do not match query %s in batch and source "
                              "length" % (fn, tuple(key.shape), tuple(value.shape),
                                          tuple(query.shape)))
@@ -514,7 +517,7 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
         if b is not None:
             bq, bk, bv = b.chunk(3)
         if self._qkv_same_embed_dim:
-            if query is key and key is value:
+            if self_attn:
                 q, k, v = F.linear(query, w, b).chunk(3, dim=-1)
             else:
                 wq, wk, wv = w.chunk(3)
@@ -560,8 +563,10 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
                     if _causal_float_hidden(am, L, S):
                         causal, am_add = "top_left", None
 
-        # (B, H, N, hd) views of the (N, B, E) projections
+        # (B, H, N, hd) views of the (B, N, E) or (N, B, E) projections
         def heads(t):
+            if bf:
+                return t.reshape(B, t.shape[1], nh, hd).permute(0, 2, 1, 3)
             return t.reshape(t.shape[0], B, nh, hd).permute(1, 2, 0, 3)
 
         q, k, v = heads(q), heads(k), heads(v)
@@ -612,11 +617,12 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
         q4, k4, v4 = q.to(cdt), k.to(cdt), v.to(cdt)
         out, lse = _Attention.apply(q4, k4, v4, mask, opts)
 
-        # 4. output projection: (B, H, L, hd) -> (L, B, E)
-        out = out.permute(2, 0, 1, 3).reshape(L, B, E).to(out_dtype)
-        out = F.linear(out, self.out_proj.weight, self.out_proj.bias)
-        if self.batch_first and batched:
-            out = out.transpose(0, 1)
+        # 4. output projection: (B, H, L, hd) -> (B, L, E) or (L, B, E)
+        if bf:
+            out = out.permute(0, 2, 1, 3).reshape(B, L, E)
+        else:
+            out = out.permute(2, 0, 1, 3).reshape(L, B, E)
+        out = F.linear(out.to(out_dtype), self.out_proj.weight, self.out_proj.bias)
         if not batched:
             out = out.squeeze(1)
         if not need_weights:

@@ -269,9 +269,18 @@ def test_threads_follow_torch(torch, T, gen):
     finally:
         torch.set_num_threads(old)
         T.set_num_threads(None)
-    ref = T.scaled_dot_product_attention(q, k, v, num_threads=1)
-    for nt in (2, 3):
-        assert torch.equal(T.scaled_dot_product_attention(q, k, v, num_threads=nt), ref)
+    dout = torch.randn(2, 4, 96, 32, generator=gen)
+
+    def run(nt):
+        return torch_ref.grads(lambda a, b, c: T.scaled_dot_product_attention(
+            a, b, c, is_causal=True, num_threads=nt), [q, k, v], dout)
+
+    ref, gref = run(1)
+    for nt in (2, 3):  # forward and gradients bit for bit the same
+        out, g = run(nt)
+        assert torch.equal(out, ref)
+        for a, b in zip(g, gref):
+            assert torch.equal(a, b)
 
 
 def test_concurrent_calls_inside_torch_threads(torch, T, gen):
