@@ -58,8 +58,12 @@ def child(threads, cases, min_s):
             s = s.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
         return torch.matmul(torch.softmax(s, -1), v)
 
-    def private(q, k, v, causal):
-        return F._scaled_dot_product_attention(q, k, v, None, 0.0, False, causal)[0]
+    if hasattr(F, "_scaled_dot_product_attention"):  # PyTorch 1.13
+        def private(q, k, v, causal):
+            return F._scaled_dot_product_attention(q, k, v, None, 0.0, False, causal)[0]
+    else:  # later versions: the public function takes its place
+        def private(q, k, v, causal):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
     def ours(q, k, v, causal):
         return T.scaled_dot_product_attention(q, k, v, is_causal=causal)
@@ -82,14 +86,14 @@ def child(threads, cases, min_s):
 
             out = step()  # warm-up, and the result to compare
             res[way] = (out.detach(), leaves[0].grad.clone())
-            best, total, reps = float("inf"), 0.0, 0
+            best, cpu, total, reps = float("inf"), float("inf"), 0.0, 0
             while reps < 3 or (total < min_s and reps < 20):
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 step()
-                t = time.perf_counter() - t0
-                best, total, reps = min(best, t), total + t, reps + 1
-            print(json.dumps(dict(case=name, way=way, threads=threads, seconds=best, reps=reps)),
-                  flush=True)
+                t, c = time.perf_counter() - t0, time.process_time() - c0
+                best, cpu, total, reps = min(best, t), min(cpu, c), total + t, reps + 1
+            print(json.dumps(dict(case=name, way=way, threads=threads, seconds=best, cpu=cpu,
+                                  reps=reps)), flush=True)
         for way in ("compose", "private"):
             do = float((res["attn"][0] - res[way][0]).abs().max())
             dq = float((res["attn"][1] - res[way][1]).abs().max())
@@ -115,7 +119,7 @@ def main():
 
     print("# bench_torch.py: attention forward + backward, float32, PyTorch %s; the machine "
           "is shared (absolute times vary, compare ratios)" % torch.__version__)
-    best, checks = {}, {}
+    best, checks, cpu1 = {}, {}, {}
     for T in [int(t) for t in a.threads.split(",")]:
         env = dict(os.environ, OPENBLAS_NUM_THREADS=str(T), OMP_NUM_THREADS=str(T))
         cmd = [sys.executable, os.path.abspath(__file__), "--child", str(T), "--cases",
@@ -130,6 +134,8 @@ def main():
                 key = (d["case"], d["way"])
                 if key not in best or d["seconds"] < best[key][0]:
                     best[key] = (d["seconds"], T)
+                if T == 1:
+                    cpu1[key] = d["cpu"]
             else:
                 checks[(d["case"], d["check"], T)] = (d["out"], d["dq"])
     print("%-4s %-18s %12s %12s %12s %9s %9s" % ("case", "B,H,N,d,causal", "compose ms",
@@ -147,6 +153,16 @@ def main():
             t["private"][0] / t["attn"][0]))
     print("# (n) = the thread count that was best; ratios = PyTorch's time / attn's; "
           "target >= 3x")
+    if cpu1:
+        # CPU time of one thread is the work itself, little changed by other
+        # processes' load (which the wall clock above is not)
+        print("# one thread, process CPU time (robust to the machine's load):")
+        for c in cases:
+            if all((c, w) in cpu1 for w in WAYS):
+                t = {w: cpu1[(c, w)] for w in WAYS}
+                print("#   %-4s compose %8.1f ms  private %8.1f ms  attn %8.1f ms  %6.2fx %6.2fx"
+                      % (c, 1e3 * t["compose"], 1e3 * t["private"], 1e3 * t["attn"],
+                         t["compose"] / t["attn"], t["private"] / t["attn"]))
     worst = max([v[0] for v in checks.values()] + [0.0]), max([v[1] for v in checks.values()] +
                                                                [0.0])
     print("# agreement, attn vs PyTorch, every case and thread count: max |out| diff %.2e, "
