@@ -6,7 +6,7 @@ PYTHON      := /usr/bin/python3
 CMAKE_FLAGS ?=
 PREFIX      ?= /usr/local
 
-.PHONY: all build demo test test-sanitize test-noblas bench install clean
+.PHONY: all build demo test test-sanitize test-python-sanitize test-noblas bench install clean
 
 all: build
 
@@ -35,6 +35,20 @@ test-sanitize:
 	cmake --build $(ASAN_BUILD) -j$(JOBS)
 	cd $(ASAN_BUILD) && ATTN_TEST_QUICK=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j$(JOBS)
+
+# The Python extension and the library under ASan + UBSan, the runtimes
+# preloaded into Debian's interpreter (leak checking off: CPython's own
+# allocations at exit would drown it); the PyTorch tests are left out.
+PYASAN_BUILD ?= build-pyasan
+test-python-sanitize:
+	@tools/deps.sh test
+	cmake -S . -B $(PYASAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTN_WERROR=ON \
+	      -DATTN_SANITIZE=ON -DATTN_PYTHON=ON -DATTN_CLI=OFF -DPython3_EXECUTABLE=$(PYTHON) $(CMAKE_FLAGS)
+	cmake --build $(PYASAN_BUILD) -j$(JOBS) --target attn_python
+	PYTHONPATH=$(PYASAN_BUILD)/python \
+	    LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    $(PYTHON) -m pytest -q -p no:cacheprovider python/tests --ignore=python/tests/test_torch.py
 
 # The dependency-free configuration (-DATTN_BLAS=OFF: built-in GEMM loops), C tests.
 test-noblas:

@@ -200,13 +200,29 @@ static const int64_t heads[] = {1, 2, 3, 4, 0, -1, INT64_MAX, INT64_MIN, 6, 8};
 typedef struct {
     attn_opts o;
     attn_view mask, lse, weights;
-    int64_t *key_lengths;
+    int64_t *key_lengths, *q_offset;
+    float *per_head; /* alibi_slopes and sinks: MAX_NUMEL each (H <= MAX_NUMEL) */
 } opts_box;
+
+static const float head_vals[] = {0.0f,  0.5f, -1.0f,    30.0f,    -30.0f,
+                                  1e30f, NAN,  INFINITY, -INFINITY};
+static const int64_t offsets[] = {0,
+                                  1,
+                                  -1,
+                                  5,
+                                  INT64_MAX,
+                                  INT64_MIN,
+                                  (int64_t)1 << 61,
+                                  -((int64_t)1 << 61),
+                                  ((int64_t)1 << 61) + 1};
+static const int64_t windows[] = {-1, 0, 1, 2, 7, 64, -2, INT64_MAX, INT64_MIN};
+static const float softcaps[] = {0.0f, 1.0f, 30.0f, 0.5f, -1.0f, NAN, INFINITY, 1e-30f};
 
 /* B: the batch size the key lengths must cover, if it is small and valid. */
 static int options(reader *r, const dims *D, int64_t B, opts_box *ob) {
     ob->o = attn_opts_default();
-    ob->key_lengths = NULL;
+    ob->key_lengths = ob->q_offset = NULL;
+    ob->per_head = NULL;
     uint8_t f = u8(r);
     ob->o.scale = pick_float(r, scales, COUNT(scales));
     ob->o.causal = (attn_causal)enums[u8(r) % COUNT(enums)];
@@ -235,6 +251,27 @@ static int options(reader *r, const dims *D, int64_t B, opts_box *ob) {
                                          : (int64_t[]){-1, INT64_MAX, INT64_MIN, 0}[k % 4];
         }
         ob->o.key_lengths = ob->key_lengths;
+    }
+    if (f & 32) { /* the score modifiers (since 0.2.0) */
+        const uint8_t m = u8(r);
+        ob->o.window_left = windows[u8(r) % COUNT(windows)];
+        ob->o.window_right = windows[u8(r) % COUNT(windows)];
+        ob->o.softcap = pick_float(r, softcaps, COUNT(softcaps));
+        ob->o.k_offset = offsets[u8(r) % COUNT(offsets)];
+        if (m & 3) {
+            ob->per_head = malloc(2 * MAX_NUMEL * sizeof(float));
+            for (int i = 0; i < 2 * MAX_NUMEL; i++)
+                ob->per_head[i] =
+                    i < 8 ? pick_float(r, head_vals, COUNT(head_vals)) : head_vals[i % 5];
+            if (m & 1) ob->o.alibi_slopes = ob->per_head;
+            if (m & 2) ob->o.sinks = ob->per_head + MAX_NUMEL;
+        }
+        if ((m & 4) && B >= 1 && B <= MAX_NUMEL) { /* exactly B entries */
+            ob->q_offset = malloc((size_t)B * sizeof(int64_t));
+            for (int64_t b = 0; b < B; b++)
+                ob->q_offset[b] = offsets[u8(r) % COUNT(offsets)];
+            ob->o.q_offset = ob->q_offset;
+        }
     }
     return 1;
 }
@@ -423,6 +460,8 @@ static int call(reader *r, const dims *D, attn_status *st) {
     }
     }
     free(ob.key_lengths);
+    free(ob.q_offset);
+    free(ob.per_head);
     return in_place;
 }
 

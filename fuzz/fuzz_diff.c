@@ -12,7 +12,10 @@
  * where smax bounds |score| (|scale| * d * max|q| * max|k| + max|mask|), and
  * lse within (1 + |lse|) * 2e-5 + 16 * smax * 2^-24; rows with no visible key
  * must be exactly 0 with lse -inf in both. Optionally one element of q or of
- * the mask is NaN: the same elements must come out NaN in both. */
+ * the mask is NaN: the same elements must come out NaN in both. The last
+ * bytes turn on the score modifiers (window, softcap, ALiBi slopes, sinks,
+ * explicit positions); smax then adds the largest ALiBi bias, softcap bounds
+ * the score, and a row with no visible key has lse = its sink. */
 #include "attn.h"
 
 #include <math.h>
@@ -156,8 +159,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         const int64_t x = (int64_t)diff_u8(&r) * 131 % nm;
         mb[x] = NAN;
     }
+    /* Score modifiers (read last, so older inputs replay unchanged). */
+    const uint8_t modb = diff_u8(&r);
+    float slopes[9], sinks[9];
+    int64_t qoff[2];
+    double bias_max = 0.0;
+    if (modb) {
+        static const int64_t wins[8] = {-1, -1, 0, 1, 3, 17, 70, 600};
+        static const float caps[4] = {0.0f, 1.0f, 5.0f, 30.0f};
+        o.window_left = wins[modb % 8];
+        o.window_right = wins[(modb >> 3) % 8];
+        o.softcap = caps[diff_u8(&r) % 4];
+        const uint8_t more = diff_u8(&r);
+        for (int64_t h = 0; h < H; h++) {
+            slopes[h] = (urand(1.0f) + 1.0f) * 0.05f;
+            sinks[h] = urand(5.0f);
+        }
+        if (more & 1) o.alibi_slopes = slopes;
+        if (more & 2) o.sinks = sinks;
+        if (more & 4) {
+            qoff[0] = (int64_t)diff_u8(&r) - 40;
+            qoff[1] = (int64_t)diff_u8(&r) - 40;
+            o.q_offset = qoff;
+            o.k_offset = (int64_t)(more >> 4) - 8;
+        }
+        if (o.alibi_slopes) bias_max = 0.1 * (double)(Nkv + Nq + 300);
+    }
     const double sc = isnan(o.scale) ? 1.0 / sqrt((double)d) : fabs((double)o.scale);
-    const double smax = sc * (double)d * amp * amp + mmax;
+    double smax = sc * (double)d * amp * amp;
+    if (o.softcap > 0.0f && smax > o.softcap) smax = o.softcap;
+    smax += bias_max + mmax;
 
     o.lse = &lv1;
     o.algo = ATTN_ALGO_REFERENCE;

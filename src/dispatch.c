@@ -103,8 +103,18 @@ static void init_isa(void) {
     selected = want;
 }
 
+static bool isa_valid(attn_isa isa) {
+    return isa == ATTN_ISA_AUTO || isa == ATTN_ISA_GENERIC || isa == ATTN_ISA_AVX2 ||
+           isa == ATTN_ISA_AVX512;
+}
+
 attn_status attn_set_isa(attn_isa isa) {
     pthread_once(&init_once, init_isa);
+    if (!isa_valid(isa))
+        return attn__fail(ATTN_ERR_ARG,
+                          "attn_set_isa: isa=%d is not an attn_isa value (AUTO 0, GENERIC 1, "
+                          "AVX2 2, AVX512 3)",
+                          (int)isa);
     if (isa == ATTN_ISA_AUTO) isa = best_isa();
     if (!attn_isa_supported(isa))
         return attn__fail(ATTN_ERR_ISA, "attn_set_isa: %s is not supported by this CPU/OS",
@@ -116,7 +126,9 @@ attn_status attn_set_isa(attn_isa isa) {
 
 attn_isa attn_get_isa(void) {
     pthread_once(&init_once, init_isa);
-    return selected;
+    /* An unusable ATTN_ISA selects nothing: no ISA is claimed while every
+     * call fails. */
+    return env_problem[0] ? ATTN_ISA_AUTO : selected;
 }
 
 attn_status attn__isa_ready(const char *fn) {

@@ -26,6 +26,7 @@ const char *attn_build_info(void) {
 #else
              "no",
 #endif
-             attn_isa_name(attn_get_isa()));
+             attn_get_isa() == ATTN_ISA_AUTO ? "none (ATTN_ISA is unusable)"
+                                             : attn_isa_name(attn_get_isa()));
     return info;
 }

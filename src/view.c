@@ -85,6 +85,12 @@ attn_status attn_split_qkv(const attn_view *qkv, int64_t num_heads, attn_view *q
                           "%s: qkv.shape[2]=%" PRId64
                           " is not a multiple of 3*num_heads (num_heads=%" PRId64 ")",
                           fn, C, num_heads);
+    if (qkv->stride[2] != 1)
+        return attn__fail(ATTN_ERR_STRIDE,
+                          "%s: qkv.stride[2]=%" PRId64
+                          " but must be 1 (the last dimension contiguous; rows may have any "
+                          "stride)",
+                          fn, qkv->stride[2]);
     int64_t D = C / 3, d = D / num_heads;
     const int64_t start[3] = {0, D, 2 * D}, heads[3] = {num_heads, num_heads, num_heads};
     attn_view *parts[3] = {q, k, v};

@@ -9,7 +9,10 @@
  * before dropout: equal to the lse without dropout. */
 #include "testutil.h"
 
-static void one(int64_t B, int64_t H, int64_t Nq, int64_t N, attn_causal causal, float p) {
+/* window >= 0: a sliding window (left) and sinks too, so the weights of a row
+ * no longer sum to 1 and keys before the window are hidden. */
+static void one(int64_t B, int64_t H, int64_t Nq, int64_t N, attn_causal causal, float p,
+                int64_t window) {
     float *q = tu_rand(B * H * Nq * 8, -1, 1), *k = tu_rand(B * H * N * 8, -1, 1);
     float *v = tu_zeros(B * H * N * N);
     for (int64_t g = 0; g < B * H; g++)
@@ -25,6 +28,8 @@ static void one(int64_t B, int64_t H, int64_t Nq, int64_t N, attn_causal causal,
     o.causal = causal;
     o.dropout_p = p;
     o.dropout_seed = 0xABCDEF12345ull + (uint64_t)N;
+    float sinks[8] = {0.5f, -1.0f, 2.0f, 0.0f, 1.0f, 0.0f, 0.0f, 0.0f};
+    if (window >= 0) o.window_left = window, o.sinks = sinks;
     o.algo = ATTN_ALGO_REFERENCE;
     o.lse = &lr;
     attn_view vo = attn_view_4d(ref, B, H, Nq, N);
@@ -42,8 +47,10 @@ static void one(int64_t B, int64_t H, int64_t Nq, int64_t N, attn_causal causal,
             for (int64_t i = 0; i < Nq; i++)
                 for (int64_t j = 0; j < N; j++) {
                     const int64_t n = ((b * H + h) * Nq + i) * N + j;
+                    const int64_t pos = causal == ATTN_CAUSAL_TOP_LEFT ? i : i + N - Nq;
                     const int hidden = (causal == ATTN_CAUSAL_TOP_LEFT && j > i) ||
-                                       (causal == ATTN_CAUSAL_BOTTOM_RIGHT && j > i + N - Nq);
+                                       (causal == ATTN_CAUSAL_BOTTOM_RIGHT && j > i + N - Nq) ||
+                                       (window >= 0 && pos - j > window);
                     const int keep = !hidden && attn_dropout_keep(o.dropout_seed, b, h, i, j, p);
                     dropped += !hidden && !keep;
                     wrong += (ref[n] != 0.0f) != keep || (f[0][n] != 0.0f) != keep;
@@ -57,6 +64,7 @@ static void one(int64_t B, int64_t H, int64_t Nq, int64_t N, attn_causal causal,
     /* lse is taken before dropout */
     attn_opts o0 = attn_opts_default();
     o0.causal = causal;
+    if (window >= 0) o0.window_left = window, o0.sinks = sinks;
     float *lse0 = tu_zeros(B * H * Nq), *out0 = tu_zeros(no);
     attn_view l0 = attn_view_3d(lse0, B, H, Nq);
     o0.lse = &l0;
@@ -77,11 +85,12 @@ int main(void) {
             continue;
         }
         CHECK_OK(attn_set_isa(isas[a]));
-        one(2, 3, 70, 70, ATTN_CAUSAL_TOP_LEFT, 0.1f);
-        one(1, 2, 33, 130, ATTN_CAUSAL_BOTTOM_RIGHT, 0.5f);
-        one(1, 2, 5, 300, ATTN_CAUSAL_NONE, 0.3f);
-        one(1, 1, 1, 1100, ATTN_CAUSAL_NONE, 0.2f); /* decode: keys split over threads */
-        one(1, 1, 1, 1, ATTN_CAUSAL_NONE, 0.9f);
+        one(2, 3, 70, 70, ATTN_CAUSAL_TOP_LEFT, 0.1f, -1);
+        one(1, 2, 33, 130, ATTN_CAUSAL_BOTTOM_RIGHT, 0.5f, -1);
+        one(1, 2, 5, 300, ATTN_CAUSAL_NONE, 0.3f, -1);
+        one(1, 1, 1, 1100, ATTN_CAUSAL_NONE, 0.2f, -1); /* decode: keys split over threads */
+        one(1, 1, 1, 1, ATTN_CAUSAL_NONE, 0.9f, -1);
+        one(2, 4, 90, 90, ATTN_CAUSAL_TOP_LEFT, 0.25f, 20); /* window + sinks */
     }
     CHECK_OK(attn_set_isa(ATTN_ISA_AUTO));
     return tu_summary("test_dropout");

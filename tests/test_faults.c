@@ -224,6 +224,23 @@ static void sdpa_sweeps(void) {
             sweep(label, call_sdpa, &c, ob, 2, 1);
         }
     }
+    /* Every score modifier at once, both paths (since 0.2.0). */
+    float slopes[H] = {0.5f, 0.25f, 0.125f, 0.0625f}, sinks[H] = {-1.0f, 0.0f, 1.0f, 2.0f};
+    for (int a = 0; a < 2; a++) {
+        c.o = attn_opts_default();
+        c.o.algo = algos[a];
+        c.o.num_threads = 2;
+        c.o.lse = &c.lse;
+        c.o.mask = &c.mask;
+        c.o.key_lengths = c.key_lengths;
+        c.o.causal = ATTN_CAUSAL_TOP_LEFT;
+        c.o.window_left = 40;
+        c.o.softcap = 5.0f;
+        c.o.alibi_slopes = slopes;
+        c.o.sinks = sinks;
+        snprintf(label, sizeof label, "attn_sdpa %s prefill, modifiers", names[a]);
+        sweep(label, call_sdpa, &c, ob, 2, 1);
+    }
     /* Dropout and the weights output: the reference path, whatever algo says. */
     c.o = attn_opts_default();
     c.o.algo = ATTN_ALGO_FLASH;
@@ -258,6 +275,16 @@ static void sdpa_sweeps(void) {
                 sweep(label, call_sdpa, &e, eb, 2, 1);
             }
         }
+        /* Split decode with a window and sinks (the sink joins the fold once). */
+        float dsinks[DH] = {0.5f, -0.5f, 1, 2, 3, -3, 0, 0};
+        e.o = attn_opts_default();
+        e.o.algo = ATTN_ALGO_FLASH;
+        e.o.num_threads = 3;
+        e.o.lse = &e.lse;
+        e.o.window_left = 2000;
+        e.o.sinks = dsinks;
+        e.o.softcap = 30.0f;
+        sweep("attn_sdpa flash decode, window + sinks", call_sdpa, &e, eb, 2, 1);
         free(dq), free(dk), free(dvv), free(dout), free(dlse);
     }
 }
@@ -365,6 +392,83 @@ static void backward_memory(int quick) {
     /* 4 N bytes of D more, nothing that grows with N^2 */
     CHECK(p2 - p1 <= 4 * (n2 - n1) + 4096, "backward scratch grows with N: %ld -> %ld", p1, p2);
     CHECK(p2 < (1l << 20) + 4 * n2, "backward scratch %ld bytes is not O(threads x tile)", p2);
+}
+
+/* The module gradients: every one that allocates, through the same sweep. */
+typedef struct {
+    attn_view x, W, dy, dx, dW, db, g, xr, dyr, dxr;
+    attn_mha_params p, gp;
+    attn_view mx, mdout, mdx;
+    int64_t pos[6];
+    int which;
+} grads_case;
+
+static attn_status call_grads(void *ctx) {
+    grads_case *c = ctx;
+    attn_rope_params rp = attn_rope_params_default();
+    switch (c->which) {
+    case 0:
+        return attn_linear_backward(&c->x, &c->W, &c->dy, &c->dx, &c->dW, &c->db, 2);
+    case 1:
+        return attn_layer_norm_backward(&c->x, &c->g, &c->dx, 1e-5f, &c->dy, &c->db, NULL);
+    case 2:
+        return attn_rms_norm_backward(&c->x, &c->g, &c->dx, 1e-5f, &c->dy, &c->db);
+    case 3:
+        return attn_rope_backward(&c->xr, c->pos, NULL, &c->dxr, &rp);
+    default:
+        return attn_mha_backward(&c->p, &c->mx, NULL, &c->mdout, &c->mdx, NULL, &c->gp, NULL);
+    }
+}
+
+static void grads_sweeps(void) {
+    enum { N = 6, I = 8, O = 5, D = 8, H = 2, HS = 4 };
+    float *x = tu_rand(N * I, -1, 1), *W = tu_rand(I * O, -1, 1), *dy = tu_rand(N * O, -1, 1);
+    float *dx = tu_zeros(N * I), *dW = tu_zeros(I * O), *db = tu_zeros(O > I ? O : I);
+    float *g = tu_rand(I, 0.5f, 1.5f), *dyn = tu_zeros(N * I);
+    float *Wqkv = tu_rand(D * 3 * D, -1, 1), *Wo = tu_rand(D * D, -1, 1);
+    float *gW = tu_zeros(D * 3 * D), *gWo = tu_zeros(D * D);
+    float *mx = tu_rand(N * D, -1, 1), *mdout = tu_rand(N * D, -1, 1), *mdx = tu_zeros(N * D);
+    grads_case c;
+    memset(&c, 0, sizeof c);
+    c.x = attn_view_2d(x, N, I);
+    c.W = attn_view_2d(W, I, O);
+    c.dy = attn_view_2d(dy, N, O);
+    c.dx = attn_view_2d(dx, N, I);
+    c.dW = attn_view_2d(dW, I, O);
+    c.db = attn_view_1d(db, O);
+    c.g = attn_view_1d(g, I);
+    c.xr = attn_view_4d(x, 1, 1, N, I);
+    c.dxr = attn_view_4d(dx, 1, 1, N, I);
+    for (int i = 0; i < N; i++)
+        c.pos[i] = 3 * i + 1;
+    attn_view vW = attn_view_2d(Wqkv, D, 3 * D), vWo = attn_view_2d(Wo, D, D);
+    attn_view vgW = attn_view_2d(gW, D, 3 * D), vgWo = attn_view_2d(gWo, D, D);
+    CHECK_OK(attn_mha_from_fused(&vW, NULL, H, &vWo, NULL, &c.p));
+    CHECK_OK(attn_mha_from_fused(&vgW, NULL, H, &vgWo, NULL, &c.gp));
+    (void)HS;
+    c.mx = attn_view_2d(mx, N, D);
+    c.mdout = attn_view_2d(mdout, N, D);
+    c.mdx = attn_view_2d(mdx, N, D);
+    const outbuf lin_out[3] = {{dx, N * I}, {dW, I * O}, {db, O}};
+    c.which = 0;
+    sweep("attn_linear_backward", call_grads, &c, lin_out, 3, 1);
+    /* norms: dx is the input dy here, outputs dy (as dx) and db (as dgamma) */
+    c.dx = attn_view_2d(dx, N, I);
+    c.dy = attn_view_2d(dyn, N, I);
+    c.db = attn_view_1d(db, I);
+    const outbuf nrm_out[2] = {{dyn, N * I}, {db, I}};
+    c.which = 1;
+    sweep("attn_layer_norm_backward", call_grads, &c, nrm_out, 2, 1);
+    c.which = 2;
+    sweep("attn_rms_norm_backward", call_grads, &c, nrm_out, 2, 1);
+    const outbuf rope_out[1] = {{dx, N * I}};
+    c.which = 3;
+    sweep("attn_rope_backward", call_grads, &c, rope_out, 1, 1);
+    const outbuf mha_out[3] = {{mdx, N * D}, {gW, D * 3 * D}, {gWo, D * D}};
+    c.which = 4;
+    sweep("attn_mha_backward fused, Wo", call_grads, &c, mha_out, 3, 1);
+    free(x), free(W), free(dy), free(dx), free(dW), free(db), free(g), free(dyn), free(Wqkv);
+    free(Wo), free(gW), free(gWo), free(mx), free(mdout), free(mdx);
 }
 
 typedef struct {
@@ -606,6 +710,7 @@ int main(void) {
     printf("fault injection (N-th allocation fails, N = 1.. until success):\n");
     sdpa_sweeps();
     backward_sweeps();
+    grads_sweeps();
     mha_sweeps();
     module_sweeps();
     no_alloc_calls();

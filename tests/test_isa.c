@@ -16,9 +16,14 @@ int main(int argc, char **argv) {
         CHECK_FAIL(attn_layer_norm(&x, NULL, NULL, 1e-5f, &y), ATTN_ERR_ISA, "attn_layer_norm");
         attn_view w = attn_view_2d(q, 4, 2), y2 = attn_view_2d(out, 2, 2);
         CHECK_FAIL(attn_linear(&x, &w, NULL, &y2, 1), ATTN_ERR_ISA, "attn_linear");
+        /* Nothing is selected, so nothing is claimed (issue 9 item 13). */
+        CHECK(attn_get_isa() == ATTN_ISA_AUTO, "ATTN_ISA=bogus: get_isa says %s",
+              attn_isa_name(attn_get_isa()));
+        CHECK(strstr(attn_build_info(), "isa none") != NULL, "%s", attn_build_info());
         /* An explicit choice in code replaces the bad variable. */
         CHECK_OK(attn_set_isa(ATTN_ISA_AUTO));
         CHECK_OK(attn_sdpa(&qv, &qv, &qv, &ov, NULL));
+        CHECK(attn_get_isa() != ATTN_ISA_AUTO, "after attn_set_isa(AUTO)");
         return tu_summary("test_isa (ATTN_ISA=bogus)");
     }
     if (strcmp(mode, "expect-generic") == 0) {
@@ -42,6 +47,11 @@ int main(int argc, char **argv) {
             CHECK(attn_get_isa() == before, "a refused choice changed the ISA");
         }
     }
+    /* An invalid value is an argument error, not an unsupported set. */
+    const attn_isa before = attn_get_isa();
+    CHECK_FAIL(attn_set_isa((attn_isa)9), ATTN_ERR_ARG, "isa=9 is not an attn_isa value");
+    CHECK_FAIL(attn_set_isa((attn_isa)-1), ATTN_ERR_ARG, "isa=-1 is not an attn_isa value");
+    CHECK(attn_get_isa() == before, "an invalid value changed the ISA");
     CHECK(strcmp(attn_version(), ATTN_VERSION_STRING) == 0, "version %s", attn_version());
     return tu_summary("test_isa");
 }

@@ -9,7 +9,11 @@
  *     equals a chain of the table's multiply-add over e;
  *   - the pv kernel gives the same bits for a row alone and in a tile;
  *   - an online-softmax step over a block hidden from a row leaves that
- *     row's max and sum exactly unchanged (alpha = 1, p = 0). */
+ *     row's max and sum exactly unchanged (alpha = 1, p = 0);
+ *   - the scale step (visibility range, NaN for a non-finite scaled score,
+ *     softcap, ALiBi) equals its per-element definition with the table's
+ *     madd (the SIMD softcap within its bound), a row's bits do not depend
+ *     on its lane or tile, and its tanh is within 5 x 2^-24 of tanh. */
 #include "testutil.h"
 
 #include "kernels/kernels.h"
@@ -155,17 +159,20 @@ static void test_pv(const attn__kernels *kr) {
 static void test_hidden_block(const attn__kernels *kr) {
     const int64_t ldr = 32, nk = 20;
     float *st = aligned_rand(nk * ldr, -3, 3), m[32], l[32], m0[32], l0[32], bmax[32], alpha[32];
-    int32_t vis[32];
+    int32_t vlo[32], vhi[32];
     for (int r = 0; r < 32; r++) {
-        vis[r] = r % 3 == 0 ? 0 : (int32_t)(r % nk);
+        vlo[r] = r % 3 == 0 ? (int32_t)(r % 7) : (int32_t)(r % 4); /* empty when r % 3 == 0 */
+        vhi[r] = r % 3 == 0 ? vlo[r] : (int32_t)(r % nk);
+        if (vhi[r] < vlo[r]) vhi[r] = vlo[r];
         m[r] = m0[r] = r % 5 == 0 ? -INFINITY : tu_uniform(-2, 2);
         l[r] = l0[r] = m[r] == -INFINITY ? 0.0f : tu_uniform(1, 5);
     }
-    kr->scale_max(st, ldr, nk, 0.7f, vis, bmax);
+    const attn__score_mod mod = {0.7f, 0.0f, 0.0f, NULL, NULL};
+    kr->scale_max(st, ldr, nk, &mod, vlo, vhi, bmax);
     kr->softmax(st, ldr, nk, bmax, m, l, alpha);
     int ok = 1;
     for (int r = 0; r < 32; r++) {
-        if (vis[r] != 0) continue;
+        if (vhi[r] > vlo[r]) continue;
         ok &=
             memcmp(&m[r], &m0[r], sizeof(float)) == 0 && memcmp(&l[r], &l0[r], sizeof(float)) == 0;
         ok &= m0[r] == -INFINITY ? alpha[r] == 0.0f : alpha[r] == 1.0f;
@@ -174,6 +181,122 @@ static void test_hidden_block(const attn__kernels *kr) {
     }
     CHECK(ok, "%s: a hidden block changed a row's max or sum", kr->name);
     free(st);
+}
+
+/* The scale step per element, written out with the table's own madd. The
+ * softcap's tanh is the generic one (attn__tanhf_generic): the generic
+ * kernels must give these bits exactly; the SIMD ones divide by a
+ * reciprocal estimate, so theirs are checked within the tanh's bound. */
+static float scale_one(const attn__kernels *kr, const attn__score_mod *mod, float x, int64_t r,
+                       int64_t c) {
+    x = x * mod->scale;
+    x = kr->madd(x, 0.0f, x);
+    if (mod->softcap > 0.0f) x = mod->softcap * attn__tanhf_generic(x * mod->inv_softcap);
+    if (mod->slope) {
+        x = kr->madd(-mod->slope[r], fabsf(mod->dist0[r] - (float)c), x);
+        x = kr->madd(x, 0.0f, x);
+    }
+    return x;
+}
+
+/* The scale step: visibility ranges, the NaN rule for non-finite scaled
+ * scores, softcap and ALiBi per element as scale_one; tanh within a few
+ * 2^-24 of tanh in double. */
+static void test_scale_step(const attn__kernels *kr) {
+    enum { LDR = 48, NK = 37 };
+    float *st = aligned_rand(NK * LDR, -60, 60), *st0, bmax[LDR], slope[LDR], dist0[LDR];
+    int32_t lo[LDR], hi[LDR];
+    for (int r = 0; r < LDR; r++) {
+        lo[r] = (int32_t)tu_int(0, NK);
+        hi[r] = (int32_t)tu_int(lo[r], NK);
+        slope[r] = tu_uniform(0, 2);
+        dist0[r] = (float)tu_int(-100000, 100000);
+    }
+    st[3] = INFINITY, st[LDR + 5] = -INFINITY, st[2 * LDR + 7] = 1e38f, st[4] = NAN;
+    st0 = tu_copy(st, NK * LDR);
+    const float caps[] = {0.0f, 1.0f, 30.0f, 50.0f};
+    for (int cap = 0; cap < 4; cap++)
+        for (int al = 0; al < 2; al++) {
+            const attn__score_mod mod = {cap == 2 ? 1e37f : 0.3f, caps[cap],
+                                         caps[cap] > 0 ? 1.0f / caps[cap] : 0.0f, al ? slope : NULL,
+                                         dist0};
+            memcpy(st, st0, NK * LDR * sizeof(float));
+            kr->scale_max(st, LDR, NK, &mod, lo, hi, bmax);
+            int same = 1, nan_rule = 1;
+            /* exact bits, or (SIMD softcap) within 6 x 2^-24 x softcap */
+            const float tol =
+                cap > 0 && strcmp(kr->name, "generic") != 0 ? 6.0f * caps[cap] / 16777216.0f : 0;
+            for (int64_t r = 0; r < LDR; r++) {
+                float mx = -INFINITY;
+                for (int64_t c = 0; c < NK; c++) {
+                    const float want = c >= lo[r] && c < hi[r]
+                                           ? scale_one(kr, &mod, st0[c * LDR + r], r, c)
+                                           : -INFINITY;
+                    const float got = st[c * LDR + r];
+                    same &= isnan(want) ? isnan(got) != 0
+                            : tol == 0.0f
+                                ? memcmp(&want, &got, sizeof got) == 0
+                                : fabsf(want - got) <= tol || (isinf(want) && want == got);
+                    if (c >= lo[r] && c < hi[r] && !isfinite(st0[c * LDR + r] * mod.scale))
+                        nan_rule &= isnan(got);
+                    mx = want > mx ? want : mx;
+                }
+                same &= isnan(bmax[r]) || tol > 0 || bmax[r] == mx;
+            }
+            /* each row alone, in lane 0 of a 16-lane tile: the same bits */
+            float *one = aligned_rand(NK * 16, 0, 0), b1[16], sl1[16] = {0}, d1[16] = {0};
+            int32_t l1[16] = {0}, h1[16] = {0};
+            for (int64_t r = 0; r < LDR; r += 5) {
+                for (int64_t c = 0; c < NK; c++)
+                    one[c * 16] = st0[c * LDR + r];
+                l1[0] = lo[r], h1[0] = hi[r], sl1[0] = slope[r], d1[0] = dist0[r];
+                const attn__score_mod m1 = {mod.scale, mod.softcap, mod.inv_softcap,
+                                            al ? sl1 : NULL, d1};
+                kr->scale_max(one, 16, NK, &m1, l1, h1, b1);
+                for (int64_t c = 0; c < NK; c++)
+                    same &= memcmp(&one[c * 16], &st[c * LDR + r], sizeof(float)) == 0 ||
+                            (isnan(one[c * 16]) && isnan(st[c * LDR + r]));
+            }
+            free(one);
+            CHECK(same && nan_rule, "%s scale step (softcap %g, alibi %d): %s, NaN rule %s",
+                  kr->name, (double)caps[cap], al, same ? "same" : "DIFFERS",
+                  nan_rule ? "kept" : "BROKEN");
+        }
+    free(st), free(st0);
+
+    /* tanh: softcap 1, scale 1, so st becomes tanh(st). Error in units of
+     * 2^-24, absolute (the score error that matters after * softcap). */
+    enum { N = 1 << 14 };
+    float *y = aligned_rand(N, 0, 0), *t = aligned_rand(N, 0, 0);
+    int32_t zl = 0, zh = 1;
+    int32_t los[N], his[N];
+    for (int i = 0; i < N; i++) {
+        y[i] = i < N / 2 ? ldexpf(1.0f, -30 + i % 64) * tu_uniform(1, 2) * (i % 2 ? -1.0f : 1.0f)
+                         : tu_uniform(-12, 12);
+        los[i] = zl, his[i] = zh;
+    }
+    memcpy(t, y, N * sizeof(float));
+    const attn__score_mod one = {1.0f, 1.0f, 1.0f, NULL, NULL};
+    float *bm = aligned_rand(N, 0, 0);
+    kr->scale_max(t, N, 1, &one, los, his, bm);
+    double worst = 0;
+    for (int i = 0; i < N; i++)
+        worst = fmax(worst, fabs((double)t[i] - tanh((double)y[i])) / ldexp(1.0, -24));
+    CHECK(worst <= 5.0, "%s tanh: %.2f x 2^-24 absolute", kr->name, worst);
+    printf("test_kernels: %s tanh (softcap): max absolute error %.2f x 2^-24\n", kr->name, worst);
+    float sp[16] = {INFINITY, -INFINITY, NAN, 50.0f, -50.0f, 0.0f, -0.0f, 1e-30f};
+    int32_t l16[16] = {0}, h16[16];
+    for (int i = 0; i < 16; i++)
+        h16[i] = 1;
+    float *s16 = aligned_rand(16, 0, 0), b16[16];
+    memcpy(s16, sp, sizeof sp);
+    const attn__score_mod capped = {1.0f, 1.0f, 1.0f, NULL, NULL};
+    kr->scale_max(s16, 16, 1, &capped, l16, h16, b16);
+    CHECK(isnan(s16[0]) && isnan(s16[1]) && isnan(s16[2]) && s16[3] == 1.0f && s16[4] == -1.0f &&
+              s16[5] == 0.0f && s16[6] == 0.0f && signbit(s16[6]) && s16[7] <= 1e-29f,
+          "%s softcap special values: %g %g %g %g %g %g %g %g", kr->name, s16[0], s16[1], s16[2],
+          s16[3], s16[4], s16[5], s16[6], s16[7]);
+    free(y), free(t), free(bm), free(s16);
 }
 
 int main(void) {
@@ -188,6 +311,7 @@ int main(void) {
         test_score(kr);
         test_pv(kr);
         test_hidden_block(kr);
+        test_scale_step(kr);
     }
     return tu_summary("test_kernels");
 }

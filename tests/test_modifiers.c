@@ -215,7 +215,7 @@ static void test_wide_window(void) {
     float *o1 = tu_zeros(2 * 2 * 7 * 8), *o2 = tu_zeros(2 * 2 * 7 * 8);
     float *l1 = tu_zeros(28), *l2 = tu_zeros(28);
     for (int c = 0; c < 3; c++)
-        for (size_t a = 0; a < 1; a++) {
+        for (size_t a = 0; a < 2; a++) {
             p.o.causal = (attn_causal)c;
             p.o.window_left = p.o.window_right = -1;
             CHECK_OK(run(&p, algos[a], 2, o1, l1));
@@ -513,6 +513,107 @@ static void test_validation(void) {
     prob_free(&p);
 }
 
+/* Modifiers that hold every determinism contract at once: a window that
+ * spans several chunks, softcap, ALiBi, sinks and a mask. */
+typedef struct big {
+    prob p;
+    float slopes[4], sinks[4];
+    int64_t kl[2];
+} big;
+
+static void big_make(big *g, int64_t Nq, int64_t Nkv, int with_mask) {
+    prob_make(&g->p, 2, 4, 2, Nq, Nkv, 24, 20);
+    attn_alibi_slopes(4, g->slopes);
+    for (int h = 0; h < 4; h++)
+        g->slopes[h] *= 0.01f, g->sinks[h] = (float)h - 1.5f;
+    g->kl[0] = Nkv, g->kl[1] = Nkv - Nkv / 3;
+    attn_opts *o = &g->p.o;
+    o->causal = ATTN_CAUSAL_BOTTOM_RIGHT;
+    o->window_left = 700;
+    o->softcap = 20.0f;
+    o->alibi_slopes = g->slopes;
+    o->sinks = g->sinks;
+    o->key_lengths = g->kl;
+    if (with_mask) {
+        const int64_t n = 2 * 4 * Nq * Nkv;
+        g->p.mask = tu_rand(n, -1, 1);
+        for (int64_t x = 0; x < n; x += 7)
+            g->p.mask[x] = -INFINITY;
+    }
+}
+
+/* Threads 1, 2, 3 give the same bits, prefill (Nq = 130) and decode (Nq =
+ * 1, where 2 and 3 threads split the keys in chunks: the sinks must not be
+ * counted per chunk). */
+static void test_threads_bits(void) {
+    const int64_t nqs[2] = {130, 1};
+    for (int t = 0; t < 2; t++)
+        for (int mk = 0; mk < 2; mk++) {
+            big g;
+            big_make(&g, nqs[t], 1700, mk);
+            const int64_t no = 2 * 4 * nqs[t] * 20, nl = 2 * 4 * nqs[t];
+            float *o1 = tu_zeros(no), *l1 = tu_zeros(nl), *o2 = tu_zeros(no), *l2 = tu_zeros(nl);
+            for (size_t s = 0; s < 3; s++) {
+                if (!attn_isa_supported(isas[s])) continue;
+                attn_set_isa(isas[s]);
+                CHECK_OK(run(&g.p, ATTN_ALGO_FLASH, 1, o1, l1));
+                for (int th = 2; th <= 3; th++) {
+                    CHECK_OK(run(&g.p, ATTN_ALGO_FLASH, th, o2, l2));
+                    CHECK(memcmp(o1, o2, (size_t)no * 4) == 0 &&
+                              memcmp(l1, l2, (size_t)nl * 4) == 0,
+                          "%s Nq=%lld mask %d: 1 vs %d threads differ", attn_isa_name(isas[s]),
+                          (long long)nqs[t], mk, th);
+                }
+            }
+            attn_set_isa(ATTN_ISA_AUTO);
+            check_all(&g.p, t ? "decode, all modifiers" : "prefill, all modifiers");
+            free(o1), free(l1), free(o2), free(l2);
+            prob_free(&g.p);
+        }
+}
+
+/* A row alone (B = H = Nq = 1, its own slope, sink, mask row and explicit
+ * position; so also decode against prefill) equals the row in the batch. */
+static void test_alone_vs_batch(void) {
+    big g;
+    const int64_t Nq = 70, Nkv = 1300;
+    big_make(&g, Nq, Nkv, 1);
+    const int64_t no = 2 * 4 * Nq * 20, nl = 2 * 4 * Nq;
+    float *out = tu_zeros(no), *lse = tu_zeros(nl), o1[20], l1[1];
+    for (size_t s = 0; s < 3; s++) {
+        if (!attn_isa_supported(isas[s])) continue;
+        attn_set_isa(isas[s]);
+        CHECK_OK(run(&g.p, ATTN_ALGO_FLASH, 2, out, lse));
+        int same = 1, rows = 0;
+        for (int64_t b = 0; b < 2; b++)
+            for (int64_t h = 0; h < 4; h++)
+                for (int64_t i = 0; i < Nq; i += 9) {
+                    prob a = g.p;
+                    a.B = a.H = a.Hkv = a.Nq = 1;
+                    a.q = g.p.q + ((b * 4 + h) * Nq + i) * 24;
+                    a.k = g.p.k + (b * 2 + h / 2) * Nkv * 24;
+                    a.v = g.p.v + (b * 2 + h / 2) * Nkv * 20;
+                    a.mask = g.p.mask + ((b * 4 + h) * Nq + i) * Nkv;
+                    int64_t qo = g.kl[b] - Nq + i; /* the bottom-right position in the batch */
+                    a.o.q_offset = &qo;
+                    a.o.key_lengths = &g.kl[b];
+                    a.o.alibi_slopes = &g.slopes[h];
+                    a.o.sinks = &g.sinks[h];
+                    for (int th = 1; th <= 3; th += 2) {
+                        CHECK_OK(run(&a, ATTN_ALGO_FLASH, th, o1, l1));
+                        same &= memcmp(o1, out + ((b * 4 + h) * Nq + i) * 20, sizeof o1) == 0 &&
+                                memcmp(l1, lse + (b * 4 + h) * Nq + i, sizeof l1) == 0;
+                    }
+                    rows++;
+                }
+        CHECK(same, "%s: a row alone differs from the row in a batch (%d rows)",
+              attn_isa_name(isas[s]), rows);
+    }
+    attn_set_isa(ATTN_ISA_AUTO);
+    free(out), free(lse);
+    prob_free(&g.p);
+}
+
 int main(void) {
     test_validation();
     test_alibi();
@@ -523,6 +624,8 @@ int main(void) {
     test_softcap_no_leak();
     test_sinks();
     test_all_at_once();
+    test_threads_bits();
+    test_alone_vs_batch();
     printf("largest differences: out %.3g, lse %.3g (relative)\n", worst_out, worst_lse);
     return tu_summary("test_modifiers");
 }

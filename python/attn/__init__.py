@@ -17,8 +17,10 @@ The article's functions, same names and argument order (note k, q, v):
     linear(x, W, b=None)
 
 The general API: sdpa(q, k, v, ...), its gradients sdpa_backward(q, k, v,
-out, lse, dout, ...), merge(outs, lses) and the class
-MultiHeadAttention (with from_torch_state / to_torch_state).
+out, lse, dout, ...), merge(outs, lses), the class
+MultiHeadAttention (with from_torch_state / to_torch_state), and the
+gradients linear_backward, layer_norm_backward, rms_norm_backward and
+mha_backward(module, dout, x).
 
 Dimension letters: B batch, H query heads, Hkv key/value heads, N tokens,
 Nq query tokens, Nkv key/value tokens, D model width, d and HS head size,
@@ -62,6 +64,7 @@ from .article import (multihead_attention_list, multihead_attention_vec,
                       self_attention_cols, softmax_cols, softmax_lastdim)
 from .core import alibi_slopes, merge, sdpa
 from .backward import sdpa_backward
+from .grads import layer_norm_backward, linear_backward, mha_backward, rms_norm_backward
 from .modules import MultiHeadAttention, layer_norm, linear
 
 __all__ = [
@@ -78,6 +81,10 @@ __all__ = [
     "sdpa",
     "merge",
     "sdpa_backward",
+    "linear_backward",
+    "layer_norm_backward",
+    "rms_norm_backward",
+    "mha_backward",
     "alibi_slopes",
     "MultiHeadAttention",
     "dropout_keep",

@@ -13,7 +13,7 @@
  *   };
  *   ...
  *   attn_opts opts;
- *   if (opts_build(&st, v + OPTS, batch, &opts) < 0) goto done;
+ *   if (opts_build(&st, v + OPTS, batch, heads, &opts) < 0) goto done;
  *
  * A new option is one row here, one enum value and a few lines in
  * opts_build; every function taking options gets it.

@@ -15,10 +15,14 @@
  *   pass 1  per (b, kv head g, block of KB keys), keys across the lanes,
  *           over the query rows of the G heads in blocks of QB, ascending:
  *             S  = Q K^T            (kernel score, kt = K^T)    (QB, ldc)
- *             P  = exp(S*scale + mask - lse) on visible pairs, else 0
+ *             P  = exp(score + mask - lse) on visible pairs, else 0,
+ *                  score = S*scale, or with softcap/ALiBi the forward's
+ *                  modify(S*scale) (scalar_step); visible: attn__key_range
+ *                  (key length, causal rule, window, offsets) and the mask
  *             dP = dO V^T           (kernel score, vt = V^T)
  *             dV += (P Z)^T dO      (kernel pv)     // forward: o += p V
  *             dS = P (Z dP - D)                      // forward: the softmax
+ *             dS *= 1 - tanh^2                       // forward: the softcap
  *             dK += dS^T Q          (kernel pv)     // forward: st = Q K^T
  *           dk = scale dK, dv = dV
  *   pass 2  per (b, h, block of QB queries), rows across the lanes, over the
@@ -26,6 +30,8 @@
  *           pv); dq = scale dQ
  *   pass 3  (dmask only) per dmask row, the rows that read it in ascending
  *           (b, h, i): dS again, summed into the row in double.
+ *   dsinks  per row -exp(sinks[h] - lse) D in pass 0, summed per head in
+ *           ascending (b, i).
  * Seven products instead of the five a single pass would need (design.md's
  * first schedule): the single pass would accumulate dq partials per group of
  * key blocks, (Nkv / group) x Nq x d floats, which for L1 (N = 65536) is

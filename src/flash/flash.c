@@ -9,11 +9,15 @@
  *   m, l, oc = -inf, 0, 0
  *   for each block of KB keys:                              shapes
  *     st = Q K^T            (kernel score)                 (nk, ldr) key-major
- *     st = st*scale (+mask), hidden -> -inf; bmax = max_c   (scale_max or mask_block)
+ *     st = mod(st*scale) (+mask), hidden -> -inf; bmax    (scale_max, then mask_block)
  *     p = exp(st - m'), l = l*alpha + sum_c p, m = m'       (softmax)
  *     oc = oc*alpha + p^T V (kernel pv)                    (nr, dv)
  *   fold (m, l, oc) into the tile's (M, L, ot)              (merge_partial)
- * and finally out = ot / L, lse = M + log L. */
+ * and finally out = ot / L, lse = M + log L. The tile's fold starts at
+ * (M, L, ot) = (-inf, 0, 0), or with sinks at (sinks[h], 1, 0): the sink
+ * enters once, never inside a chunk, so no split can count it twice.
+ * A row sees the key range [klo, kend) (key length, causal, window); chunks
+ * and blocks wholly outside every row's range are skipped. */
 #include "flash/flash.h"
 
 #include "dropout_hash.h"
@@ -62,6 +66,7 @@ typedef struct plan {
 typedef struct tile {
     int64_t b, g, flat0, nr, ldr;
     int64_t jmax; /* keys j >= jmax are hidden from every row of the tile */
+    int64_t jmin; /* and so are keys j < jmin */
 } tile;
 
 /* One thread's scratch (sizes in the comments, floats unless stated). */
@@ -76,8 +81,10 @@ typedef struct state {
     float *bmax, *M, *L;   /* (ROWS)       block max; tile max and sum */
     float *ea, *eb;        /* (ROWS)       merge factors */
     float *moff;           /* (ROWS)       mask offset of each row (see mask_offset) */
-    int32_t *vis;          /* (ROWS)       visible prefix of the block per row */
+    float *slope, *dist0;  /* (ROWS)       ALiBi slope; dist to the block's first key */
+    int32_t *vlo, *vhi;    /* (ROWS)       visible keys [vlo, vhi) of the block per row */
     int64_t *kend, *h, *i; /* (ROWS)       key end, query head, query index */
+    int64_t *klo, *base;   /* (ROWS)       key start; p(i) - k_offset (dist = base - j) */
 } state;
 
 static void plan_make(const attn__sdpa_problem *P, plan *pl) {
@@ -119,19 +126,22 @@ static void tile_of(const plan *pl, int64_t t, tile *T) {
     T->ldr = round_up(T->nr, LANES);
 }
 
-/* The largest finite mask value among the keys j < end of row (b, h, i),
- * 0 if there is none. Softmax and lse are shift-invariant per row, so the
- * row's scores are taken as s*scale + (mask - offset) and offset is added
- * back to lse: a mask of -1e9 on every key then changes nothing, where
- * s*scale + (-1e9) in float would round every score to -1e9. */
-static float mask_offset(const attn__sdpa_problem *P, int64_t b, int64_t h, int64_t i,
+/* The largest finite mask value among the keys lo <= j < end of row
+ * (b, h, i), 0 if there is none. Softmax and lse are shift-invariant per
+ * row, so the row's scores are taken as s*scale + (mask - offset) and offset
+ * is added back to lse: a mask of -1e9 on every key then changes nothing,
+ * where s*scale + (-1e9) in float would round every score to -1e9. With a
+ * sink the offset is at least the sink (the sink enters as sink - offset,
+ * which then cannot overflow). */
+static float mask_offset(const attn__sdpa_problem *P, int64_t b, int64_t h, int64_t i, int64_t lo,
                          int64_t end) {
     const float *mrow = attn__at4(&P->mask, b, h, i, 0); /* seek to mask[b, h, i, :] */
     float mx = -INFINITY;
-    for (int64_t j = 0; j < end; j++) {
+    for (int64_t j = lo; j < end; j++) {
         const float mv = mrow[j * P->mask.stride[3]];
-        if (mv > mx) mx = mv;
+        if (mv > mx && mv != INFINITY) mx = mv;
     }
+    if (P->sinks && !(P->sinks[h] <= mx)) mx = P->sinks[h];
     return isfinite(mx) ? mx : 0.0f;
 }
 
@@ -140,9 +150,11 @@ static float mask_offset(const attn__sdpa_problem *P, int64_t b, int64_t h, int6
 static void tile_load(const plan *pl, tile *T, state *w, const float *moff) {
     const attn__sdpa_problem *P = pl->P;
     T->jmax = 0;
+    T->jmin = INT64_MAX;
     for (int64_t r = 0; r < T->ldr; r++) {
         if (r >= T->nr) {
-            w->kend[r] = 0;
+            w->kend[r] = w->klo[r] = w->base[r] = 0;
+            w->slope[r] = w->dist0[r] = 0.0f;
             for (int64_t e = 0; e < P->d; e++)
                 w->qt[e * T->ldr + r] = 0.0f;
             continue;
@@ -153,14 +165,18 @@ static void tile_load(const plan *pl, tile *T, state *w, const float *moff) {
         w->i[r] = i;
         int64_t lo, end;
         attn__key_range(P, T->b, i, &lo, &end);
-        (void)lo;
         w->kend[r] = end;
+        w->klo[r] = lo;
+        w->base[r] = attn__qpos(P, T->b, i) - P->k_offset;
+        w->slope[r] = P->alibi_slopes ? P->alibi_slopes[h] : 0.0f;
         if (end > T->jmax) T->jmax = end;
-        w->moff[r] = !P->has_mask ? 0.0f : moff ? moff[r] : mask_offset(P, T->b, h, i, end);
+        if (end > lo && lo < T->jmin) T->jmin = lo;
+        w->moff[r] = !P->has_mask ? 0.0f : moff ? moff[r] : mask_offset(P, T->b, h, i, lo, end);
         const float *qrow = attn__at4(&P->q, T->b, h, i, 0); /* seek to q[b, h, i, :] */
         for (int64_t e = 0; e < P->d; e++)
             w->qt[e * T->ldr + r] = qrow[e * P->q.stride[3]];
     }
+    if (T->jmin > T->jmax) T->jmin = T->jmax;
 }
 
 /* Copy rows j0..j0+nk-1 of a (Nkv, n) slice with strides (s2, s3) to (nk, n). */
@@ -170,23 +186,22 @@ static void pack_rows(float *dst, const float *src, int64_t s2, int64_t s3, int6
             dst[c * n + e] = src[c * s2 + e * s3];
 }
 
-/* Scale, add the mask, hide, and take the block max, element by element:
- *   st[c][r] = visible ? st[c][r] * scale + (mask[b, h, i, j0 + c] - moff[r]) : -inf
- * (visible: c below the row's prefix and the mask entry not -inf). */
+/* After the kernel's scale step: add the mask, hide, and take the block
+ * max again, element by element:
+ *   st[c][r] = visible ? st[c][r] + (mask[b, h, i, j0 + c] - moff[r]) : -inf
+ * (visible: c in the row's range and the mask entry not -inf). */
 static void mask_block(const plan *pl, const tile *T, state *w, float *sb, int64_t j0, int64_t nk) {
     const attn__sdpa_problem *P = pl->P;
+    (void)nk;
     for (int64_t r = 0; r < T->ldr; r++) {
         float mx = -INFINITY;
         const float *mrow = r < T->nr ? attn__at4(&P->mask, T->b, w->h[r], w->i[r], j0)
                                       : NULL; /* mask[b,h,i,j0:] */
-        for (int64_t c = 0; c < nk; c++) {
-            float s = -INFINITY;
-            if (c < w->vis[r]) {
-                const float mv = mrow[c * P->mask.stride[3]];
-                if (mv != -INFINITY) s = sb[c * T->ldr + r] * P->scale + (mv - w->moff[r]);
-            }
-            sb[c * T->ldr + r] = s;
-            mx = s > mx ? s : mx;
+        for (int64_t c = w->vlo[r]; c < w->vhi[r]; c++) {
+            const float mv = mrow[c * P->mask.stride[3]];
+            float *sp = &sb[c * T->ldr + r];
+            *sp = mv == -INFINITY ? -INFINITY : *sp + (mv - w->moff[r]);
+            mx = *sp > mx ? *sp : mx;
         }
         w->bmax[r] = mx;
     }
@@ -210,7 +225,7 @@ static void pv_skip(const plan *pl, const tile *T, state *w, const float *sb, in
         float *orow = w->oc + r * pl->ldo;
         for (int64_t f = 0; f < P->dv; f++)
             orow[f] = orow[f] * w->alpha[r];
-        for (int64_t c = 0; c < w->vis[r]; c++) {
+        for (int64_t c = w->vlo[r]; c < w->vhi[r]; c++) {
             if (P->has_mask && *attn__at4(&P->mask, T->b, w->h[r], w->i[r], j0 + c) == -INFINITY)
                 continue;
             const float pc = sb[c * T->ldr + r];
@@ -220,17 +235,23 @@ static void pv_skip(const plan *pl, const tile *T, state *w, const float *sb, in
     }
 }
 
-/* The visible prefix of block [j0, j0 + nk) per row (w->vis). Returns
- * whether any row sees a key of it; *full: every row sees every key. */
+static int64_t clamp64(int64_t x, int64_t lo, int64_t hi) {
+    return x < lo ? lo : x > hi ? hi : x;
+}
+
+/* The visible keys [vlo, vhi) of block [j0, j0 + nk) per row, and with
+ * ALiBi each row's dist to key j0. Returns whether any row sees a key of
+ * it; *full: every row sees every key. */
 static bool block_vis(const plan *pl, const tile *T, state *w, int64_t j0, int64_t nk, bool *full) {
     bool any = false;
     *full = !pl->P->has_mask;
     for (int64_t r = 0; r < T->ldr; r++) {
-        int64_t n = w->kend[r] - j0;
-        n = n < 0 ? 0 : min64(n, nk);
-        w->vis[r] = (int32_t)n;
-        any |= n > 0;
-        if (r < T->nr && n < nk) *full = false;
+        const int64_t lo = clamp64(w->klo[r] - j0, 0, nk), hi = clamp64(w->kend[r] - j0, 0, nk);
+        w->vlo[r] = (int32_t)lo;
+        w->vhi[r] = (int32_t)hi;
+        any |= hi > lo;
+        if (r < T->nr && (lo > 0 || hi < nk)) *full = false;
+        if (pl->P->alibi_slopes) w->dist0[r] = (float)(w->base[r] - j0);
     }
     return any;
 }
@@ -273,7 +294,12 @@ static void chunk_run(const plan *pl, const tile *T, state *w, int64_t c0) {
     const attn__sdpa_problem *P = pl->P;
     const attn__kernels *kr = pl->kr;
     const int64_t c1 = min64(c0 + CHUNK, T->jmax), ldr = T->ldr;
+    /* the first block of the chunk that a row may see (blocks stay at j0 =
+     * multiples of KB from 0, wherever the window starts) */
+    const int64_t cs = T->jmin > c0 ? c0 + (T->jmin - c0) / KB * KB : c0;
     const bool two_phase = ldr == LANES;
+    const attn__score_mod mod = {P->scale, P->softcap, P->softcap > 0.0f ? 1.0f / P->softcap : 0.0f,
+                                 P->alibi_slopes ? w->slope : NULL, w->dist0};
     bool full;
     for (int64_t r = 0; r < ldr; r++) {
         w->m[r] = -INFINITY;
@@ -281,12 +307,12 @@ static void chunk_run(const plan *pl, const tile *T, state *w, int64_t c0) {
     }
     memset(w->oc, 0, (size_t)(T->nr * pl->ldo) * sizeof(float));
     if (two_phase)
-        for (int64_t j0 = c0; j0 < c1; j0 += KB) {
+        for (int64_t j0 = cs; j0 < c1; j0 += KB) {
             const int64_t nk = min64(KB, c1 - j0);
             if (block_vis(pl, T, w, j0, nk, &full))
                 block_scores(pl, T, w, w->st + (j0 - c0) * ldr, j0, nk);
         }
-    for (int64_t j0 = c0; j0 < c1; j0 += KB) {
+    for (int64_t j0 = cs; j0 < c1; j0 += KB) {
         const int64_t nk = min64(KB, c1 - j0);
         if (!block_vis(pl, T, w, j0, nk, &full)) continue; /* hidden from every row: a no-op */
         float *sb = w->st;                                 /* (nk, ldr) */
@@ -294,10 +320,8 @@ static void chunk_run(const plan *pl, const tile *T, state *w, int64_t c0) {
             sb += (j0 - c0) * ldr;
         else
             block_scores(pl, T, w, sb, j0, nk);
-        if (P->has_mask)
-            mask_block(pl, T, w, sb, j0, nk);
-        else
-            kr->scale_max(sb, ldr, nk, P->scale, w->vis, w->bmax);
+        kr->scale_max(sb, ldr, nk, &mod, w->vlo, w->vhi, w->bmax);
+        if (P->has_mask) mask_block(pl, T, w, sb, j0, nk);
         kr->softmax(sb, ldr, nk, w->bmax, w->m, w->l, w->alpha);
         if (P->dropout_p > 0.0f) dropout_block(pl, T, w, sb, j0, nk);
 
@@ -315,10 +339,13 @@ static void chunk_run(const plan *pl, const tile *T, state *w, int64_t c0) {
     }
 }
 
+/* The fold's initial state: nothing seen, or with sinks the sink as the
+ * first part (M = sinks[h] - moff, in the row's shifted frame, L = 1, o = 0). */
 static void tile_reset(const plan *pl, const tile *T, state *w) {
+    const attn__sdpa_problem *P = pl->P;
     for (int64_t r = 0; r < T->nr; r++) {
-        w->M[r] = -INFINITY;
-        w->L[r] = 0.0f;
+        w->M[r] = P->sinks ? P->sinks[w->h[r]] - w->moff[r] : -INFINITY;
+        w->L[r] = P->sinks ? 1.0f : 0.0f;
     }
     memset(w->ot, 0, (size_t)(T->nr * pl->ldo) * sizeof(float));
 }
@@ -372,8 +399,8 @@ static void tile_store(const plan *pl, const tile *T, const state *w) {
 static int64_t state_floats(const plan *pl) {
     const attn__sdpa_problem *P = pl->P;
     return round_up(P->d * ROWS, LANES) + ST_FLOATS + 2 * ROWS * pl->ldo +
-           round_up(KB * P->d, LANES) + round_up(KB * P->dv, LANES) + 10 * ROWS +
-           3 * ROWS * 2; /* three int64 arrays */
+           round_up(KB * P->d, LANES) + round_up(KB * P->dv, LANES) + 13 * ROWS +
+           5 * ROWS * 2; /* five int64 arrays */
 }
 
 static void state_carve(const plan *pl, float *base, state *w) {
@@ -394,10 +421,15 @@ static void state_carve(const plan *pl, float *base, state *w) {
     w->ea = p, p += ROWS;
     w->eb = p, p += ROWS;
     w->moff = p, p += ROWS;
-    w->vis = (int32_t *)p, p += ROWS;
+    w->slope = p, p += ROWS;
+    w->dist0 = p, p += ROWS;
+    w->vlo = (int32_t *)p, p += ROWS;
+    w->vhi = (int32_t *)p, p += ROWS;
     w->kend = (int64_t *)p, p += 2 * ROWS;
     w->h = (int64_t *)p, p += 2 * ROWS;
     w->i = (int64_t *)p, p += 2 * ROWS;
+    w->klo = (int64_t *)p, p += 2 * ROWS;
+    w->base = (int64_t *)p, p += 2 * ROWS;
 }
 
 static int thread_id(void) {
@@ -427,7 +459,7 @@ static void run_tiles(const plan *pl, float *scratch, int64_t per_thread, int nt
         tile T;
         tile_open(pl, scratch, per_thread, t, NULL, &w, &T);
         tile_reset(pl, &T, &w);
-        for (int64_t c0 = 0; c0 < T.jmax; c0 += CHUNK) {
+        for (int64_t c0 = T.jmin / CHUNK * CHUNK; c0 < T.jmax; c0 += CHUNK) {
             chunk_run(pl, &T, &w, c0);
             merge_partial(pl, &T, &w, w.m, w.l, w.oc);
         }
@@ -465,7 +497,7 @@ static void run_split(const plan *pl, float *scratch, int64_t per_thread, int nt
         tile_open(pl, scratch, per_thread, u / pl->n_chunks,
                   moff ? moff + u / pl->n_chunks * pl->max_rows : NULL, &w, &T);
         const int64_t c0 = u % pl->n_chunks * CHUNK;
-        seen[u] = c0 < T.jmax;
+        seen[u] = c0 < T.jmax && c0 + CHUNK > T.jmin;
         if (!seen[u]) continue;
         chunk_run(pl, &T, &w, c0);
         float *pu = part + u * unit;
@@ -493,8 +525,7 @@ static void run_split(const plan *pl, float *scratch, int64_t per_thread, int nt
 }
 
 bool attn__flash_applies(const attn__sdpa_problem *P) {
-    return P->weights == NULL && P->d <= ATTN_FLASH_MAX_HEAD && P->dv <= ATTN_FLASH_MAX_HEAD &&
-           !attn__has_modifiers(P);
+    return P->weights == NULL && P->d <= ATTN_FLASH_MAX_HEAD && P->dv <= ATTN_FLASH_MAX_HEAD;
 }
 
 attn_status attn__sdpa_flash(const attn__sdpa_problem *P) {

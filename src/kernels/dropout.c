@@ -24,17 +24,42 @@ AVX512DQ static inline __mmask8 keep8(__m512i z, __m512i thr) {
     return _mm512_cmpge_epu64_mask(_mm512_srli_epi64(mix8(z), 40), thr);
 }
 
+/* NV vectors of 8 rows at once: the mixes are chains of dependent
+ * multiplies, so independent chains side by side keep the units busy. */
+AVX512DQ __attribute__((always_inline)) static inline void
+rows_n(float *p, const uint64_t *row, __m512i jj, __m512i thr, __m512 sc, const int NV) {
+    __m512i z[8];
+    for (int v = 0; v < NV; v++)
+        z[v] = _mm512_xor_si512(_mm512_loadu_si512(row + 8 * v), jj);
+    for (int v = 0; v < NV; v++)
+        z[v] = _mm512_add_epi64(z[v], _mm512_set1_epi64((long long)0x9E3779B97F4A7C15ull));
+    for (int v = 0; v < NV; v++)
+        z[v] = _mm512_mullo_epi64(_mm512_xor_si512(z[v], _mm512_srli_epi64(z[v], 30)),
+                                  _mm512_set1_epi64((long long)0xBF58476D1CE4E5B9ull));
+    for (int v = 0; v < NV; v++)
+        z[v] = _mm512_mullo_epi64(_mm512_xor_si512(z[v], _mm512_srli_epi64(z[v], 27)),
+                                  _mm512_set1_epi64((long long)0x94D049BB133111EBull));
+    /* mix64 ends with z ^= z >> 31, which leaves bits 33..63 alone, and only
+     * u = z >> 40 is used: so u >= t iff (z before that step) >= t << 40. */
+    for (int v = 0; v < NV; v += 2) {
+        const __mmask8 k0 = _mm512_cmpge_epu64_mask(z[v], thr);
+        const __mmask8 k1 = _mm512_cmpge_epu64_mask(z[v + 1], thr);
+        const __mmask16 k = (__mmask16)(k0 | ((unsigned)k1 << 8));
+        float *pv = p + 8 * v;
+        _mm512_storeu_ps(pv, _mm512_maskz_mul_ps(k, _mm512_loadu_ps(pv), sc));
+    }
+}
+
 AVX512DQ static void rows_avx512(float *p, const uint64_t *row, int64_t n, int64_t j,
                                  uint32_t threshold, float scale) {
-    const __m512i jj = _mm512_set1_epi64(j), thr = _mm512_set1_epi64(threshold);
+    const __m512i jj = _mm512_set1_epi64(j);
+    const __m512i thr = _mm512_set1_epi64((long long)((uint64_t)threshold << 40));
     const __m512 sc = _mm512_set1_ps(scale);
     int64_t r = 0;
-    for (; r + 16 <= n; r += 16) {
-        const __mmask8 k0 = keep8(_mm512_xor_si512(_mm512_loadu_si512(row + r), jj), thr);
-        const __mmask8 k1 = keep8(_mm512_xor_si512(_mm512_loadu_si512(row + r + 8), jj), thr);
-        const __mmask16 k = (__mmask16)(k0 | ((unsigned)k1 << 8));
-        _mm512_storeu_ps(p + r, _mm512_maskz_mul_ps(k, _mm512_loadu_ps(p + r), sc));
-    }
+    for (; r + 64 <= n; r += 64)
+        rows_n(p + r, row + r, jj, thr, sc, 8);
+    for (; r + 16 <= n; r += 16)
+        rows_n(p + r, row + r, jj, thr, sc, 2);
     for (; r < n; r++)
         p[r] = attn__dropout_keep_at(row[r], j, threshold) ? p[r] * scale : 0.0f;
 }

@@ -12,6 +12,9 @@
 __attribute__((target("avx2,fma"), always_inline)) static inline __m256 attn__exp256(__m256 x) {
     const __m256 under = _mm256_cmp_ps(x, _mm256_set1_ps(ATTN_EXP_LO), _CMP_LT_OQ);
     x = _mm256_min_ps(_mm256_set1_ps(ATTN_EXP_HI), x); /* NaN stays NaN */
+    /* Lanes below LO are zeroed at the end; clamped first so that no step
+     * meets a subnormal (2^n is built from garbage bits for n < -126). */
+    x = _mm256_max_ps(_mm256_set1_ps(ATTN_EXP_LO), x);
     const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(ATTN_EXP_LOG2E)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-ATTN_EXP_C1), x);

@@ -20,6 +20,24 @@
 #define ATTN_EXP_P4    1.6666665459e-1f
 #define ATTN_EXP_P5    5.0000001201e-1f
 
+/* tanh for the softcap, every ISA: a rational approximation fitted here
+ * (linearised least squares, then reweighted, on Chebyshev nodes of [0, 9])
+ *   tanh(x) ~ x P(x^2) / Q(x^2),  x clamped to [-9, 9] (tanh(9) rounds to 1)
+ * with Horner's rule by multiply-adds. Odd, so -0 stays -0; NaN stays NaN.
+ * Absolute error <= 5 x 2^-24 (test_kernels measures it per ISA). */
+#define ATTN_TANH_CLAMP 9.0f
+#define ATTN_TANH_P0    1.000000000e+00f
+#define ATTN_TANH_P1    1.308087558e-01f
+#define ATTN_TANH_P2    3.100516973e-03f
+#define ATTN_TANH_P3    1.111996608e-05f
+#define ATTN_TANH_P4    -2.009539024e-08f
+#define ATTN_TANH_P5    5.220393215e-11f
+#define ATTN_TANH_P6    -8.352987627e-14f
+#define ATTN_TANH_Q0    1.000000000e+00f
+#define ATTN_TANH_Q1    4.641419947e-01f
+#define ATTN_TANH_Q2    2.448131517e-02f
+#define ATTN_TANH_Q3    2.541233844e-04f
+
 /* The address of p[row * stride + col], for prefetching only. Computed in
  * unsigned integers: a prefetch past the data (even a wrapped address, with
  * the huge stride a size-1 dimension may carry) is then no undefined
@@ -33,8 +51,8 @@ static inline const char *attn__prefetch_addr(const float *p, int64_t row, int64
 #define ATTN_KERNEL_DECLS(isa)                                                                     \
     void attn__score_##isa(float *st, const float *qt, int64_t ldr, const float *k, int64_t ks,    \
                            int64_t nk, int64_t nr, int64_t d);                                     \
-    void attn__scale_max_##isa(float *st, int64_t ldr, int64_t nk, float scale,                    \
-                               const int32_t *vis, float *bmax);                                   \
+    void attn__scale_max_##isa(float *st, int64_t ldr, int64_t nk, const attn__score_mod *mod,     \
+                               const int32_t *lo, const int32_t *hi, float *bmax);                 \
     void attn__softmax_##isa(float *st, int64_t ldr, int64_t nk, const float *bmax, float *m,      \
                              float *l, float *alpha);                                              \
     void attn__pv_##isa(float *o, int64_t ldo, const float *alpha, const float *p, int64_t ldr,    \

@@ -31,6 +31,22 @@
 #define ATTN_KEY_BLOCK 64  /* keys per block: one online-softmax step */
 #define ATTN_KEY_CHUNK 512 /* keys per chunk: the unit split across threads in decode */
 
+/* What the scale step applies to a block's raw scores, per visible element,
+ * in design.md's order (the mask, if any, is added afterwards by the caller):
+ *   x = st[c][r] * scale
+ *   x = madd(x, 0, x)                      a non-finite scaled score becomes NaN
+ *   x = softcap * tanh(x * inv_softcap)    if softcap > 0 (see attn__tanhf_generic)
+ *   x = x - slope[r] * |dist0[r] - c|      if slope (madd's rounding: fused or
+ *   x = madd(x, 0, x)                        not); then non-finite -> NaN again
+ * dist0[r] is dist(i, j0) of the row and the block's first key as a float, so
+ * |dist0[r] - c| is exact while |dist| < 2^24 and rounded once beyond. */
+typedef struct attn__score_mod {
+    float scale;
+    float softcap, inv_softcap; /* softcap 0: off */
+    const float *slope;         /* (ldr) ALiBi slope of each row, or NULL: off */
+    const float *dist0;         /* (ldr) dist(row, key c = 0) (with slope) */
+} attn__score_mod;
+
 typedef struct attn__kernels {
     const char *name;
 
@@ -40,12 +56,12 @@ typedef struct attn__kernels {
     void (*score)(float *st, const float *qt, int64_t ldr, const float *k, int64_t ks, int64_t nk,
                   int64_t nr, int64_t d);
 
-    /* Scale, hide, take the block maximum, for c < nk, r < ldr:
-     *   st[c][r] = c < vis[r] ? st[c][r] * scale : -inf
+    /* Scale, modify, hide, take the block maximum, for c < nk, r < ldr:
+     *   st[c][r] = lo[r] <= c < hi[r] ? mod(st[c][r]) : -inf   (attn__score_mod)
      *   bmax[r]  = max_c st[c][r]   (-inf if nothing is visible)
-     * vis[r] in 0..nk (a prefix of the block is visible to row r). */
-    void (*scale_max)(float *st, int64_t ldr, int64_t nk, float scale, const int32_t *vis,
-                      float *bmax);
+     * 0 <= lo[r], hi[r] <= nk: the keys of the block that row r may see. */
+    void (*scale_max)(float *st, int64_t ldr, int64_t nk, const attn__score_mod *mod,
+                      const int32_t *lo, const int32_t *hi, float *bmax);
 
     /* One online-softmax step, for r < ldr:
      *   mn = max(m[r], bmax[r]);  ms = mn == -inf ? 0 : mn
@@ -92,5 +108,13 @@ extern const attn__kernels attn__kernels_avx512;
 /* The scalar exponential of the generic kernels (same algorithm as the
  * vector ones), for tests. */
 float attn__expf_generic(float x);
+
+/* tanh as the generic kernels compute it for the softcap: the rational
+ * function of impl.h (ATTN_TANH_*), divided exactly; the AVX2 and AVX-512
+ * kernels use the same polynomials with a reciprocal estimate and one Newton
+ * step instead of the division. Absolute error <= 5 x 2^-24 on every ISA,
+ * which after the multiplication by softcap is comparable to rounding the
+ * score itself at magnitude softcap. NaN stays NaN; |y| >= 9 gives +-1. */
+float attn__tanhf_generic(float y);
 
 #endif /* ATTN_KERNELS_H */

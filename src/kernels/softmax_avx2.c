@@ -3,6 +3,8 @@
  * operations as softmax_generic.c (see kernels.h). */
 #include "kernels/exp_avx2.h"
 
+#include <stdbool.h>
+
 #define AVX2 __attribute__((target("avx2,fma")))
 
 AVX2 void attn__exp_avx2(float *y, const float *x, int64_t n) {
@@ -17,16 +19,54 @@ AVX2 void attn__exp_avx2(float *y, const float *x, int64_t n) {
     }
 }
 
-AVX2 void attn__scale_max_avx2(float *st, int64_t ldr, int64_t nk, float scale, const int32_t *vis,
-                               float *bmax) {
-    const __m256 sc = _mm256_set1_ps(scale), ninf = _mm256_set1_ps(-INFINITY);
+/* attn__tanhf_generic's rational function, the division as a 12-bit
+ * reciprocal estimate and one Newton step. */
+AVX2 static inline __m256 tanh256(__m256 x) {
+    x = _mm256_min_ps(_mm256_set1_ps(ATTN_TANH_CLAMP), x); /* NaN stays NaN */
+    x = _mm256_max_ps(_mm256_set1_ps(-ATTN_TANH_CLAMP), x);
+    const __m256 z = _mm256_mul_ps(x, x);
+    __m256 p = _mm256_set1_ps(ATTN_TANH_P6);
+    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(ATTN_TANH_P5));
+    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(ATTN_TANH_P4));
+    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(ATTN_TANH_P3));
+    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(ATTN_TANH_P2));
+    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(ATTN_TANH_P1));
+    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(ATTN_TANH_P0));
+    __m256 q = _mm256_set1_ps(ATTN_TANH_Q3);
+    q = _mm256_fmadd_ps(q, z, _mm256_set1_ps(ATTN_TANH_Q2));
+    q = _mm256_fmadd_ps(q, z, _mm256_set1_ps(ATTN_TANH_Q1));
+    q = _mm256_fmadd_ps(q, z, _mm256_set1_ps(ATTN_TANH_Q0));
+    const __m256 r0 = _mm256_rcp_ps(q);
+    const __m256 r = _mm256_fmadd_ps(r0, _mm256_fnmadd_ps(q, r0, _mm256_set1_ps(1.0f)), r0);
+    return _mm256_mul_ps(_mm256_mul_ps(x, p), r);
+}
+
+AVX2 void attn__scale_max_avx2(float *st, int64_t ldr, int64_t nk, const attn__score_mod *mod,
+                               const int32_t *lo, const int32_t *hi, float *bmax) {
+    const __m256 sc = _mm256_set1_ps(mod->scale), ninf = _mm256_set1_ps(-INFINITY);
+    const __m256 zero = _mm256_setzero_ps(), cap = _mm256_set1_ps(mod->softcap),
+                 inv = _mm256_set1_ps(mod->inv_softcap), signbit = _mm256_set1_ps(-0.0f);
+    const bool capped = mod->softcap > 0.0f;
     for (int64_t r = 0; r < ldr; r += 8) {
-        const __m256i vr = _mm256_loadu_si256((const __m256i *)(vis + r));
+        const __m256i vlo = _mm256_loadu_si256((const __m256i *)(lo + r));
+        const __m256i vhi = _mm256_loadu_si256((const __m256i *)(hi + r));
+        const __m256 slope = mod->slope ? _mm256_loadu_ps(mod->slope + r) : zero;
+        const __m256 d0 = mod->slope ? _mm256_loadu_ps(mod->dist0 + r) : zero;
         __m256 mx = ninf;
         for (int64_t c = 0; c < nk; c++) {
-            const __m256 seen =
-                _mm256_castsi256_ps(_mm256_cmpgt_epi32(vr, _mm256_set1_epi32((int)c)));
+            const __m256i vc = _mm256_set1_epi32((int)c);
+            /* lo <= c < hi */
+            const __m256 seen = _mm256_castsi256_ps(
+                _mm256_andnot_si256(_mm256_cmpgt_epi32(vlo, vc), _mm256_cmpgt_epi32(vhi, vc)));
             __m256 s = _mm256_mul_ps(_mm256_load_ps(st + c * ldr + r), sc);
+            s = _mm256_fmadd_ps(s, zero, s); /* +-inf -> NaN */
+            if (capped) s = _mm256_mul_ps(cap, tanh256(_mm256_mul_ps(s, inv)));
+            if (mod->slope) {
+                const __m256 dist =
+                    _mm256_andnot_ps(signbit, _mm256_sub_ps(d0, _mm256_set1_ps((float)c)));
+                s = _mm256_fnmadd_ps(slope, dist, s);
+                s = _mm256_fmadd_ps(s, zero, s);
+            }
             s = _mm256_blendv_ps(ninf, s, seen);
             _mm256_store_ps(st + c * ldr + r, s);
             mx = _mm256_max_ps(s, mx);

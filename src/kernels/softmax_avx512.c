@@ -3,6 +3,8 @@
  * operations as softmax_generic.c (see kernels.h). */
 #include "kernels/exp_avx512.h"
 
+#include <stdbool.h>
+
 #define AVX512 __attribute__((target("avx512f")))
 
 AVX512 void attn__exp_avx512(float *y, const float *x, int64_t n) {
@@ -15,15 +17,52 @@ AVX512 void attn__exp_avx512(float *y, const float *x, int64_t n) {
     }
 }
 
-AVX512 void attn__scale_max_avx512(float *st, int64_t ldr, int64_t nk, float scale,
-                                   const int32_t *vis, float *bmax) {
-    const __m512 sc = _mm512_set1_ps(scale), ninf = _mm512_set1_ps(-INFINITY);
+/* attn__tanhf_generic's rational function, the division as a 14-bit
+ * reciprocal estimate and one Newton step. */
+AVX512 static inline __m512 tanh512(__m512 x) {
+    x = _mm512_min_ps(_mm512_set1_ps(ATTN_TANH_CLAMP), x); /* NaN stays NaN */
+    x = _mm512_max_ps(_mm512_set1_ps(-ATTN_TANH_CLAMP), x);
+    const __m512 z = _mm512_mul_ps(x, x);
+    __m512 p = _mm512_set1_ps(ATTN_TANH_P6);
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(ATTN_TANH_P5));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(ATTN_TANH_P4));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(ATTN_TANH_P3));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(ATTN_TANH_P2));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(ATTN_TANH_P1));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(ATTN_TANH_P0));
+    __m512 q = _mm512_set1_ps(ATTN_TANH_Q3);
+    q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(ATTN_TANH_Q2));
+    q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(ATTN_TANH_Q1));
+    q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(ATTN_TANH_Q0));
+    const __m512 r0 = _mm512_rcp14_ps(q);
+    const __m512 r = _mm512_fmadd_ps(r0, _mm512_fnmadd_ps(q, r0, _mm512_set1_ps(1.0f)), r0);
+    return _mm512_mul_ps(_mm512_mul_ps(x, p), r);
+}
+
+AVX512 void attn__scale_max_avx512(float *st, int64_t ldr, int64_t nk, const attn__score_mod *mod,
+                                   const int32_t *lo, const int32_t *hi, float *bmax) {
+    const __m512 sc = _mm512_set1_ps(mod->scale), ninf = _mm512_set1_ps(-INFINITY);
+    const __m512 zero = _mm512_setzero_ps(), cap = _mm512_set1_ps(mod->softcap),
+                 inv = _mm512_set1_ps(mod->inv_softcap);
+    const bool capped = mod->softcap > 0.0f;
     for (int64_t r = 0; r < ldr; r += 16) {
-        const __m512i vr = _mm512_loadu_si512((const void *)(vis + r));
+        const __m512i vlo = _mm512_loadu_si512((const void *)(lo + r));
+        const __m512i vhi = _mm512_loadu_si512((const void *)(hi + r));
+        const __m512 slope = mod->slope ? _mm512_loadu_ps(mod->slope + r) : zero;
+        const __m512 d0 = mod->slope ? _mm512_loadu_ps(mod->dist0 + r) : zero;
         __m512 mx = ninf;
         for (int64_t c = 0; c < nk; c++) {
-            const __mmask16 seen = _mm512_cmplt_epi32_mask(_mm512_set1_epi32((int)c), vr);
+            const __m512i vc = _mm512_set1_epi32((int)c);
+            const __mmask16 seen =
+                _mm512_cmpge_epi32_mask(vc, vlo) & _mm512_cmplt_epi32_mask(vc, vhi);
             __m512 s = _mm512_mul_ps(_mm512_load_ps(st + c * ldr + r), sc);
+            s = _mm512_fmadd_ps(s, zero, s); /* +-inf -> NaN */
+            if (capped) s = _mm512_mul_ps(cap, tanh512(_mm512_mul_ps(s, inv)));
+            if (mod->slope) {
+                const __m512 dist = _mm512_abs_ps(_mm512_sub_ps(d0, _mm512_set1_ps((float)c)));
+                s = _mm512_fnmadd_ps(slope, dist, s);
+                s = _mm512_fmadd_ps(s, zero, s);
+            }
             s = _mm512_mask_mov_ps(ninf, seen, s);
             _mm512_store_ps(st + c * ldr + r, s);
             mx = _mm512_max_ps(s, mx);

@@ -4,6 +4,7 @@
 #include "kernels/impl.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 float attn__expf_generic(float x) {
@@ -34,14 +35,56 @@ void attn__exp_generic(float *y, const float *x, int64_t n) {
         y[i] = attn__expf_generic(x[i]);
 }
 
-void attn__scale_max_generic(float *st, int64_t ldr, int64_t nk, float scale, const int32_t *vis,
-                             float *bmax) {
+float attn__tanhf_generic(float x) {
+    x = ATTN_TANH_CLAMP < x ? ATTN_TANH_CLAMP : x; /* as MINPS/MAXPS: NaN stays */
+    x = -ATTN_TANH_CLAMP > x ? -ATTN_TANH_CLAMP : x;
+    const float z = x * x;
+    float p = ATTN_TANH_P6;
+    p = p * z + ATTN_TANH_P5;
+    p = p * z + ATTN_TANH_P4;
+    p = p * z + ATTN_TANH_P3;
+    p = p * z + ATTN_TANH_P2;
+    p = p * z + ATTN_TANH_P1;
+    p = p * z + ATTN_TANH_P0;
+    float q = ATTN_TANH_Q3;
+    q = q * z + ATTN_TANH_Q2;
+    q = q * z + ATTN_TANH_Q1;
+    q = q * z + ATTN_TANH_Q0;
+    return x * p / q;
+}
+
+/* One element of the scale step (kernels.h, attn__score_mod), multiply then
+ * add as every generic kernel. */
+static inline float modify(const attn__score_mod *mod, float x, int64_t r, int64_t c) {
+    x = x * mod->scale;
+    x = x * 0.0f + x; /* +-inf -> NaN */
+    if (mod->softcap > 0.0f) x = mod->softcap * attn__tanhf_generic(x * mod->inv_softcap);
+    if (mod->slope) {
+        x = x - mod->slope[r] * fabsf(mod->dist0[r] - (float)c);
+        x = x * 0.0f + x;
+    }
+    return x;
+}
+
+void attn__scale_max_generic(float *st, int64_t ldr, int64_t nk, const attn__score_mod *mod,
+                             const int32_t *lo, const int32_t *hi, float *bmax) {
     for (int64_t r = 0; r < ldr; r++)
         bmax[r] = -INFINITY;
+    const bool plain = mod->softcap == 0.0f && !mod->slope;
     for (int64_t c = 0; c < nk; c++) {
         float *sc = st + c * ldr;
+        if (plain) { /* the common case, kept simple so that it vectorises */
+            for (int64_t r = 0; r < ldr; r++) {
+                float s = sc[r] * mod->scale;
+                s = s * 0.0f + s;
+                s = c >= lo[r] && c < hi[r] ? s : -INFINITY;
+                sc[r] = s;
+                bmax[r] = s > bmax[r] ? s : bmax[r];
+            }
+            continue;
+        }
         for (int64_t r = 0; r < ldr; r++) {
-            const float s = c < vis[r] ? sc[r] * scale : -INFINITY;
+            const float s = c >= lo[r] && c < hi[r] ? modify(mod, sc[r], r, c) : -INFINITY;
             sc[r] = s;
             bmax[r] = s > bmax[r] ? s : bmax[r];
         }

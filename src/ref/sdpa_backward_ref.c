@@ -7,10 +7,12 @@
  *
  * For batch b, kv head g, its query heads h and queries i, visible keys j:
  *   forward                                   backward
- *   s[j] = scale * q.k[j] + mask              ds[j] = P[j] * (dP[j] - D)
- *                                             dq[e] += scale * ds[j] k[j][e]
- *                                             dk[j][e] += scale * ds[j] q[e]
+ *   s[j] = modify(scale * q.k[j]) + mask      ds[j] = P[j] * (dP[j] - D)
+ *     (modify: softcap, ALiBi; as sdpa_ref.c)   ds'[j] = ds[j] * dmodify/ds
+ *                                             dq[e] += scale * ds'[j] k[j][e]
+ *                                             dk[j][e] += scale * ds'[j] q[e]
  *                                             dmask[j] += ds[j]
+ *   l = sum_j exp(s[j] - m) + exp(sink - m)   dsink += -P_sink * D
  *   P[j] = exp(s[j] - m) / l                  D = sum_j P[j] Z[j] dout.v[j]
  *   w[j] = P[j] * Z[j]   (dropout)            dP[j] = Z[j] * dout.v[j]
  *   out[f] = sum_j w[j] v[j][f]               dv[j][f] += w[j] dout[f]

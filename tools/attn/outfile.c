@@ -7,11 +7,37 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* Interrupted (Ctrl-C, kill): remove the temporary files, then die of the
+ * signal as if it had not been caught. Only async-signal-safe calls. */
+static outset *volatile live_set;
+
+static void on_signal(int sig) {
+    outset *s = live_set;
+    if (s)
+        for (int i = 0; i < s->n; i++)
+            if (s->t[i].tmp) unlink(s->t[i].tmp);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void watch_signals(outset *s) {
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+    live_set = s;
+    for (size_t k = 0; k < sizeof sigs / sizeof sigs[0]; k++) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(sigs[k], &sa, NULL);
+    }
+}
 
 int outset_add(outset *s, const char *opt, const char *path) {
     out_target *t = &s->t[s->n];
@@ -123,48 +149,92 @@ int outset_check(outset *s, const char *const *inputs, const char *const *input_
     return 0;
 }
 
-int outset_write(outset *s, int i, const float *data, int ndim, const int64_t *shape,
-                 const int64_t *stride, char *err, size_t errlen) {
-    out_target *t = &s->t[i];
+/* Open output t for writing: the destination itself (direct) or a new
+ * temporary file beside it. @return the stream, or NULL with a message. */
+static FILE *target_open(outset *s, out_target *t, char *err, size_t errlen) {
     FILE *f;
     if (t->direct) {
         f = fopen(t->dest, "wb");
-        if (!f) return zip_fail(err, errlen, "%s: cannot write: %s", t->path, strerror(errno));
-    } else {
-        /* "<folder>/.<name>.XXXXXX" beside the destination, mode as a new file. */
-        char *d = dir_of(t->dest);
-        const char *slash = strrchr(t->dest, '/');
-        const char *base = slash ? slash + 1 : t->dest;
-        size_t n = (d ? strlen(d) : 0) + strlen(base) + 16;
-        t->tmp = d ? malloc(n) : NULL;
-        if (!t->tmp) {
-            free(d);
-            return zip_fail(err, errlen, "out of memory");
-        }
-        snprintf(t->tmp, n, "%s/.%s.XXXXXX", d, base);
+        if (!f) zip_fail(err, errlen, "%s: cannot write: %s", t->path, strerror(errno));
+        return f;
+    }
+    /* "<folder>/.<name>.<pid>-<n>.tmp" beside the destination. The name
+     * is known (t->tmp) before the file is created with O_EXCL, so a
+     * signal arriving on any thread (OpenMP's included) finds it; a
+     * file of that name existing already can only be a leftover of an
+     * attn run of the same process id. */
+    char *d = dir_of(t->dest);
+    const char *slash = strrchr(t->dest, '/');
+    const char *base = slash ? slash + 1 : t->dest;
+    size_t n = (d ? strlen(d) : 0) + strlen(base) + 64;
+    char *tmp = d ? malloc(n) : NULL;
+    if (!tmp) {
         free(d);
-        int fd = mkstemp(t->tmp);
-        if (fd < 0) {
-            int e = errno;
-            free(t->tmp);
-            t->tmp = NULL;
-            return zip_fail(err, errlen, "%s: cannot write in its folder: %s", t->path,
-                            strerror(e));
-        }
+        zip_fail(err, errlen, "out of memory");
+        return NULL;
+    }
+    watch_signals(s);
+    static unsigned counter;
+    int fd = -1, e = 0;
+    for (int attempt = 0; attempt < 1000 && fd < 0; attempt++) {
+        snprintf(tmp, n, "%s/.%s.%ld-%u.tmp", d, base, (long)getpid(), counter++);
+        t->tmp = tmp;
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        e = errno;
+        if (fd < 0) t->tmp = NULL;
+        if (fd < 0 && e != EEXIST) break;
+    }
+    free(d);
+    if (fd < 0) {
+        free(tmp);
+        zip_fail(err, errlen, "%s: cannot write in its folder: %s", t->path, strerror(e));
+        return NULL;
+    }
+    /* The mode of the file it replaces, else that of a new file. */
+    struct stat old;
+    mode_t mode;
+    if (stat(t->dest, &old) == 0) {
+        mode = old.st_mode & 07777;
+    } else {
         mode_t um = umask(0);
         umask(um);
-        fchmod(fd, 0666 & ~um);
-        f = fdopen(fd, "wb");
-        if (!f) {
-            close(fd);
-            return zip_fail(err, errlen, "%s: cannot write: %s", t->path, strerror(errno));
-        }
+        mode = 0666 & ~um;
     }
-    int rc = npy_write(f, t->path, data, ndim, shape, stride, err, errlen);
+    fchmod(fd, mode);
+    f = fdopen(fd, "wb");
+    if (!f) {
+        close(fd);
+        zip_fail(err, errlen, "%s: cannot write: %s", t->path, strerror(errno));
+    }
+    return f;
+}
+
+/* Close an output written with status rc; it counts as written when both
+ * the writes and the close succeeded. */
+static int target_close(out_target *t, FILE *f, int rc, char *err, size_t errlen) {
     if (fclose(f) != 0 && rc == 0)
         rc = zip_fail(err, errlen, "%s: write failed: %s", t->path, strerror(errno));
     if (rc == 0) t->written = 1;
     return rc;
+}
+
+int outset_write(outset *s, int i, const float *data, int ndim, const int64_t *shape,
+                 const int64_t *stride, char *err, size_t errlen) {
+    out_target *t = &s->t[i];
+    FILE *f = target_open(s, t, err, errlen);
+    if (!f) return -1;
+    return target_close(t, f, npy_write(f, t->path, data, ndim, shape, stride, err, errlen), err,
+                        errlen);
+}
+
+int outset_write_bytes(outset *s, int i, const void *data, size_t n, char *err, size_t errlen) {
+    out_target *t = &s->t[i];
+    FILE *f = target_open(s, t, err, errlen);
+    if (!f) return -1;
+    int rc = fwrite(data, 1, n, f) == n
+                 ? 0
+                 : zip_fail(err, errlen, "%s: write failed: %s", t->path, strerror(errno));
+    return target_close(t, f, rc, err, errlen);
 }
 
 int outset_commit(outset *s, char *err, size_t errlen) {
@@ -173,8 +243,9 @@ int outset_commit(outset *s, char *err, size_t errlen) {
         if (!t->written || !t->tmp) continue;
         if (rename(t->tmp, t->dest) != 0)
             return zip_fail(err, errlen, "%s: cannot replace it: %s", t->path, strerror(errno));
-        free(t->tmp);
+        char *tmp = t->tmp;
         t->tmp = NULL;
+        free(tmp);
     }
     return 0;
 }
@@ -182,10 +253,13 @@ int outset_commit(outset *s, char *err, size_t errlen) {
 void outset_close(outset *s) {
     for (int i = 0; i < s->n; i++) {
         out_target *t = &s->t[i];
-        if (t->tmp) unlink(t->tmp); /* ours: created by mkstemp */
-        free(t->tmp);
+        char *tmp = t->tmp;
+        t->tmp = NULL;        /* the signal handler no longer sees it */
+        if (tmp) unlink(tmp); /* ours: created by mkstemp */
+        free(tmp);
         free(t->dest);
         t->tmp = t->dest = NULL;
     }
     s->n = 0;
+    live_set = NULL;
 }

@@ -5,8 +5,9 @@
  *   so are two outputs naming one file.
  * - Each output is written to a new temporary file in its destination's
  *   folder; when every output has been written, they are renamed into place
- *   (a rename within a folder is atomic). A failed or interrupted run leaves
- *   the old contents, and removes only the temporary files it created.
+ *   (a rename within a folder is atomic). A failed or interrupted run
+ *   (SIGINT, SIGTERM, SIGHUP, SIGQUIT) leaves the old contents, and removes
+ *   only the temporary files it created. Replaced files keep their mode.
  * - A symlink is written through: its target is replaced, the link stays.
  * - An existing file that is not a regular file (a character device such as
  *   /dev/null or /dev/full, a FIFO) is written in place, never removed or
@@ -46,6 +47,10 @@ int outset_check(outset *s, const char *const *inputs, const char *const *input_
  * message (nothing is left behind but a direct target's partial bytes). */
 int outset_write(outset *s, int i, const float *data, int ndim, const int64_t *shape,
                  const int64_t *stride, char *err, size_t errlen);
+
+/* Write output i as the n bytes at data (a PNG picture). @return 0, or -1
+ * with a message, as outset_write. */
+int outset_write_bytes(outset *s, int i, const void *data, size_t n, char *err, size_t errlen);
 
 /* Rename every written output into place. @return 0, or -1 with a message. */
 int outset_commit(outset *s, char *err, size_t errlen);

@@ -207,3 +207,38 @@ def test_a_path_too_long_to_open_is_an_error(attn, tmp_path):
     p = attn("run", "softmax", "--x", "/" + "a" * 5000 + ".npy", "-o", tmp_path / "o.npy",
              rc=3)
     assert "cannot open" in p.stderr
+
+
+def test_interrupted_run_leaves_no_temporary_file(attn_bin, tmp_path):
+    # SIGTERM while a large output is being written to its temporary file
+    # (sent as soon as that file appears): the file is removed, the old
+    # output kept, and the process still dies of the signal.
+    import signal
+    import time
+    x = np.ones((2048, 2048), np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "out.npy"
+    out.write_bytes(b"precious")
+    p = subprocess.Popen([attn_bin, "run", "softmax", "--x", str(tmp_path / "x.npy"), "-o",
+                          str(out)], stderr=subprocess.PIPE)
+    deadline = time.time() + 20
+    while time.time() < deadline and p.poll() is None:
+        if any(n.startswith(".out.npy.") for n in os.listdir(tmp_path)):
+            p.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.0005)
+    p.wait(timeout=30)
+    if p.returncode == 0:
+        pytest.skip("the run finished before the signal could be sent")
+    assert p.returncode == -signal.SIGTERM
+    assert out.read_bytes() == b"precious"
+    assert sorted(os.listdir(tmp_path)) == ["out.npy", "x.npy"]
+
+
+def test_replaced_output_keeps_its_mode(attn, tmp_path):
+    np.save(tmp_path / "x.npy", X)
+    out = tmp_path / "out.npy"
+    out.write_bytes(b"old")
+    os.chmod(out, 0o640)
+    attn("run", "softmax", "--x", tmp_path / "x.npy", "-o", out)
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o640
