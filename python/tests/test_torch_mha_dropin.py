@@ -310,3 +310,21 @@ def test_self_attention_gradients_train_loop(torch, T, gen):
             opt.step()
     for (n, p1), (_, p2) in zip(m.named_parameters(), a.named_parameters()):
         close(p2, p1)
+
+
+def test_learned_float_mask_gradient(torch, T, gen):
+    """A float attn_mask that requires grad (a learned bias) gets PyTorch's
+    gradient, through attn's dmask."""
+    E, H, B, L, S = 16, 4, 2, 5, 7
+    m, a = pair(torch, T, 41, E, H, batch_first=True)
+    q, k, v = inputs(torch, gen, B, L, S, E, E, E, True)
+    bias = torch.randn(B * H, L, S, generator=gen, dtype=torch.float64)
+    dout = torch.randn(B, L, E, generator=gen, dtype=torch.float64)
+    grads = []
+    for mod in (m, a):
+        b = bias.clone().requires_grad_(True)
+        out, _ = mod(q, k, v, attn_mask=b, need_weights=False)
+        (out * dout).sum().backward()
+        grads.append(b.grad)
+    close(grads[1], grads[0])
+    assert grads[0].abs().max() > 1e-3
