@@ -335,12 +335,12 @@ def _causal_float_hidden(m, L, S):
 # --------------------------------------------------------------------------
 
 
-def _attention4(q, k, v, mask, causal, key_lengths, dropout_p, scale, num_threads):
+def _attention4(q, k, v, mask, causal, key_lengths, dropout_p, seed, scale, num_threads):
     """The checked core on rank-4 tensors: returns (out, lse) in the compute
     dtype of q (float32 or float64; bfloat16 was widened by the caller)."""
     opts = dict(scale=None if scale is None else float(scale), causal=causal,
-                key_lengths=key_lengths, dropout_p=float(dropout_p),
-                seed=_draw_seed() if dropout_p > 0 else 0, num_threads=num_threads)
+                key_lengths=key_lengths, dropout_p=float(dropout_p), seed=int(seed),
+                num_threads=num_threads)
     return _Attention.apply(q, k, v, mask, opts)
 
 
@@ -415,7 +415,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         else:
             mask = _mask4(attn_mask.to(cdt), lead, L, S)
     q4, k4, v4 = (_to4(t).to(cdt) for t in (query, key, value))
-    out, _ = _attention4(q4, k4, v4, mask, causal, None, p, scale, nt)
+    seed = _draw_seed() if p > 0 else 0
+    out, _ = _attention4(q4, k4, v4, mask, causal, None, p, seed, scale, nt)
     out = out.reshape(lead + (L, value.shape[-1]))
     return out.to(out_dtype)
 
@@ -612,10 +613,9 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
         if not 0.0 <= p < 1.0:
             raise ValueError("%s: dropout must be in [0, 1) in train mode, got %r" % (fn, p))
         seed = _draw_seed() if p > 0 else 0
-        opts = dict(scale=None, causal=causal, key_lengths=key_lengths, dropout_p=float(p),
-                    seed=seed, num_threads=get_num_threads())
         q4, k4, v4 = q.to(cdt), k.to(cdt), v.to(cdt)
-        out, lse = _Attention.apply(q4, k4, v4, mask, opts)
+        out, lse = _attention4(q4, k4, v4, mask, causal, key_lengths, p, seed, None,
+                               get_num_threads())
 
         # 4. output projection: (B, H, L, hd) -> (B, L, E) or (L, B, E)
         if bf:
