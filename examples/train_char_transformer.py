@@ -210,9 +210,9 @@ def main(argv=None):
     data, vocab = load_text(args.text)
     print("text: %s, %d characters, vocabulary %d" % (args.text, len(data), vocab))
     print("model: B=%d T=%d D=%d heads=%d layers=%d, %d steps, AdamW lr %g (gradient norm "
-          "clipped at 1), %d torch thread(s), attn threads %d" % (args.batch, args.seq, args.d_model, args.heads, args.layers,
-                               args.steps, args.lr, torch.get_num_threads(),
-                               attn_torch.get_num_threads()))
+          "clipped at 1), %d torch thread(s), attn threads %d"
+          % (args.batch, args.seq, args.d_model, args.heads, args.layers, args.steps, args.lr,
+             torch.get_num_threads(), attn_torch.get_num_threads()))
     print("training both in lockstep (same batches):")
     runs = train((("pytorch", nn.MultiheadAttention), ("attn", attn_torch.MultiheadAttention)),
                  data, vocab, args)
