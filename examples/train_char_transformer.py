@@ -18,7 +18,8 @@ Run from a build tree:
     PYTHONPATH=build/python /usr/bin/python3 examples/train_char_transformer.py
 Options: --steps, --batch, --seq, --d-model, --heads, --layers, --lr, --seed,
 --threads (torch's threads, which attn follows), --png, --text.
-The default run takes a minute or two on two cores.
+The default run takes a minute or two (80 s with 1 thread on the shared
+2-core machine of docs/torch.md).
 """
 
 import argparse
