@@ -11,6 +11,8 @@ shift $(($# >= 2 ? 2 : $#))
 # (re)configure so that bench/ is part of the build tree, then build the bench
 cmake -S "$root" -B "$build" > /dev/null
 cmake --build "$build" --target attn_bench attn_bench_modifiers attn_bench_kv attn_gemv_bench attn_loops attn_bench_backward -j2 > /dev/null
+# the Python extension for bench_torch.py (absent when configured without Python)
+cmake --build "$build" --target attn_python -j2 > /dev/null 2>&1 || true
 # OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE may be set on this machine to keep older
 # OpenBLAS builds safe; they pin a slower kernel for every BLAS user, NumPy and
 # our projections alike. The benchmark drops them (in its own commands only)
@@ -76,3 +78,9 @@ fi
 # The backward rows (forward, backward and dropout forward alternated, same SGEMM check).
 echo
 "${run_env[@]}" OPENBLAS_NUM_THREADS=$threads "$build/bench/attn_bench_backward" --threads "$threads"
+# attn.torch against PyTorch 1.13: attention forward + backward (S1, S2c, S3,
+# best thread count each) and the training example (docs/torch.md).
+echo
+"${run_env[@]}" PYTHONPATH="$build/python" /usr/bin/python3 "$root/bench/bench_torch.py" \
+    --train-args "--png $build/train_char_transformer.png" | tee "$build/bench_torch.txt" ||
+    echo "# bench/bench_torch.py failed"

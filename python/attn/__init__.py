@@ -107,3 +107,13 @@ __all__ = [
 ]
 
 __version__ = _attn.version()
+
+
+def __getattr__(name):
+    # attn.torch (the PyTorch drop-ins) is imported on first use, never by
+    # `import attn`: importing torch takes seconds and torch is optional.
+    if name == "torch":
+        import importlib
+
+        return importlib.import_module(".torch", __name__)
+    raise AttributeError("module 'attn' has no attribute %r" % (name,))
