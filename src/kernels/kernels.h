@@ -59,7 +59,8 @@ typedef struct attn__kernels {
     /* Scale, modify, hide, take the block maximum, for c < nk, r < ldr:
      *   st[c][r] = lo[r] <= c < hi[r] ? mod(st[c][r]) : -inf   (attn__score_mod)
      *   bmax[r]  = max_c st[c][r]   (-inf if nothing is visible)
-     * 0 <= lo[r], hi[r] <= nk: the keys of the block that row r may see. */
+     * 0 <= lo[r], hi[r] <= nk: the keys of the block that row r may see;
+     * lo NULL: 0 for every row (no window: a visible prefix). */
     void (*scale_max)(float *st, int64_t ldr, int64_t nk, const attn__score_mod *mod,
                       const int32_t *lo, const int32_t *hi, float *bmax);
 

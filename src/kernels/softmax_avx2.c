@@ -47,8 +47,26 @@ AVX2 void attn__scale_max_avx2(float *st, int64_t ldr, int64_t nk, const attn__s
     const __m256 zero = _mm256_setzero_ps(), cap = _mm256_set1_ps(mod->softcap),
                  inv = _mm256_set1_ps(mod->inv_softcap), signbit = _mm256_set1_ps(-0.0f);
     const bool capped = mod->softcap > 0.0f;
+    if (!lo && !capped && !mod->slope) { /* the common case: a visible prefix, no modifier */
+        for (int64_t r = 0; r < ldr; r += 8) {
+            const __m256i vhi = _mm256_loadu_si256((const __m256i *)(hi + r));
+            __m256 mx = ninf;
+            for (int64_t c = 0; c < nk; c++) {
+                const __m256 seen =
+                    _mm256_castsi256_ps(_mm256_cmpgt_epi32(vhi, _mm256_set1_epi32((int)c)));
+                __m256 s = _mm256_mul_ps(_mm256_load_ps(st + c * ldr + r), sc);
+                s = _mm256_fmadd_ps(s, zero, s); /* +-inf -> NaN */
+                s = _mm256_blendv_ps(ninf, s, seen);
+                _mm256_store_ps(st + c * ldr + r, s);
+                mx = _mm256_max_ps(s, mx);
+            }
+            _mm256_storeu_ps(bmax + r, mx);
+        }
+        return;
+    }
     for (int64_t r = 0; r < ldr; r += 8) {
-        const __m256i vlo = _mm256_loadu_si256((const __m256i *)(lo + r));
+        const __m256i vlo =
+            lo ? _mm256_loadu_si256((const __m256i *)(lo + r)) : _mm256_setzero_si256();
         const __m256i vhi = _mm256_loadu_si256((const __m256i *)(hi + r));
         const __m256 slope = mod->slope ? _mm256_loadu_ps(mod->slope + r) : zero;
         const __m256 d0 = mod->slope ? _mm256_loadu_ps(mod->dist0 + r) : zero;
