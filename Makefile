@@ -6,7 +6,7 @@ PYTHON      := /usr/bin/python3
 CMAKE_FLAGS ?=
 PREFIX      ?= /usr/local
 
-.PHONY: all build demo test test-sanitize test-noblas bench install clean
+.PHONY: all build demo test test-sanitize test-python-sanitize test-noblas bench install clean
 
 all: build
 
@@ -36,6 +36,20 @@ test-sanitize:
 	cd $(ASAN_BUILD) && ATTN_TEST_QUICK=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j$(JOBS)
 
+# The Python extension and the library under ASan + UBSan, the runtimes
+# preloaded into Debian's interpreter (leak checking off: CPython's own
+# allocations at exit would drown it); the PyTorch tests are left out.
+PYASAN_BUILD ?= build-pyasan
+test-python-sanitize:
+	@tools/deps.sh test
+	cmake -S . -B $(PYASAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTN_WERROR=ON \
+	      -DATTN_SANITIZE=ON -DATTN_PYTHON=ON -DATTN_CLI=OFF -DPython3_EXECUTABLE=$(PYTHON) $(CMAKE_FLAGS)
+	cmake --build $(PYASAN_BUILD) -j$(JOBS) --target attn_python
+	PYTHONPATH=$(PYASAN_BUILD)/python \
+	    LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    $(PYTHON) -m pytest -q -p no:cacheprovider python/tests --ignore=python/tests/test_torch.py
+
 # The dependency-free configuration (-DATTN_BLAS=OFF: built-in GEMM loops), C tests.
 test-noblas:
 	@tools/deps.sh build
@@ -53,7 +67,25 @@ install: build
 	cmake --install $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) build-noblas
+	rm -rf $(BUILD) $(ASAN_BUILD) build-noblas build-deb
+
+# ---- Packages (README "Install") ---------------------------------------------
+.PHONY: deb test-deb test-pip
+
+# Debian packages into build-deb/debs/ (library, -dev, attn command, python3 module).
+deb:
+	@tools/deps.sh build
+	bash tools/deb/build.sh build-deb
+
+# Build the packages, apt-get install them, use them as a user would, remove them (root).
+test-deb:
+	@tools/deps.sh test
+	bash tests/deb_test.sh build-deb
+
+# pip install . into a fresh venv (offline), the Python tests against it, pip wheel, pip uninstall.
+test-pip:
+	@tools/deps.sh test
+	bash tests/pip_test.sh .
 
 # ---- Reliability (docs/reliability.md) --------------------------------------
 FUZZ_SECONDS ?= 60
@@ -68,7 +100,7 @@ TSAN_FLAGS    = -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATT
 # valgrind memcheck on the C tests of the main build: no invalid access, no
 # definite or indirect leak. valgrind hides AVX-512 (and forcing it is
 # SIGILL), so the kernels run as AVX2 and generic here.
-VALGRIND_TESTS = test_sdpa test_modules test_faults test_edge test_threads test_flash test_kernels test_isa
+VALGRIND_TESTS = test_sdpa test_modules test_kv test_faults test_edge test_threads test_flash test_kernels test_isa test_rope test_rmsnorm test_gqa test_kv_rope
 test-valgrind: build
 	@command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)"; exit 1; }
 	cd $(BUILD) && for t in $(VALGRIND_TESTS); do \

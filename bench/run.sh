@@ -10,7 +10,7 @@ threads=${2:-2}
 shift $(($# >= 2 ? 2 : $#))
 # (re)configure so that bench/ is part of the build tree, then build the bench
 cmake -S "$root" -B "$build" > /dev/null
-cmake --build "$build" --target attn_bench attn_bench_modifiers -j2 > /dev/null
+cmake --build "$build" --target attn_bench attn_bench_modifiers attn_bench_kv -j2 > /dev/null
 # OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE may be set on this machine to keep older
 # OpenBLAS builds safe; they pin a slower kernel for every BLAS user, NumPy and
 # our projections alike. The benchmark drops them (in its own commands only)
@@ -36,8 +36,18 @@ if ! "${run_env[@]}" OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads \
     /usr/bin/python3 "$root/bench/bench_py.py" --threads "$threads" > "$tmp/py.txt"; then
     echo "# NumPy/PyTorch timing failed; their columns stay empty" | tee "$tmp/py.txt"
 fi
+# Every table of the run, saved for its picture (bench/plot.py).
+{
 "${run_env[@]}" OPENBLAS_NUM_THREADS=$threads "$build/bench/attn_bench" --threads "$threads" --py "$tmp/py.txt" "$@"
 # The score modifiers against the same cases without them (docs/performance.md,
 # "Score modifiers"); with MODIFIERS_CPU=1 timed in process CPU time.
 echo
 "${run_env[@]}" "$build/bench/attn_bench_modifiers" --threads "$threads" ${MODIFIERS_CPU:+--cpu}
+# The KV-cache table (decode and chunked prefill over attn_kv_*, docs/performance.md "KV cache").
+echo
+"${run_env[@]}" OPENBLAS_NUM_THREADS=$threads "$build/bench/attn_bench_kv" --threads "$threads"
+} | tee "$build/bench.txt"
+# The picture of this run (docs/performance.md shows one): BENCH_PNG names it.
+png=${BENCH_PNG:-$build/bench.png}
+/usr/bin/python3 "$root/bench/plot.py" "$build/bench.txt" "$png" ||
+    echo "# no picture: bench/plot.py failed (python3-matplotlib missing?)"

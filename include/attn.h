@@ -124,6 +124,21 @@ attn_view attn_view_swap(attn_view v, int a, int b);
 attn_status attn_split_qkv(const attn_view *qkv, int64_t num_heads, attn_view *q, attn_view *k,
                            attn_view *v);
 
+/* The grouped-query form of attn_split_qkv: qkv (B, N, (H + 2*Hkv)*d),
+ * columns [q (H*d) | k (Hkv*d) | v (Hkv*d)], d = qkv.shape[2] / (H + 2*Hkv),
+ * H = num_heads, Hkv = num_kv_heads (0 means H; H must be a multiple of
+ * Hkv). On success q is (B, H, N, d) and k, v are (B, Hkv, N, d):
+ *   q[b,h,n,e] = qkv[b, n, h*d + e]
+ *   k[b,g,n,e] = qkv[b, n, H*d + g*d + e]
+ *   v[b,g,n,e] = qkv[b, n, (H + Hkv)*d + g*d + e]
+ * ready for attn_sdpa (and attn_rope on q and k). With Hkv = H it equals
+ * attn_split_qkv.
+ * @return ATTN_ERR_SHAPE if qkv is not rank 3, num_heads < 1,
+ * num_kv_heads does not divide num_heads, or the width is not a multiple of
+ * H + 2*Hkv; ATTN_ERR_NULL for a NULL output. Since v0.2.0. */
+attn_status attn_split_qkv_gqa(const attn_view *qkv, int64_t num_heads, int64_t num_kv_heads,
+                               attn_view *q, attn_view *k, attn_view *v);
+
 /* ------------------------------------------------------------------------ */
 /* Memory                                                                    */
 /* ------------------------------------------------------------------------ */
@@ -384,6 +399,120 @@ attn_status attn_linear(const attn_view *x, const attn_view *W, const attn_view 
 attn_status attn_layer_norm(const attn_view *x, const attn_view *gamma, const attn_view *beta,
                             float eps, attn_view *y);
 
+/* RMS normalisation over the last axis (Llama, T5, Gemma):
+ *   ms = mean_j x[..., j]^2                          (in double)
+ *   y[..., j] = x[..., j] / sqrt(ms + eps) * gamma[j]
+ * x, y: same shape, rank 1..4, y may be the same view as x (in place), any
+ * other overlap is an error. gamma: (D) or NULL (1). eps finite and >= 0
+ * (Llama uses 1e-5 or 1e-6). A row of zeros gives zeros, also with eps = 0.
+ * Allocates nothing.
+ * @return ATTN_OK, or NULL/SHAPE/STRIDE/OVERFLOW/ARG/ISA (eps names the value).
+ * Since v0.2.0. */
+attn_status attn_rms_norm(const attn_view *x, const attn_view *gamma, float eps, attn_view *y);
+
+/* ------------------------------------------------------------------------ */
+/* Rotary position embedding (RoPE)                                          */
+/* ------------------------------------------------------------------------ */
+
+/* Which dimensions form a rotated pair. Values pinned.
+ *   NEOX  pairs (t, t + r/2): "rotate_half" of Hugging Face Llama, Mistral,
+ *         Qwen, Gemma; GPT-NeoX
+ *   GPTJ  pairs (2t, 2t + 1): interleaved, Meta's original Llama code and
+ *         ggml's NORMAL mode; the complex-multiply form
+ * Weights converted between the two conventions permute Wq/Wk columns; the
+ * style must match the checkpoint. */
+typedef enum attn_rope_style {
+    ATTN_ROPE_NEOX = 0,
+    ATTN_ROPE_GPTJ = 1,
+} attn_rope_style;
+
+/* Parameters of attn_rope. Start from attn_rope_params_default(); fields are
+ * only ever appended. */
+typedef struct attn_rope_params {
+    attn_rope_style style; /* NEOX (the default) or GPTJ */
+    /* r: rotated dims, even, 2..d; dims r..d-1 pass unchanged ("partial
+     * rotary", e.g. GPT-NeoX's rotary_pct, Phi's partial_rotary_factor).
+     * 0 (the default) means d. */
+    int64_t rotary_dim;
+    /* theta: inv_freq[t] = base^(-2t/r) when inv_freq is NULL (default 10000;
+     * Llama 3 uses 500000). Must be finite and > 1. */
+    double base;
+    /* r/2 angular frequencies, or NULL: a caller's table, e.g. from one of
+     * the attn_rope_inv_freq_* helpers below. Values must be finite. */
+    const double *inv_freq;
+    /* Multiplies cos and sin (YaRN's attention factor); default 1. Finite. */
+    double mscale;
+} attn_rope_params;
+
+/* @return NEOX, rotary_dim 0 (= d), base 10000, no table, mscale 1. */
+attn_rope_params attn_rope_params_default(void);
+
+/* Rotary position embedding of q or k, in place or out of place.
+ *   x, y  (B, H, N, d) (rank 2..4; missing leading dims are size 1)
+ *   positions[b*ps[0] + h*ps[1] + n*ps[2]] = position of token n (int64),
+ *         ps = pos_strides (3 values, in elements, any sign, 0 broadcasts);
+ *         pos_strides NULL means ps = (0, 0, 1): N positions shared by every
+ *         batch and head. Positions may be any int64 (decode at 1e6 is exact:
+ *         the angle is computed in double from the integer).
+ * With p the token's position, r = rotary_dim, inv_freq[t] (t < r/2) the
+ * table (or base^(-2t/r)), theta_t = p * inv_freq[t] in double and
+ * (a, b) the pair t (NEOX: x[t], x[t + r/2]; GPTJ: x[2t], x[2t+1]):
+ *   y_a = (a cos theta_t - b sin theta_t) * mscale
+ *   y_b = (b cos theta_t + a sin theta_t) * mscale
+ *   y[e] = x[e] for r <= e < d
+ * i.e. NEOX: y = x * cos + rotate_half(x) * sin (Hugging Face), GPTJ:
+ * y = x * e^{i theta} on complex pairs x[2t] + i x[2t+1] (Meta's Llama).
+ * Products in double, rounded once to float (overflow gives +-inf).
+ * y may be the very same view as x (in place); any other overlap is an
+ * error. Any strides, e.g. q and k straight out of attn_split_qkv.
+ * Scratch: 2 (or 3, without a table) * r/2 doubles.
+ * @return ATTN_OK, or NULL (x, y, positions, params) / SHAPE (x, y disagree
+ * or rank 1) / STRIDE / OVERFLOW / ARG (style, rotary_dim, base, mscale or
+ * inv_freq, naming the value) / NOMEM / ISA. Since v0.2.0. */
+attn_status attn_rope(const attn_view *x, const int64_t *positions, const int64_t *pos_strides,
+                      attn_view *y, const attn_rope_params *p);
+
+/* inv_freq tables (r/2 doubles written to inv_freq) for the usual RoPE
+ * scalings, with r = rotary_dim (even, >= 2), t = 0..r/2-1, base > 1 and
+ * f0[t] = base^(-2t/r) the unscaled frequency (Hugging Face's
+ * "default" rope_type, computed in double here):
+ *   attn_rope_inv_freq          f0[t]
+ *   attn_rope_inv_freq_linear   f0[t] / factor     (position interpolation, "linear")
+ *   attn_rope_inv_freq_ntk      base' = base * alpha^(r/(r-2)), f = base'^(-2t/r)
+ *       (NTK-aware; r >= 4. HF's "dynamic" type at sequence length L with
+ *       max_position_embeddings M is alpha = factor * L / M - (factor - 1))
+ *   attn_rope_inv_freq_llama3   ("llama3"; Llama 3.1: factor 8, low 1, high 4,
+ *       original_max_position 8192) with wl = 2 pi / f0[t],
+ *       wl_lo = original_max_position / low_freq_factor,
+ *       wl_hi = original_max_position / high_freq_factor:
+ *         wl > wl_lo:  f0 / factor
+ *         wl < wl_hi:  f0
+ *         otherwise:   (1 - s) f0 / factor + s f0,
+ *                      s = (original_max_position / wl - low) / (high - low)
+ *       (high_freq_factor > low_freq_factor)
+ *   attn_rope_inv_freq_yarn     ("yarn"; typical beta_fast 32, beta_slow 1)
+ *       c(n) = r ln(original_max_position / (2 pi n)) / (2 ln base),
+ *       lo = max(floor(c(beta_fast)), 0), hi = min(ceil(c(beta_slow)), r - 1)
+ *       (hi += 0.001 when lo == hi), ramp_t = clamp((t - lo)/(hi - lo), 0, 1),
+ *       f = f0/factor * ramp_t + f0 * (1 - ramp_t);
+ *       *mscale (if not NULL) = 1 for factor <= 1, else 0.1 ln(factor) + 1:
+ *       pass it as attn_rope_params.mscale.
+ * factor, alpha, low/high_freq_factor, beta_fast, beta_slow: finite, > 0;
+ * original_max_position >= 1.
+ * @return ATTN_OK, NULL (inv_freq) or ARG naming the value; nothing is
+ * written on failure. Since v0.2.0. */
+attn_status attn_rope_inv_freq(int64_t rotary_dim, double base, double *inv_freq);
+attn_status attn_rope_inv_freq_linear(int64_t rotary_dim, double base, double factor,
+                                      double *inv_freq);
+attn_status attn_rope_inv_freq_ntk(int64_t rotary_dim, double base, double alpha,
+                                   double *inv_freq);
+attn_status attn_rope_inv_freq_llama3(int64_t rotary_dim, double base, double factor,
+                                      double low_freq_factor, double high_freq_factor,
+                                      int64_t original_max_position, double *inv_freq);
+attn_status attn_rope_inv_freq_yarn(int64_t rotary_dim, double base, double factor,
+                                    int64_t original_max_position, double beta_fast,
+                                    double beta_slow, double *inv_freq, double *mscale);
+
 /* ------------------------------------------------------------------------ */
 /* Attention modules (S2-S7)                                                 */
 /* ------------------------------------------------------------------------ */
@@ -403,18 +532,24 @@ attn_status attn_cross_attention(const attn_view *xq, const attn_view *xkv, cons
                                  const attn_view *Wk, const attn_view *Wv, attn_view *out,
                                  const attn_opts *opts);
 
-/* Multi-head attention parameters. Per-head weights are stacked views:
- *   Wq (NH, Dq, HS)   Wk (NH, Dkv, HS)   Wv (NH, Dkv, HSv)
- *   bq (NH, HS)       bk (NH, HS)        bv (NH, HSv)        (data NULL: none)
+/* Multi-head attention parameters. Per-head weights are stacked views, with
+ * Hkv = num_kv_heads key/value heads (grouped-query attention; Hkv = NH is
+ * plain multi-head, Hkv = 1 multi-query):
+ *   Wq (NH, Dq, HS)   Wk (Hkv, Dkv, HS)  Wv (Hkv, Dkv, HSv)
+ *   bq (NH, HS)       bk (Hkv, HS)       bv (Hkv, HSv)       (data NULL: none)
  *   Wo (NH*HSv, Dout)                    bo (Dout)           (data NULL: none)
  * Without Wo the module returns the heads concatenated, (B, Nq, NH*HSv).
  * Any strides: the article's list of per-head matrices stacked, or the fused
- * (D, 3*D) matrix seen through attn_mha_from_fused, without copying. */
+ * (D, 3*D) matrix seen through attn_mha_from_fused (or (D, (NH + 2*Hkv)*HS)
+ * through attn_mha_from_fused_gqa), without copying.
+ * Zero-initialise the struct ({0} or memset): num_kv_heads = 0 means NH. */
 typedef struct attn_mha_params {
     int64_t num_heads;
     attn_view Wq, Wk, Wv;
     attn_view bq, bk, bv;
     attn_view Wo, bo;
+    /* Key/value heads, dividing num_heads; 0 means num_heads. Since v0.2.0. */
+    int64_t num_kv_heads;
 } attn_mha_params;
 
 /* Fill p from the fused form (S7):
@@ -428,21 +563,208 @@ typedef struct attn_mha_params {
 attn_status attn_mha_from_fused(const attn_view *Wqkv, const attn_view *bqkv, int64_t num_heads,
                                 const attn_view *Wo, const attn_view *bo, attn_mha_params *p);
 
+/* Fill p from a grouped-query fused projection (Llama's q_proj, k_proj and
+ * v_proj side by side):
+ *   Wqkv (D, (H + 2*Hkv)*HS), columns [q (H*HS) | k (Hkv*HS) | v (Hkv*HS)],
+ *   head h owning columns h*HS..h*HS+HS-1 of its part; HS = Wqkv.shape[1] /
+ *   (H + 2*Hkv) (need not be D / H); H = num_heads, Hkv = num_kv_heads (0
+ *   means H; H a multiple of Hkv);  bqkv ((H + 2*Hkv)*HS) or NULL;
+ *   Wo (H*HS, Dout) or NULL;  bo (Dout) or NULL.
+ *   Wq[h, i, e] = Wqkv[i, h*HS + e];  Wk[g, i, e] = Wqkv[i, H*HS + g*HS + e];
+ *   Wv[g, i, e] = Wqkv[i, (H + Hkv)*HS + g*HS + e]
+ * Self-attention then runs one GEMM of width (H + 2*Hkv)*HS. With Hkv = H
+ * and HS = D / H it equals attn_mha_from_fused.
+ * @return ATTN_OK, NULL (p) or SHAPE naming the size. Since v0.2.0. */
+attn_status attn_mha_from_fused_gqa(const attn_view *Wqkv, const attn_view *bqkv,
+                                    int64_t num_heads, int64_t num_kv_heads, const attn_view *Wo,
+                                    const attn_view *bo, attn_mha_params *p);
+
 /* Multi-head attention (S4, S5, S6, S7):
  *   xq  (Nq, Dq) or (B, Nq, Dq)
  *   xkv (Nkv, Dkv) or (B, Nkv, Dkv), or NULL for self-attention (xkv = xq)
  *   out (Nq, Dout) or (B, Nq, Dout)   (Dout = NH*HSv without Wo)
- * Steps, with H = NH:
+ * Steps, with H = NH, Hkv = num_kv_heads (or H), g = h / (H / Hkv):
  *   q[b,h,i,e] = sum_c xq[b,i,c]  Wq[h,c,e] + bq[h,e]    // "bic,hce->bhie"
- *   k[b,h,j,e] = sum_c xkv[b,j,c] Wk[h,c,e] + bk[h,e]    // "bjc,hce->bhje"
- *   v[b,h,j,f] = sum_c xkv[b,j,c] Wv[h,c,f] + bv[h,f]    // "bjc,hcf->bhjf"
- *   a = attn_sdpa(q, k, v, opts)                         // (B, H, Nq, HSv)
+ *   k[b,g,j,e] = sum_c xkv[b,j,c] Wk[g,c,e] + bk[g,e]    // "bjc,gce->bgje"
+ *   v[b,g,j,f] = sum_c xkv[b,j,c] Wv[g,c,f] + bv[g,f]    // "bjc,gcf->bgjf"
+ *   a = attn_sdpa(q, k, v, opts)                         // (B, H, Nq, HSv), GQA
  *   cat[b,i,h*HSv+f] = a[b,h,i,f]                        // "bhif->bi(hf)"
  *   out = cat @ Wo + bo                                  // "bio,od->bid"
  * opts pass to attn_sdpa unchanged (causal, mask, key_lengths, dropout,
- * threads, lse, weights); NULL = defaults. */
+ * threads, lse, weights); NULL = defaults. Grouped-query attention is the
+ * same as expanding Wk, Wv (and bk, bv) to H heads with np.repeat(.., H/Hkv,
+ * axis=0); it is computed without expanding.
+ * @return SHAPE when num_kv_heads does not divide num_heads or Wk/Wv do not
+ * have Hkv heads (since v0.2.0), and the errors of attn_sdpa. */
 attn_status attn_mha(const attn_mha_params *p, const attn_view *xq, const attn_view *xkv,
                      attn_view *out, const attn_opts *opts);
+
+/* ------------------------------------------------------------------------ */
+/* KV cache (decoding)                                   Since v0.2.0       */
+/* ------------------------------------------------------------------------ */
+
+/* Storage type of a KV cache. Values pinned. */
+typedef enum attn_kv_dtype {
+    ATTN_KV_FLOAT32 = 0,
+    ATTN_KV_FLOAT16 = 1,  /* IEEE binary16 */
+    ATTN_KV_BFLOAT16 = 2, /* the top 16 bits of a float32 */
+} attn_kv_dtype;
+
+/* A paged KV cache: a pool of num_blocks blocks, each holding the keys and
+ * values of block_size consecutive token positions for all Hkv kv heads.
+ *
+ * Sequences. A sequence is a block table owned by the caller: int32 block
+ * ids (0..num_blocks-1, any order, a block may appear in several tables)
+ * plus a length. Token position p of the sequence lives in slot p % bs of
+ * block table[p / bs] (bs = block_size). Many sequences share one pool;
+ * sequences whose tables name the same block share its contents (a common
+ * prefix): appending into a shared block changes every sequence that holds
+ * it, so a sequence that shares a partly filled block takes its own copy
+ * first (attn_kv_copy_blocks) and points its table at the copy. Tables of B
+ * sequences are passed as one row-major int32 array (B, max_blocks):
+ * block_tables[b * max_blocks + t]; entries past what a call needs are not
+ * read.
+ *
+ * Storage. float32, float16 or bfloat16. Appends round each float32 to the
+ * nearest value of the storage type, ties to even, bit for bit for every
+ * non-NaN input, subnormals included (integer rounding; overflow gives
+ * +-inf); NaN stays NaN (payload unspecified). Reads convert back exactly.
+ * Queries, scores, softmax and accumulators are float32 whatever the
+ * storage: attend over a float16 cache differs from float32 attention only
+ * by the rounding of the stored keys and values.
+ *
+ * Layout (for the kernels; users never address it). With e a head-size
+ * index, f a value index, c a slot 0..bs-1 of the block, g a kv head:
+ *   K  (num_blocks, Hkv, bs/16, d, 16)   key c at [blk, g, c/16, e, c%16]:
+ *      each 16-key tile is stored transposed, keys across the 16 SIMD
+ *      lanes, so a score kernel reads K without any shuffle;
+ *   V  (num_blocks, Hkv, bs, dv)         row-major per key.
+ * A new cache holds zeros.
+ *
+ * Threads: attn_kv_attend and attn_kv_read only read the cache and may run
+ * at once on one cache; attn_kv_append and attn_kv_copy_blocks must not run
+ * while another call uses the blocks they write. */
+typedef struct attn_kv_cache attn_kv_cache;
+
+/* Create a cache of num_blocks blocks of block_size token positions, for
+ * num_kv_heads (Hkv) heads of key size head_dim (d) and value size
+ * value_dim (dv; <= 0 means dv = d), stored as dtype.
+ *   num_blocks >= 1, block_size a positive multiple of 16, Hkv, d >= 1,
+ *   bytes = num_blocks * Hkv * block_size * (d + dv) * sizeof(element)
+ *   must fit in size_t.
+ * @return ATTN_OK and *cache, or ATTN_ERR_NULL (cache NULL), ATTN_ERR_SHAPE,
+ * ATTN_ERR_ARG (dtype), ATTN_ERR_OVERFLOW, ATTN_ERR_NOMEM; *cache is then
+ * NULL. The pool is allocated through the installed allocator. */
+attn_status attn_kv_create(int64_t num_blocks, int64_t block_size, int64_t num_kv_heads,
+                           int64_t head_dim, int64_t value_dim, attn_kv_dtype dtype,
+                           attn_kv_cache **cache);
+
+/* Free a cache and its pool. NULL is a no-op. */
+void attn_kv_destroy(attn_kv_cache *cache);
+
+/* Append new keys and values for B sequences at once, each at its own
+ * start:
+ *   block_tables (B, max_blocks) int32    starts (B) int64
+ *   counts       (B) int64 in 0..n, or NULL (every sequence appends n)
+ *   k (B, Hkv, n, d)   v (B, Hkv, n, dv)    any strides
+ * For b ascending and t < counts[b], position p = starts[b] + t of
+ * sequence b receives
+ *   K[p] = round(k[b, :, t, :])    V[p] = round(v[b, :, t, :])
+ * and nothing else in the pool changes (the other slots of the blocks
+ * included). If two sequences write the same slot (shared blocks), the
+ * larger b wins.
+ * Errors (the cache is then unchanged): NULL pointers; k/v not rank 4 or
+ * sizes that disagree with the cache (Hkv, d, dv) or each other (B, n);
+ * starts[b] < 0; starts[b] + counts[b] > max_blocks * block_size (past the
+ * table's capacity); a block id a write would use outside 0..num_blocks-1.
+ * Every message names the argument and the index, e.g.
+ *   "attn_kv_append: block_tables[1][3]=-5 is not a block id (0..99)".
+ * @return ATTN_OK, or NULL/SHAPE/ARG/OVERFLOW. Allocates nothing. */
+attn_status attn_kv_append(attn_kv_cache *cache, const int32_t *block_tables, int64_t max_blocks,
+                           const int64_t *starts, const int64_t *counts, const attn_view *k,
+                           const attn_view *v);
+
+/* attn_kv_append with the keys rotated by RoPE on the way in, so the cache
+ * holds rotated keys (queries are rotated by the caller, attn_rope, at the
+ * same positions). Key t of sequence b is at position starts[b] + t:
+ *   K[p] = round(attn_rope(k, positions[b, t] = starts[b] + t, rope)[b, :, t, :])
+ *   V[p] = round(v[b, :, t, :])
+ * equal, bit for bit, to attn_rope into a buffer and then attn_kv_append of
+ * it, and so a decode step's key equals the same key of a prefill.
+ * k is not modified (the rotation goes to scratch, B*Hkv*n*d floats).
+ * rope: the parameters of attn_rope (style, rotary_dim, base or inv_freq,
+ * mscale). Errors: those of attn_rope (for k and rope) and attn_kv_append,
+ * named for this function; on failure the cache is unchanged.
+ * @return ATTN_OK, or NULL/SHAPE/STRIDE/OVERFLOW/ARG/NOMEM/ISA. Since v0.2.0. */
+attn_status attn_kv_append_rope(attn_kv_cache *cache, const int32_t *block_tables,
+                                int64_t max_blocks, const int64_t *starts, const int64_t *counts,
+                                const attn_view *k, const attn_view *v,
+                                const attn_rope_params *rope);
+
+/* Read back positions 0..length-1 of one sequence, converted exactly to
+ * float32:
+ *   block_table (ceil(length / block_size)) int32
+ *   k (Hkv, length, d)    k[g, p, e] = K[p] of head g
+ *   v (Hkv, length, dv)   v[g, p, f] = V[p] of head g
+ * Either output may be NULL (not read). Outputs must be proper outputs
+ * (no stride 0 on a dimension > 1). Errors as attn_kv_append.
+ * @return ATTN_OK, or NULL/SHAPE/STRIDE/ARG. */
+attn_status attn_kv_read(const attn_kv_cache *cache, const int32_t *block_table, int64_t length,
+                         attn_view *k, attn_view *v);
+
+/* Copy whole blocks (keys and values of every head and slot):
+ *   for i = 0..n-1 ascending: block dst[i] = block src[i]
+ * so a later pair sees the result of an earlier one. n = 0 does nothing.
+ * Every id must be in 0..num_blocks-1 (checked before anything is copied).
+ * @return ATTN_OK, or NULL/ARG/SHAPE (n < 0). */
+attn_status attn_kv_copy_blocks(attn_kv_cache *cache, const int32_t *src, const int32_t *dst,
+                                int64_t n);
+
+/* Attention of B sequences over the cache: a batch may mix decode rows and
+ * prefill chunks.
+ *   q            (B, H, Nq, d)    any strides; H a multiple of Hkv
+ *   block_tables (B, max_blocks) int32
+ *   lengths      (B) int64, L_b in 0..max_blocks * block_size: sequence b
+ *                holds keys at positions 0..L_b-1 (appended beforehand)
+ *   q_lengths    (B) int64 in 0..Nq, or NULL (all Nq): sequence b has
+ *                queries q[b, :, 0..nq_b-1]; its other rows of out are set
+ *                to 0 (and lse to -inf)
+ *   out          (B, H, Nq, dv)
+ * For sequence b, query head h (kv head g = h / (H / Hkv)), this is exactly
+ * attn_sdpa over the float32 values the cache holds (attn_kv_read):
+ *   attn_sdpa(q[b:b+1, :, :nq_b], K_b (1, Hkv, L_b, d), V_b (1, Hkv, L_b, dv),
+ *             out[b:b+1, :, :nq_b], opts)
+ * bit for bit, for every dtype, any thread count, and whatever the other
+ * sequences of the batch are. With opts.causal = ATTN_CAUSAL_BOTTOM_RIGHT
+ * query i of sequence b is at position L_b - nq_b + i and sees keys
+ * j <= L_b - nq_b + i (chunked prefill: append the chunk's keys first, then
+ * attend with its queries; decode: nq_b = 1). A decode row equals the same
+ * row of a chunked prefill, bit for bit. GQA: in decode each K/V block is
+ * read once for all the query heads of its kv head. L_b = 0 gives zeros
+ * and lse -inf (sinks[h] with sinks).
+ * opts: scale, causal, mask (rank 4, (B|1, H|1, Nq|1, Nmax|1) with Nmax =
+ * max_b L_b: sequence b reads mask[b, h, i, j] for j < L_b), lse (B, H, Nq),
+ * num_threads, algo, and the score modifiers (q_offset: B values, query i
+ * of sequence b at q_offset[b] + i; k_offset; window_left/right; softcap;
+ * alibi_slopes and sinks: H values), each as attn_sdpa takes it; where
+ * attn_sdpa runs its reference path (algo REFERENCE, or a modifier the fast
+ * path does not take yet) attend does too, over a float32 copy of the
+ * sequence (scratch: Hkv * L_b * (d + dv) floats). Refused (ATTN_ERR_ARG):
+ * key_lengths (lengths is the one length), dropout_p > 0 and weights.
+ * NULL opts = defaults.
+ * Dropped blocks: a table entry may be -1 for a block that no query of its
+ * sequence can see (every key of it outside every row's causal/window
+ * range), e.g. a sliding-window cache that freed the blocks behind the
+ * window; such a block reads as zeros. Any other entry of the first
+ * ceil(L_b / block_size) must be a block id.
+ * Errors as attn_kv_append and as attn_sdpa for q, out, mask, lse and the
+ * modifiers; out and lse are then untouched. With more than one sequence
+ * with queries, results go through scratch (B * H * Nq * (dv + 1) floats)
+ * so that a failure leaves out and lse untouched.
+ * @return ATTN_OK, or NULL/SHAPE/STRIDE/OVERFLOW/ARG/NOMEM/ISA. */
+attn_status attn_kv_attend(const attn_kv_cache *cache, const attn_view *q,
+                           const int32_t *block_tables, int64_t max_blocks, const int64_t *lengths,
+                           const int64_t *q_lengths, attn_view *out, const attn_opts *opts);
 
 #ifdef __cplusplus
 }

@@ -114,6 +114,10 @@ typedef struct attn__sdpa_problem {
     float softcap;                     /* 0: off */
     const float *alibi_slopes;         /* H values or NULL */
     const float *sinks;                /* H values or NULL */
+    /* NULL: keys and values are the views k and v. Else the flash path
+     * scores keys and fetches values through it (flash/flash.h); k and v
+     * are then unused placeholders. */
+    const struct attn__key_source *keys;
 } attn__sdpa_problem;
 
 /* Positions of queries and keys stay within +-ATTN__MAX_POS (checked in

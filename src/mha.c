@@ -1,11 +1,13 @@
 /* mha.c - attention modules: projections, heads, output projection (S2-S7).
  *
- * Shapes through attn_mha (H = NH heads of size HS, values of size HSv):
+ * Shapes through attn_mha (H = NH query heads of size HS, Hkv key/value
+ * heads, values of size HSv; Hkv = H unless grouped-query):
  *   xq (B, Nq, Dq), xkv (B, Nkv, Dkv)
- *   1. q = xq @ Wq + bq    (B, Nq,  H*HS)   // "bic,hce->bi(he)"
- *      k = xkv @ Wk + bk   (B, Nkv, H*HS)   // "bjc,hce->bj(he)"
- *      v = xkv @ Wv + bv   (B, Nkv, H*HSv)  // "bjc,hcf->bj(hf)"
- *   2. heads by strides:   q (B, H, Nq, HS) = q.reshape(B, Nq, H, HS).transpose(0, 2, 1, 3)
+ *   1. q = xq @ Wq + bq    (B, Nq,  H*HS)     // "bic,hce->bi(he)"
+ *      k = xkv @ Wk + bk   (B, Nkv, Hkv*HS)   // "bjc,gce->bj(ge)"
+ *      v = xkv @ Wv + bv   (B, Nkv, Hkv*HSv)  // "bjc,gcf->bj(gf)"
+ *   2. heads by strides:   q (B, H, Nq, HS) = q.reshape(B, Nq, H, HS).transpose(0, 2, 1, 3),
+ *      k, v likewise with Hkv heads (attn_sdpa maps query head h to h / (H/Hkv))
  *   3. a = attn_sdpa(q, k, v)  (B, H, Nq, HSv), written straight into
  *      cat (B, Nq, H*HSv) seen as (B, H, Nq, HSv) by strides: the concat is free
  *   4. out = cat @ Wo + bo  (B, Nq, Dout)   // "bio,od->bid"
@@ -15,6 +17,11 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+
+/* Key/value heads: num_kv_heads, 0 meaning num_heads. */
+static int64_t attn__kv_heads(const attn_mha_params *p) {
+    return p->num_kv_heads == 0 ? p->num_heads : p->num_kv_heads;
+}
 
 /* x (N, D) or (B, N, D) as rank 3. */
 static attn_view as3(const attn_view *x) {
@@ -66,12 +73,12 @@ static void project(const attn_view *x, const attn_view *W, const attn_view *bia
 }
 
 static attn_status check_weight(const char *fn, const char *name, const attn_view *W, int64_t H,
-                                int64_t Din, const char *din_name) {
+                                const char *h_name, int64_t Din, const char *din_name) {
     attn_status s = attn__check_view(fn, name, W, 3);
     if (s) return s;
     if (W->shape[0] != H)
-        return attn__fail(ATTN_ERR_SHAPE, "%s: %s.shape[0]=%" PRId64 " but num_heads=%" PRId64, fn,
-                          name, W->shape[0], H);
+        return attn__fail(ATTN_ERR_SHAPE, "%s: %s.shape[0]=%" PRId64 " but %s=%" PRId64, fn, name,
+                          W->shape[0], h_name, H);
     if (W->shape[1] != Din)
         return attn__fail(ATTN_ERR_SHAPE,
                           "%s: %s.shape[1]=%" PRId64 " but %s=%" PRId64
@@ -117,10 +124,17 @@ static attn_status check_mha(const char *fn, const attn_mha_params *p, const att
     if (xq->ndim == 3 &&
         (s = attn__check_dim(fn, "xkv", xkv, 0, "xq", xq, 0, "batch size must match")))
         return s;
-    const int64_t H = p->num_heads;
-    if ((s = check_weight(fn, "Wq", &p->Wq, H, xq->shape[last], "xq's width")) ||
-        (s = check_weight(fn, "Wk", &p->Wk, H, xkv->shape[last], "xkv's width")) ||
-        (s = check_weight(fn, "Wv", &p->Wv, H, xkv->shape[last], "xkv's width")))
+    const int64_t H = p->num_heads, Hkv = attn__kv_heads(p);
+    if (Hkv < 1 || Hkv > H || H % Hkv != 0)
+        return attn__fail(ATTN_ERR_SHAPE,
+                          "%s: num_kv_heads=%" PRId64 " must divide num_heads=%" PRId64
+                          " (0 means num_heads)",
+                          fn, p->num_kv_heads, H);
+    /* Without GQA the message keeps naming num_heads. */
+    const char *kvn = p->num_kv_heads == 0 ? "num_heads" : "num_kv_heads";
+    if ((s = check_weight(fn, "Wq", &p->Wq, H, "num_heads", xq->shape[last], "xq's width")) ||
+        (s = check_weight(fn, "Wk", &p->Wk, Hkv, kvn, xkv->shape[last], "xkv's width")) ||
+        (s = check_weight(fn, "Wv", &p->Wv, Hkv, kvn, xkv->shape[last], "xkv's width")))
         return s;
     if ((s = attn__check_dim(fn, "Wk", &p->Wk, 2, "Wq", &p->Wq, 2,
                              "q and k head sizes must match")))
@@ -163,27 +177,31 @@ static attn_status check_mha(const char *fn, const attn_mha_params *p, const att
 }
 
 /* Whether q, k and v weights sit side by side in one matrix, [Wq | Wk | Wv]
- * with equal strides (the fused (D, 3*D) layout), and their biases likewise.
- * If so, W and bias become that matrix as one head: (1, Din, 3*H*HS). */
+ * with equal strides (the fused (D, (H + 2*Hkv)*HS) layout), and their
+ * biases likewise. If so, W and bias become that matrix as one head:
+ * (1, Din, (H + 2*Hkv)*HS). */
 static bool fused_qkv(const attn_mha_params *p, attn_view *W, attn_view *bias) {
     const attn_view *Ws[3] = {&p->Wq, &p->Wk, &p->Wv}, *bs[3] = {&p->bq, &p->bk, &p->bv};
-    const int64_t H = p->num_heads, HS = p->Wq.shape[2], ld = H * HS;
+    const int64_t H = p->num_heads, Hkv = attn__kv_heads(p), HS = p->Wq.shape[2];
+    /* Column where part i starts: q at 0, k at H*HS, v at (H + Hkv)*HS. */
+    const int64_t start[3] = {0, H * HS, (H + Hkv) * HS}, heads[3] = {H, Hkv, Hkv};
     const int64_t rs = p->Wq.stride[1], cs = p->Wq.stride[2];
     const bool has_bias = p->bq.data != NULL;
     const int64_t bst = has_bias ? p->bq.stride[1] : 0;
     if (p->Wv.shape[2] != HS) return false;
     for (int i = 0; i < 3; i++) {
         const attn_view *w = Ws[i], *b = bs[i];
-        if ((H > 1 && w->stride[0] != HS * cs) || w->stride[1] != rs || w->stride[2] != cs ||
-            w->data != p->Wq.data + i * ld * cs)
+        if ((heads[i] > 1 && w->stride[0] != HS * cs) || w->stride[1] != rs || w->stride[2] != cs ||
+            w->data != p->Wq.data + start[i] * cs)
             return false;
         if ((b->data != NULL) != has_bias) return false;
-        if (has_bias && ((H > 1 && b->stride[0] != HS * bst) || b->stride[1] != bst ||
-                         b->data != p->bq.data + i * ld * bst))
+        if (has_bias && ((heads[i] > 1 && b->stride[0] != HS * bst) || b->stride[1] != bst ||
+                         b->data != p->bq.data + start[i] * bst))
             return false;
     }
-    *W = (attn_view){p->Wq.data, 3, {1, p->Wq.shape[1], 3 * ld}, {0, rs, cs}};
-    *bias = (attn_view){has_bias ? p->bq.data : NULL, 2, {1, 3 * ld}, {0, bst}};
+    const int64_t width = (H + 2 * Hkv) * HS;
+    *W = (attn_view){p->Wq.data, 3, {1, p->Wq.shape[1], width}, {0, rs, cs}};
+    *bias = (attn_view){has_bias ? p->bq.data : NULL, 2, {1, width}, {0, bst}};
     return true;
 }
 
@@ -200,15 +218,17 @@ attn_status attn_mha(const attn_mha_params *p, const attn_view *xq, const attn_v
 
     const attn_view x3 = as3(xq), kv3 = as3(xkv), out3 = as3(out);
     const int64_t B = x3.shape[0], Nq = x3.shape[1], Nkv = kv3.shape[1];
-    const int64_t H = p->num_heads, HS = p->Wq.shape[2], HSv = p->Wv.shape[2];
+    const int64_t H = p->num_heads, Hkv = attn__kv_heads(p), HS = p->Wq.shape[2],
+                  HSv = p->Wv.shape[2];
     attn_view Wf, bf;
     const bool fused = attn__same_view(xq, xkv) && fused_qkv(p, &Wf, &bf);
-    /* Scratch: q (B, Nq, H*HS), k (B, Nkv, H*HS), v (B, Nkv, H*HSv) - or, fused,
-     * one qkv (B, N, 3*H*HS) - and cat (B, Nq, H*HSv) when there is a Wo. */
+    /* Scratch: q (B, Nq, H*HS), k (B, Nkv, Hkv*HS), v (B, Nkv, Hkv*HSv) - or,
+     * fused, one qkv (B, N, (H + 2*Hkv)*HS) - and cat (B, Nq, H*HSv) when
+     * there is a Wo. */
     size_t nq, nk, nv, nc;
     if (__builtin_mul_overflow((size_t)(B * Nq), (size_t)(H * HS), &nq) ||
-        __builtin_mul_overflow((size_t)(B * Nkv), (size_t)(H * HS), &nk) ||
-        __builtin_mul_overflow((size_t)(B * Nkv), (size_t)(H * HSv), &nv) ||
+        __builtin_mul_overflow((size_t)(B * Nkv), (size_t)(Hkv * HS), &nk) ||
+        __builtin_mul_overflow((size_t)(B * Nkv), (size_t)(Hkv * HSv), &nv) ||
         __builtin_mul_overflow((size_t)(B * Nq), (size_t)(H * HSv), &nc) ||
         __builtin_add_overflow(nq, nk, &nk) || __builtin_add_overflow(nk, nv, &nv))
         return attn__fail(ATTN_ERR_OVERFLOW, "%s: projected sizes overflow", fn);
@@ -223,19 +243,19 @@ attn_status attn_mha(const attn_mha_params *p, const attn_view *xq, const attn_v
     /* 1. Projections, and 2. heads by strides: (B, N, H*HS) read as (B, H, N, HS). */
     attn_view q4, k4, v4;
     if (fused) {
-        const int64_t ld = 3 * H * HS; /* row of qkv: [q | k | v] */
+        const int64_t ld = (H + 2 * Hkv) * HS; /* row of qkv: [q | k | v] */
         project(&x3, &Wf, &bf, qkv, threads);
         q4 = (attn_view){qkv, 4, {B, H, Nq, HS}, {Nq * ld, HS, ld, 1}};
-        k4 = (attn_view){qkv + H * HS, 4, {B, H, Nq, HS}, {Nq * ld, HS, ld, 1}};
-        v4 = (attn_view){qkv + 2 * H * HS, 4, {B, H, Nq, HS}, {Nq * ld, HS, ld, 1}};
+        k4 = (attn_view){qkv + H * HS, 4, {B, Hkv, Nq, HS}, {Nq * ld, HS, ld, 1}};
+        v4 = (attn_view){qkv + (H + Hkv) * HS, 4, {B, Hkv, Nq, HS}, {Nq * ld, HS, ld, 1}};
     } else {
         float *q = qkv, *k = qkv + nq, *v = qkv + nk;
         project(&x3, &p->Wq, &p->bq, q, threads);
         project(&kv3, &p->Wk, &p->bk, k, threads);
         project(&kv3, &p->Wv, &p->bv, v, threads);
         q4 = (attn_view){q, 4, {B, H, Nq, HS}, {Nq * H * HS, HS, H * HS, 1}};
-        k4 = (attn_view){k, 4, {B, H, Nkv, HS}, {Nkv * H * HS, HS, H * HS, 1}};
-        v4 = (attn_view){v, 4, {B, H, Nkv, HSv}, {Nkv * H * HSv, HSv, H * HSv, 1}};
+        k4 = (attn_view){k, 4, {B, Hkv, Nkv, HS}, {Nkv * Hkv * HS, HS, Hkv * HS, 1}};
+        v4 = (attn_view){v, 4, {B, Hkv, Nkv, HSv}, {Nkv * Hkv * HSv, HSv, Hkv * HSv, 1}};
     }
 
     /* 3. Attention, written into the concatenated layout (B, Nq, H*HSv). */
@@ -262,6 +282,42 @@ done:
     return s;
 }
 
+/* The fused layout's checks and views; fn names the public caller. */
+static attn_status from_fused(const char *fn, const attn_view *Wqkv, const attn_view *bqkv,
+                              int64_t H, int64_t Hkv, int64_t HS, const attn_view *Wo,
+                              const attn_view *bo, attn_mha_params *p) {
+    attn_status s;
+    if (bqkv &&
+        ((s = attn__check_view(fn, "bqkv", bqkv, 1)) ||
+         (s = attn__check_dim(fn, "bqkv", bqkv, 0, "Wqkv", Wqkv, 1, "one bias per column"))))
+        return s;
+    if (Wo && (s = attn__check_view(fn, "Wo", Wo, 2))) return s;
+    if (bo && !Wo) return attn__fail(ATTN_ERR_ARG, "%s: bo is given but Wo is not", fn);
+    if (bo && ((s = attn__check_view(fn, "bo", bo, 1)) ||
+               (s = attn__check_dim(fn, "bo", bo, 0, "Wo", Wo, 1, "one bias per output"))))
+        return s;
+    const int64_t D = Wqkv->shape[0], rs = Wqkv->stride[0], cs = Wqkv->stride[1];
+    attn_mha_params r = {0};
+    r.num_heads = H;
+    r.num_kv_heads = Hkv == H ? 0 : Hkv;
+    attn_view *W[3] = {&r.Wq, &r.Wk, &r.Wv}, *bv[3] = {&r.bq, &r.bk, &r.bv};
+    const int64_t start[3] = {0, H * HS, (H + Hkv) * HS}, heads[3] = {H, Hkv, Hkv};
+    for (int part = 0; part < 3; part++) {
+        /* W_part[h, i, e] = Wqkv[i, start[part] + h*HS + e] */
+        *W[part] =
+            (attn_view){Wqkv->data + start[part] * cs, 3, {heads[part], D, HS}, {HS * cs, rs, cs}};
+        if (bqkv) {
+            const int64_t bs = bqkv->stride[0];
+            *bv[part] =
+                (attn_view){bqkv->data + start[part] * bs, 2, {heads[part], HS}, {HS * bs, bs}};
+        }
+    }
+    if (Wo) r.Wo = *Wo;
+    if (bo) r.bo = *bo;
+    *p = r;
+    return ATTN_OK;
+}
+
 attn_status attn_mha_from_fused(const attn_view *Wqkv, const attn_view *bqkv, int64_t num_heads,
                                 const attn_view *Wo, const attn_view *bo, attn_mha_params *p) {
     const char *fn = "attn_mha_from_fused";
@@ -280,32 +336,35 @@ attn_status attn_mha_from_fused(const attn_view *Wqkv, const attn_view *bqkv, in
         return attn__fail(ATTN_ERR_SHAPE,
                           "%s: D=%" PRId64 " is not a multiple of num_heads=%" PRId64, fn, D,
                           num_heads);
-    if (bqkv &&
-        ((s = attn__check_view(fn, "bqkv", bqkv, 1)) ||
-         (s = attn__check_dim(fn, "bqkv", bqkv, 0, "Wqkv", Wqkv, 1, "one bias per column"))))
-        return s;
-    if (Wo && (s = attn__check_view(fn, "Wo", Wo, 2))) return s;
-    if (bo && !Wo) return attn__fail(ATTN_ERR_ARG, "%s: bo is given but Wo is not", fn);
-    if (bo && ((s = attn__check_view(fn, "bo", bo, 1)) ||
-               (s = attn__check_dim(fn, "bo", bo, 0, "Wo", Wo, 1, "one bias per output"))))
-        return s;
-    const int64_t HS = D / num_heads, rs = Wqkv->stride[0], cs = Wqkv->stride[1];
-    attn_mha_params r = {0};
-    r.num_heads = num_heads;
-    attn_view *W[3] = {&r.Wq, &r.Wk, &r.Wv}, *bv[3] = {&r.bq, &r.bk, &r.bv};
-    for (int part = 0; part < 3; part++) {
-        /* W_part[h, i, e] = Wqkv[i, part*D + h*HS + e] */
-        *W[part] =
-            (attn_view){Wqkv->data + part * D * cs, 3, {num_heads, D, HS}, {HS * cs, rs, cs}};
-        if (bqkv) {
-            const int64_t bs = bqkv->stride[0];
-            *bv[part] = (attn_view){bqkv->data + part * D * bs, 2, {num_heads, HS}, {HS * bs, bs}};
-        }
-    }
-    if (Wo) r.Wo = *Wo;
-    if (bo) r.bo = *bo;
-    *p = r;
-    return ATTN_OK;
+    return from_fused(fn, Wqkv, bqkv, num_heads, num_heads, D / num_heads, Wo, bo, p);
+}
+
+attn_status attn_mha_from_fused_gqa(const attn_view *Wqkv, const attn_view *bqkv, int64_t num_heads,
+                                    int64_t num_kv_heads, const attn_view *Wo, const attn_view *bo,
+                                    attn_mha_params *p) {
+    const char *fn = "attn_mha_from_fused_gqa";
+    attn_status s;
+    if (!p) return attn__fail(ATTN_ERR_NULL, "%s: p is NULL", fn);
+    if ((s = attn__check_view(fn, "Wqkv", Wqkv, 2))) return s;
+    const int64_t H = num_heads, Hkv = num_kv_heads == 0 ? num_heads : num_kv_heads;
+    /* Wqkv is a valid view, so its width is far below 2^62: H + 2*Hkv cannot
+     * overflow once both are at most that width. */
+    const int64_t C = Wqkv->shape[1];
+    if (H < 1 || H > C)
+        return attn__fail(ATTN_ERR_SHAPE,
+                          "%s: num_heads=%" PRId64 " must be 1..Wqkv.shape[1]=%" PRId64, fn, H, C);
+    if (Hkv < 1 || Hkv > H || H % Hkv != 0)
+        return attn__fail(ATTN_ERR_SHAPE,
+                          "%s: num_kv_heads=%" PRId64 " must divide num_heads=%" PRId64
+                          " (0 means num_heads)",
+                          fn, num_kv_heads, H);
+    const int64_t parts = H + 2 * Hkv;
+    if (C % parts != 0)
+        return attn__fail(ATTN_ERR_SHAPE,
+                          "%s: Wqkv.shape[1]=%" PRId64 " is not a multiple of num_heads + "
+                          "2*num_kv_heads=%" PRId64 " (Wqkv is (D, (H + 2*Hkv)*HS))",
+                          fn, C, parts);
+    return from_fused(fn, Wqkv, bqkv, H, Hkv, C / parts, Wo, bo, p);
 }
 
 /* One head, no output projection: the module with H = 1. */

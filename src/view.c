@@ -52,6 +52,25 @@ attn_view attn_view_swap(attn_view v, int a, int b) {
     return v;
 }
 
+/* q, k, v views (B, heads, N, d) of the fused (B, N, C) rows, part p
+ * starting at column start[p]. */
+static void split_views(const attn_view *qkv, const int64_t start[3], const int64_t heads[3],
+                        int64_t d, attn_view *parts[3]) {
+    for (int p = 0; p < 3; p++) {
+        attn_view *o = parts[p];
+        o->data = qkv->data + start[p] * qkv->stride[2];
+        o->ndim = 4;
+        o->shape[0] = qkv->shape[0]; /* B */
+        o->shape[1] = heads[p];      /* H or Hkv */
+        o->shape[2] = qkv->shape[1]; /* N */
+        o->shape[3] = d;
+        o->stride[0] = qkv->stride[0];
+        o->stride[1] = d * qkv->stride[2];
+        o->stride[2] = qkv->stride[1];
+        o->stride[3] = qkv->stride[2];
+    }
+}
+
 attn_status attn_split_qkv(const attn_view *qkv, int64_t num_heads, attn_view *q, attn_view *k,
                            attn_view *v) {
     const char *fn = "attn_split_qkv";
@@ -73,20 +92,39 @@ attn_status attn_split_qkv(const attn_view *qkv, int64_t num_heads, attn_view *q
                           "stride)",
                           fn, qkv->stride[2]);
     int64_t D = C / 3, d = D / num_heads;
+    const int64_t start[3] = {0, D, 2 * D}, heads[3] = {num_heads, num_heads, num_heads};
     attn_view *parts[3] = {q, k, v};
-    for (int p = 0; p < 3; p++) {
-        attn_view *o = parts[p];
-        o->data = qkv->data + p * D * qkv->stride[2];
-        o->ndim = 4;
-        o->shape[0] = qkv->shape[0]; /* B */
-        o->shape[1] = num_heads;     /* H */
-        o->shape[2] = qkv->shape[1]; /* N */
-        o->shape[3] = d;
-        o->stride[0] = qkv->stride[0];
-        o->stride[1] = d * qkv->stride[2];
-        o->stride[2] = qkv->stride[1];
-        o->stride[3] = qkv->stride[2];
-    }
+    split_views(qkv, start, heads, d, parts);
+    return ATTN_OK;
+}
+
+attn_status attn_split_qkv_gqa(const attn_view *qkv, int64_t num_heads, int64_t num_kv_heads,
+                               attn_view *q, attn_view *k, attn_view *v) {
+    const char *fn = "attn_split_qkv_gqa";
+    attn_status s = attn__check_view(fn, "qkv", qkv, 3);
+    if (s) return s;
+    if (!q || !k || !v) return attn__fail(ATTN_ERR_NULL, "%s: q, k and v must not be NULL", fn);
+    const int64_t C = qkv->shape[2], H = num_heads;
+    const int64_t Hkv = num_kv_heads == 0 ? num_heads : num_kv_heads;
+    if (H < 1 || H > C)
+        return attn__fail(ATTN_ERR_SHAPE,
+                          "%s: num_heads=%" PRId64 " must be 1..qkv.shape[2]=%" PRId64, fn, H, C);
+    if (Hkv < 1 || Hkv > H || H % Hkv != 0)
+        return attn__fail(ATTN_ERR_SHAPE,
+                          "%s: num_kv_heads=%" PRId64 " must divide num_heads=%" PRId64
+                          " (0 means num_heads)",
+                          fn, num_kv_heads, H);
+    /* H, Hkv <= C < 2^62 (a valid view): no overflow. */
+    const int64_t parts = H + 2 * Hkv;
+    if (C % parts != 0)
+        return attn__fail(ATTN_ERR_SHAPE,
+                          "%s: qkv.shape[2]=%" PRId64 " is not a multiple of num_heads + "
+                          "2*num_kv_heads=%" PRId64 " (qkv is (B, N, (H + 2*Hkv)*d))",
+                          fn, C, parts);
+    const int64_t d = C / parts;
+    const int64_t start[3] = {0, H * d, (H + Hkv) * d}, heads[3] = {H, Hkv, Hkv};
+    attn_view *out[3] = {q, k, v};
+    split_views(qkv, start, heads, d, out);
     return ATTN_OK;
 }
 

@@ -23,7 +23,13 @@ def _calls():
         "sdpa reference + weights": lambda: attn.sdpa(q, k, v, return_weights=True),
         "sdpa decode split": lambda: attn.sdpa(qd, kd, kd, num_threads=2),
         "sdpa dropout": lambda: attn.sdpa(q, k, v, dropout_p=0.2, seed=3),
+        "sdpa modifiers": lambda: attn.sdpa(q, k, v, causal="bottom_right", window=(20, 0),
+                                            softcap=5.0, alibi_slopes=attn.alibi_slopes(4),
+                                            sinks=[0.5, 0.0, -1.0, 2.0], return_lse=True),
         "multihead_attention_vec": lambda: attn.multihead_attention_vec(x, W, 4, Wp, do_mask=True),
+        "rope": lambda: attn.rope(q, np.arange(70) + 5000, rotary_dim=8),
+        "MultiHeadAttention GQA": lambda: attn.MultiHeadAttention(
+            4, num_kv_heads=2, Wqkv=W[:, :48], causal="top_left")(x),
     }
 
 

@@ -27,6 +27,8 @@ enum {
 
 int cmd_demo(int argc, char **argv);
 int cmd_explain(int argc, char **argv);
+/* attn explain --visibility (cmd_visibility.c). */
+int cmd_visibility(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_info(int argc, char **argv);
@@ -48,8 +50,23 @@ int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out);
 int parse_f32(const char *s, float *out);
 int parse_u64(const char *s, uint64_t *out);
 
-/* "none" | "top-left" | "bottom-right" (also "tl", "br"). @return 0 or -1. */
+/* "none" | "top_left" | "bottom_right" (Python's spelling; also "top-left",
+ * "bottom-right", "tl", "br"). @return 0 or -1. */
 int parse_causal(const char *s, attn_causal *out);
+
+/* "LEFT,RIGHT", each -1 (unbounded) or 0..2^40. @return 0 or -1. */
+int parse_window(const char *s, int64_t *left, int64_t *right);
+
+/* A bare --causal (no rule after it) is causal where that is unambiguous:
+ * with Nq == Nkv and no key lengths, top_left and bottom_right are the same
+ * lower triangle j <= i; anywhere else it is a usage error asking for one of
+ * them (the same rule as Python's causal=True). Stored as CLI_CAUSAL_BARE
+ * until the shapes are known. */
+#define CLI_CAUSAL_BARE ((attn_causal)99)
+int cli_bare_causal(int argc, char **argv, int i);
+/* Replace CLI_CAUSAL_BARE by the rule it means, or print the error and
+ * return -1. */
+int resolve_causal(attn_causal *c, int64_t Nq, int64_t Nkv, int key_lengths, const char *cmd);
 const char *causal_name(attn_causal c);
 /* "auto" | "reference" | "flash". */
 int parse_algo(const char *s, attn_algo *out);

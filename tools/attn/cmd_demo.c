@@ -101,6 +101,7 @@ int cmd_demo(int argc, char **argv) {
         return cli_error(EXIT_USAGE, "demo", "unknown option '%s' (see attn demo --help)", w);
     }
     flow_finish(&c, 0, 0);
+    if (resolve_causal(&c.causal, c.Nq, c.Nkv, 0, "demo") != 0) return EXIT_USAGE;
     const char *bad = flow_check(&c);
     if (bad) return cli_error(EXIT_USAGE, "demo", "%s", bad);
     int64_t B = c.B, N = c.Nq, D = c.D, H = c.H, HS = D / H;

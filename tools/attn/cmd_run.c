@@ -3,6 +3,10 @@
  * error names the file and the dimension; the library checks again. */
 #include "cli.h"
 #include "npy.h"
+#include "outfile.h"
+#include "picture.h"
+
+#include <signal.h>
 
 #include <math.h>
 #include <stdarg.h>
@@ -33,22 +37,44 @@ static const char run_help[] =
     "                          [--bq, --bk (NH, HS)] [--bv (NH, HSv)]\n"
     "              [--Wo (NH*HSv, Dout)] [--bo (Dout)]; without --Wo the output\n"
     "              is the heads concatenated, (B, Nq, NH*HSv)\n"
+    "              --kv-heads G: grouped-query attention, G key/value heads\n"
+    "              (NH a multiple of G): fused --Wqkv (D, (NH+2G)*HS) with\n"
+    "              HS = D/NH, columns [q | k | v], --bqkv ((NH+2G)*HS); per-head\n"
+    "              --Wk, --Wv, --bk, --bv stack G heads (G read from --Wk if\n"
+    "              --kv-heads is not given)\n"
     "  sdpa        --q (B, H, Nq, d); --k (B, Hkv, Nkv, d); --v (B, Hkv, Nkv, dv)\n"
     "              (rank 2 or 3 inputs get leading dimensions of 1); out (B, H, Nq, dv)\n"
     "              H must be a multiple of Hkv (grouped-query attention)\n"
     "\n"
     "Attention options (self, cross, mha, sdpa):\n"
-    "  --causal RULE         none (default) | top-left (PyTorch is_causal) |\n"
-    "                        bottom-right (FlashAttention; decoding with a cache)\n"
-    "  --mask SPEC           additive float mask (B|1, H|1, Nq|1, Nkv|1), fewer\n"
-    "                        dimensions get leading 1s; -inf hides a key\n"
+    "  --causal RULE         none (default) | top_left (j <= i, PyTorch is_causal) |\n"
+    "                        bottom_right (j <= i + Nkv - Nq, FlashAttention's;\n"
+    "                        decoding with a cache); a bare --causal is accepted\n"
+    "                        where both agree (Nq == Nkv, no key lengths)\n"
+    "  --mask SPEC           additive float mask broadcasting to (B, H, Nq, Nkv) as\n"
+    "                        in NumPy (a scalar, fewer dimensions, or extra leading\n"
+    "                        1s); -inf hides a key; a boolean mask is refused:\n"
+    "                        save np.where(keep, 0.0, -np.inf) instead\n"
     "  --key-lengths SPEC    B values in 0..Nkv (integer .npy allowed): batch b\n"
     "                        sees keys j < key_lengths[b]\n"
     "  --scale S             score scale (default 1/sqrt(d))\n"
     "  --dropout P --seed S  dropout on the weights, P in [0, 1) (default 0, seed 0)\n"
+    "  --window L,R          sliding window: key j visible only if dist <= L and\n"
+    "                        -dist <= R, dist = (q_offset + i) - (k_offset + j);\n"
+    "                        -1 unbounded (a model's sliding_window = S is S-1,-1)\n"
+    "  --softcap C           logit soft-capping C*tanh(s/C) after the scale (Gemma 2)\n"
+    "  --alibi               ALiBi: s -= slope[h] * |dist|, the paper's slopes of H\n"
+    "                        heads (BLOOM, MPT); order: scale, softcap, ALiBi, mask\n"
+    "  --sinks SPEC          H sink logits, in each row's denominator only (gpt-oss)\n"
+    "  --q-offset P          position of query 0 in every batch entry (default: 0\n"
+    "                        with top_left, else Nkv - Nq: bottom-right)\n"
+    "  --k-offset P          position of key 0 (default 0)\n"
     "  --lse-out FILE        also write the log-sum-exp of each row, (B, H, Nq)\n"
     "  --weights-out FILE    also write the attention weights (B, H, Nq, Nkv)\n"
     "                        (runs the reference path)\n"
+    "  --weights-png FILE    also draw the weights as a PNG: one heatmap per batch\n"
+    "                        entry and head, rows = queries, columns = keys, each\n"
+    "                        scaled to its largest weight (runs the reference path)\n"
     "\n"
     "Other options:\n"
     "  --layout xw|torch     weight layout: xw (default) is the article's x @ W with\n"
@@ -63,8 +89,12 @@ static const char run_help[] =
     "Example:\n"
     "  python3 -c \"import numpy as np; np.savez('in.npz', x=np.random.rand(4, 8),\n"
     "      Wqkv=np.random.rand(8, 24))\"\n"
-    "  attn run mha --npz in.npz --heads 2 --causal top-left -o out.npy\n"
+    "  attn run mha --npz in.npz --heads 2 --causal top_left -o out.npy\n"
     "\n" EXIT_CODES_HELP;
+
+/* Message buffers (messages may quote long paths; files are never named
+ * through a fixed-size buffer). */
+#define ERRLEN 8192
 
 /* ---- arrays by role ------------------------------------------------------- */
 
@@ -89,6 +119,7 @@ enum role {
     R_BETA,
     R_MASK,
     R_KEYLEN,
+    R_SINKS,
     R_COUNT
 };
 
@@ -117,11 +148,12 @@ static const struct {
     [R_BETA] = {"--beta", "beta", 0},
     [R_MASK] = {"--mask", "mask", 0},
     [R_KEYLEN] = {"--key-lengths", "key_lengths", 0},
+    [R_SINKS] = {"--sinks", "sinks", 0},
 };
 
 typedef struct slot {
     const char *spec; /* from the command line, or NULL */
-    char from[1200];  /* where it was read, for messages */
+    char *from;       /* where it was read, for messages (malloc'd) */
     int present;
     npy_array a;
     attn_view v; /* after --layout and rank padding */
@@ -139,7 +171,7 @@ static const char *role_name(int r) {
 
 /* Which arrays each operation reads. */
 static int role_allowed(const char *op, int r) {
-    int att = r == R_MASK || r == R_KEYLEN;
+    int att = r == R_MASK || r == R_KEYLEN || r == R_SINKS;
     if (strcmp(op, "softmax") == 0) return r == R_X;
     if (strcmp(op, "layer-norm") == 0) return r == R_X || r == R_GAMMA || r == R_BETA;
     if (strcmp(op, "self") == 0) return r == R_X || r == R_WQ || r == R_WK || r == R_WV || att;
@@ -189,9 +221,20 @@ static int input_error(run_ctx *c, const char *fmt, ...) {
 static int need_rank(run_ctx *c, int r, int lo, int hi, const char *expect) {
     const slot *s = &c->s[r];
     if (s->a.ndim >= lo && s->a.ndim <= hi) return EXIT_OK;
-    char d[1400];
+    char d[ERRLEN];
     return input_error(c, "%s has rank %d, expected %s", desc(s, r, d, sizeof d), s->a.ndim,
                        expect);
+}
+
+/* A weight whose last two dimensions, swapped, would fit: it is probably in
+ * PyTorch's (out, in) layout. */
+static const char *layout_hint(const run_ctx *c, int r, int dim, int64_t want) {
+    const attn_view *v = &c->s[r].v;
+    if (!roles[r].weight || v->ndim < 2 || dim < v->ndim - 2) return "";
+    int other = dim == v->ndim - 1 ? v->ndim - 2 : v->ndim - 1;
+    if (v->shape[other] != want) return "";
+    return c->torch_layout ? "; these look like x @ W weights (in, out): drop --layout torch"
+                           : "; these look like PyTorch weights (out, in): add --layout torch";
 }
 
 /* Dimension dim of role r's view (after layout) must equal want, which is
@@ -200,31 +243,35 @@ static int need_dim(run_ctx *c, int r, int dim, int64_t want, int wr, int wdim, 
     const slot *s = &c->s[r];
     if (dim < 0) dim += s->v.ndim;
     if (s->v.shape[dim] == want) return EXIT_OK;
-    char d[1400], d2[1400];
+    char d[ERRLEN], d2[1400];
     if (wr >= 0) {
         const slot *w = &c->s[wr];
         if (wdim < 0) wdim += w->v.ndim;
-        return input_error(c, "%s: dimension %d is %lld but %s has %lld at dimension %d (%s)",
+        return input_error(c, "%s: dimension %d is %lld but %s has %lld at dimension %d (%s)%s",
                            desc(s, r, d, sizeof d), dim, (long long)s->v.shape[dim],
-                           desc(w, wr, d2, sizeof d2), (long long)want, wdim, what);
+                           desc(w, wr, d2, sizeof d2), (long long)want, wdim, what,
+                           layout_hint(c, r, dim, want));
     }
-    return input_error(c, "%s: dimension %d is %lld but must be %lld (%s)", desc(s, r, d, sizeof d),
-                       dim, (long long)s->v.shape[dim], (long long)want, what);
+    return input_error(c, "%s: dimension %d is %lld but must be %lld (%s)%s",
+                       desc(s, r, d, sizeof d), dim, (long long)s->v.shape[dim], (long long)want,
+                       what, layout_hint(c, r, dim, want));
 }
 
 /* Load role r from its spec or the --npz archive; make its float view. */
 static int load_role(run_ctx *c, int r, npy_archive *ar) {
     slot *s = &c->s[r];
-    char err[1400];
-    int flags = r == R_KEYLEN ? NPY_ALLOW_INT : 0;
+    char err[ERRLEN];
+    int flags = r == R_KEYLEN ? NPY_ALLOW_INT : r == R_MASK ? NPY_MASK_HINT : 0;
     if (s->spec) {
-        snprintf(s->from, sizeof s->from, "%s", s->spec);
+        if (!(s->from = strdup(s->spec))) return cli_error(EXIT_COMPUTE, "run", "out of memory");
         if (npy_load(s->spec, roles[r].member, flags, &s->a, err, sizeof err) != 0)
             return input_error(c, "%s: %s", roles[r].opt, err);
     } else if (ar) {
         int64_t idx = npy_archive_find(ar, roles[r].member);
         if (idx < 0) return EXIT_OK;
-        snprintf(s->from, sizeof s->from, "%s:%s", ar->path, roles[r].member);
+        size_t n = strlen(ar->path) + strlen(roles[r].member) + 2;
+        if (!(s->from = malloc(n))) return cli_error(EXIT_COMPUTE, "run", "out of memory");
+        snprintf(s->from, n, "%s:%s", ar->path, roles[r].member);
         if (npy_archive_load(ar, idx, flags, &s->a, err, sizeof err) != 0)
             return input_error(c, "%s: %s", roles[r].opt, err);
     } else {
@@ -232,7 +279,25 @@ static int load_role(run_ctx *c, int r, npy_archive *ar) {
     }
     s->present = 1;
     if (r == R_KEYLEN) return EXIT_OK; /* read as integers by setup_key_lengths */
-    char d[1400];
+    char d[ERRLEN];
+    if (r == R_MASK && s->a.ndim > ATTN_MAX_NDIM) {
+        /* NumPy broadcasting: leading size-1 axes beyond rank 4 go away. */
+        int extra = s->a.ndim - ATTN_MAX_NDIM;
+        for (int i = 0; i < extra; i++)
+            if (s->a.shape[i] != 1)
+                return input_error(c,
+                                   "%s: dimension %d is %lld; a mask broadcasts to (B, H, Nq, "
+                                   "Nkv), so only size-1 dimensions may come before its last 4",
+                                   desc(s, r, d, sizeof d), i, (long long)s->a.shape[i]);
+        memmove(s->a.shape, s->a.shape + extra, ATTN_MAX_NDIM * sizeof s->a.shape[0]);
+        memmove(s->a.stride, s->a.stride + extra, ATTN_MAX_NDIM * sizeof s->a.stride[0]);
+        s->a.ndim = ATTN_MAX_NDIM;
+    }
+    if (r == R_MASK && s->a.ndim == 0) { /* a scalar: one value for every score */
+        s->a.ndim = 1;
+        s->a.shape[0] = 1;
+        s->a.stride[0] = 1;
+    }
     if (s->a.ndim < 1 || s->a.ndim > ATTN_MAX_NDIM)
         return input_error(c, "%s has rank %d: attn takes arrays of rank 1 to %d",
                            desc(s, r, d, sizeof d), s->a.ndim, ATTN_MAX_NDIM);
@@ -283,13 +348,10 @@ static int out_alloc(run_ctx *c, outbuf *o, int ndim, const int64_t *shape) {
     return EXIT_OK;
 }
 
-static int out_save(const char *path, const outbuf *o, int ndim) {
-    char err[1200];
-    if (npy_save(path, o->v.data, ndim, o->v.shape + (o->v.ndim - ndim),
-                 o->v.stride + (o->v.ndim - ndim), err, sizeof err) != 0)
-        return cli_error(EXIT_OUTPUT, "run", "%s", err);
-    return EXIT_OK;
-}
+/* Write output `which` (an index in ro->outs) to its temporary file; the
+ * run renames every output into place once all are written. */
+struct run_opts;
+static int out_save(struct run_opts *ro, int which, const outbuf *o, int ndim);
 
 /* A library failure: its message, then which file each input came from. */
 static int lib_error(run_ctx *c, attn_status st) {
@@ -307,18 +369,37 @@ static int lib_error(run_ctx *c, attn_status st) {
 
 typedef struct run_opts {
     attn_opts o;
-    const char *out, *lse_out, *weights_out, *npz;
+    const char *out, *lse_out, *weights_out, *weights_png, *npz;
+    outset outs;
+    int out_i, lse_i, w_i, wpng_i; /* their indices in outs */
     int64_t heads;
+    int64_t kv_heads; /* 0: not given */
     float eps;
     int64_t keylen[4096];
     int64_t *keylen_heap;
+    /* Score modifiers given as numbers or flags, made into arrays once B
+     * and H are known (setup_modifiers). */
+    int alibi, q_offset_set;
+    int64_t q_offset;
+    float *alibi_heap;
+    int64_t *q_offset_heap;
 } run_opts;
 
+static int out_save(run_opts *ro, int which, const outbuf *o, int ndim) {
+    char err[ERRLEN];
+    if (outset_write(&ro->outs, which, o->v.data, ndim, o->v.shape + (o->v.ndim - ndim),
+                     o->v.stride + (o->v.ndim - ndim), err, sizeof err) != 0)
+        return cli_error(EXIT_OUTPUT, "run", "%s", err);
+    return EXIT_OK;
+}
+
 /* Key lengths: B values, integer or integral float, in 0..Nkv. */
-static int setup_key_lengths(run_ctx *c, run_opts *ro, int64_t B, int64_t Nkv, const char *bname) {
+static int setup_key_lengths(run_ctx *c, run_opts *ro, int64_t B, int64_t Nq, int64_t Nkv,
+                             const char *bname) {
     slot *s = &c->s[R_KEYLEN];
+    if (resolve_causal(&ro->o.causal, Nq, Nkv, s->present, "run") != 0) return EXIT_USAGE;
     if (!s->present) return EXIT_OK;
-    char d[1400];
+    char d[ERRLEN];
     if (s->a.ndim > 1 || s->a.size != B)
         return input_error(c, "%s must hold B=%lld values (B from %s)",
                            desc(s, R_KEYLEN, d, sizeof d), (long long)B, bname);
@@ -347,20 +428,63 @@ static int setup_key_lengths(run_ctx *c, run_opts *ro, int64_t B, int64_t Nkv, c
     return EXIT_OK;
 }
 
-/* The mask as a rank-4 view, broadcast-checked against (B, H, Nq, Nkv). */
+/* The score modifiers that need B and H: --alibi (the paper's slopes of H
+ * heads), --q-offset (one position for every batch entry), --sinks (H
+ * values from a file). */
+static int setup_modifiers(run_ctx *c, run_opts *ro, int64_t B, int64_t H) {
+    if (ro->alibi) {
+        free(ro->alibi_heap);
+        if (!(ro->alibi_heap = malloc((size_t)H * sizeof(float))))
+            return cli_error(EXIT_COMPUTE, "run", "out of memory");
+        attn_status st = attn_alibi_slopes(H, ro->alibi_heap);
+        if (st != ATTN_OK) return lib_error(c, st);
+        ro->o.alibi_slopes = ro->alibi_heap;
+    }
+    if (ro->q_offset_set) {
+        free(ro->q_offset_heap);
+        if (!(ro->q_offset_heap = malloc((size_t)B * sizeof(int64_t))))
+            return cli_error(EXIT_COMPUTE, "run", "out of memory");
+        for (int64_t b = 0; b < B; b++)
+            ro->q_offset_heap[b] = ro->q_offset;
+        ro->o.q_offset = ro->q_offset_heap;
+    }
+    slot *s = &c->s[R_SINKS];
+    if (s->present) {
+        char d[ERRLEN];
+        if (s->v.ndim != 1 || s->v.shape[0] != H)
+            return input_error(c, "%s must hold H=%lld values, one per query head",
+                               desc(s, R_SINKS, d, sizeof d), (long long)H);
+        const float *p = s->v.data;
+        for (int64_t h = 0; h < H; h++)
+            if (!isfinite(p[h]))
+                return input_error(c, "%s: element %lld (%g) must be finite",
+                                   desc(s, R_SINKS, d, sizeof d), (long long)h, (double)p[h]);
+        ro->o.sinks = p; /* rank 1: stride 1 as read */
+    }
+    return EXIT_OK;
+}
+
+/* The mask as a rank-4 view, broadcast-checked against (B, H, Nq, Nkv);
+ * also the modifiers that need B and H (every attention op calls this). */
 static int setup_mask(run_ctx *c, run_opts *ro, attn_view *mask4, const int64_t want[4]) {
+    int rc = setup_modifiers(c, ro, want[0], want[1]);
+    if (rc != EXIT_OK) return rc;
     slot *s = &c->s[R_MASK];
     if (!s->present) return EXIT_OK;
     *mask4 = pad4(s->v);
     static const char *names[4] = {"B", "H", "Nq", "Nkv"};
-    char d[1400];
+    char d[ERRLEN];
     for (int i = 0; i < 4; i++) {
-        if (mask4->shape[i] != 1 && mask4->shape[i] != want[i])
+        if (mask4->shape[i] != 1 && mask4->shape[i] != want[i]) {
+            int fd = i - (4 - s->v.ndim); /* the file's own dimension */
             return input_error(c,
-                               "%s: dimension %d (of the rank-4 form) is %lld but must be 1 or "
-                               "%s=%lld",
-                               desc(s, R_MASK, d, sizeof d), i, (long long)mask4->shape[i],
-                               names[i], (long long)want[i]);
+                               "%s: dimension %d is %lld but must be 1 or %s=%lld (the mask "
+                               "broadcasts to (B, H, Nq, Nkv) = (%lld, %lld, %lld, %lld), aligned "
+                               "on the right as in NumPy)",
+                               desc(s, R_MASK, d, sizeof d), fd, (long long)mask4->shape[i],
+                               names[i], (long long)want[i], (long long)want[0], (long long)want[1],
+                               (long long)want[2], (long long)want[3]);
+        }
     }
     ro->o.mask = mask4;
     return EXIT_OK;
@@ -374,18 +498,39 @@ static int setup_extra_outputs(run_ctx *c, run_opts *ro, outbuf *lse, outbuf *w,
         if ((rc = out_alloc(c, lse, 3, (const int64_t[]){B, H, Nq})) != EXIT_OK) return rc;
         ro->o.lse = &lse->v;
     }
-    if (ro->weights_out) {
+    if (ro->weights_out || ro->weights_png) {
         if ((rc = out_alloc(c, w, 4, (const int64_t[]){B, H, Nq, Nkv})) != EXIT_OK) return rc;
         ro->o.weights = &w->v;
     }
     return EXIT_OK;
 }
 
-static int save_extra_outputs(const run_opts *ro, const outbuf *lse, const outbuf *w, int lse_rank,
+/* --weights-png: one heatmap panel per (batch entry, head) of the weights
+ * (B, H, Nq, Nkv), contiguous as out_alloc made them. */
+static int save_heatmaps(run_opts *ro, const outbuf *w) {
+    char err[ERRLEN];
+    picture pic = {0};
+    unsigned char *png = NULL;
+    size_t len = 0;
+    int rc = EXIT_OK;
+    if (picture_heatmaps(&pic, w->data, w->v.shape[0] * w->v.shape[1], w->v.shape[2], w->v.shape[3],
+                         err, sizeof err) != 0)
+        rc = cli_error(EXIT_OUTPUT, "run", "--weights-png %s: %s", ro->weights_png, err);
+    else if (picture_encode_png(&pic, &png, &len) != 0)
+        rc = cli_error(EXIT_OUTPUT, "run", "--weights-png %s: out of memory", ro->weights_png);
+    else if (outset_write_bytes(&ro->outs, ro->wpng_i, png, len, err, sizeof err) != 0)
+        rc = cli_error(EXIT_OUTPUT, "run", "%s", err);
+    free(png);
+    picture_free(&pic);
+    return rc;
+}
+
+static int save_extra_outputs(run_opts *ro, const outbuf *lse, const outbuf *w, int lse_rank,
                               int w_rank) {
     int rc = EXIT_OK;
-    if (ro->lse_out && (rc = out_save(ro->lse_out, lse, lse_rank)) != EXIT_OK) return rc;
-    if (ro->weights_out && (rc = out_save(ro->weights_out, w, w_rank)) != EXIT_OK) return rc;
+    if (ro->lse_out && (rc = out_save(ro, ro->lse_i, lse, lse_rank)) != EXIT_OK) return rc;
+    if (ro->weights_out && (rc = out_save(ro, ro->w_i, w, w_rank)) != EXIT_OK) return rc;
+    if (ro->weights_png) rc = save_heatmaps(ro, w);
     return rc;
 }
 
@@ -403,7 +548,7 @@ static int op_softmax(run_ctx *c, run_opts *ro) {
     slot *x = &c->s[R_X];
     if ((rc = out_alloc(c, &o, x->v.ndim, x->v.shape)) != EXIT_OK) return rc;
     attn_status st = attn_softmax(&x->v, &o.v);
-    rc = st == ATTN_OK ? out_save(ro->out, &o, x->v.ndim) : lib_error(c, st);
+    rc = st == ATTN_OK ? out_save(ro, ro->out_i, &o, x->v.ndim) : lib_error(c, st);
     free(o.data);
     return rc;
 }
@@ -422,7 +567,7 @@ static int op_layer_norm(run_ctx *c, run_opts *ro) {
     if ((rc = out_alloc(c, &o, x->v.ndim, x->v.shape)) != EXIT_OK) return rc;
     attn_status st = attn_layer_norm(&x->v, c->s[R_GAMMA].present ? &c->s[R_GAMMA].v : NULL,
                                      c->s[R_BETA].present ? &c->s[R_BETA].v : NULL, ro->eps, &o.v);
-    rc = st == ATTN_OK ? out_save(ro->out, &o, x->v.ndim) : lib_error(c, st);
+    rc = st == ATTN_OK ? out_save(ro, ro->out_i, &o, x->v.ndim) : lib_error(c, st);
     free(o.data);
     return rc;
 }
@@ -455,7 +600,7 @@ static int op_single(run_ctx *c, run_opts *ro, int cross) {
     if (cross && rank == 3 && (rc = need_dim(c, rkv, 0, B, rq, 0, "batch")) != EXIT_OK) return rc;
     attn_view mask4;
     outbuf o = {0}, lse = {0}, w = {0};
-    if ((rc = setup_key_lengths(c, ro, B, Nkv, role_name(rq))) != EXIT_OK ||
+    if ((rc = setup_key_lengths(c, ro, B, Nq, Nkv, role_name(rq))) != EXIT_OK ||
         (rc = setup_mask(c, ro, &mask4, (const int64_t[]){B, 1, Nq, Nkv})) != EXIT_OK)
         return rc;
     int64_t oshape[3] = {B, Nq, HSv};
@@ -465,7 +610,7 @@ static int op_single(run_ctx *c, run_opts *ro, int cross) {
                                                       &c->s[R_WV].v, &o.v, &ro->o)
                                : attn_self_attention(xq, &c->s[R_WQ].v, &c->s[R_WK].v,
                                                      &c->s[R_WV].v, &o.v, &ro->o);
-        rc = st != ATTN_OK ? lib_error(c, st) : out_save(ro->out, &o, rank);
+        rc = st != ATTN_OK ? lib_error(c, st) : out_save(ro, ro->out_i, &o, rank);
         if (rc == EXIT_OK) rc = save_extra_outputs(ro, &lse, &w, 3, 4);
     }
     free(o.data);
@@ -503,27 +648,37 @@ static int op_mha(run_ctx *c, run_opts *ro) {
             if (c->s[r].present)
                 return cli_error(EXIT_USAGE, "run", "mha takes --Wqkv or --Wq/--Wk/--Wv, not both");
         if (ro->heads < 1) return cli_error(EXIT_USAGE, "run", "mha with --Wqkv needs --heads NH");
-        if ((rc = need_rank(c, R_WQKV, 2, 2, "(D, 3D)")) != EXIT_OK ||
+        if (Dq % ro->heads != 0)
+            return cli_error(EXIT_USAGE, "run", "--heads %lld does not divide D=%lld",
+                             (long long)ro->heads, (long long)Dq);
+        const int64_t G = ro->kv_heads ? ro->kv_heads : ro->heads, HS = Dq / ro->heads;
+        if (ro->heads % G != 0)
+            return cli_error(EXIT_USAGE, "run", "--kv-heads %lld does not divide --heads %lld",
+                             (long long)G, (long long)ro->heads);
+        /* Width of [q | k | v]: 3*D without GQA. */
+        const int64_t width = (ro->heads + 2 * G) * HS;
+        const char *wdesc = G == ro->heads ? "3*D for [q | k | v]" : "(NH+2G)*HS for [q | k | v]";
+        if ((rc = need_rank(c, R_WQKV, 2, 2, G == ro->heads ? "(D, 3D)" : "(D, (NH+2G)*HS)")) !=
+                EXIT_OK ||
             (rc = need_dim(c, R_WQKV, 0, Dq, rq, -1, "D, the input width")) != EXIT_OK ||
-            (rc = need_dim(c, R_WQKV, 1, 3 * Dq, -1, 0, "3*D for [q | k | v]")) != EXIT_OK)
+            (rc = need_dim(c, R_WQKV, 1, width, -1, 0, wdesc)) != EXIT_OK)
             return rc;
         if (cross &&
             (rc = need_dim(c, rkv, -1, Dq, rq, -1, "fused weights need equal widths")) != EXIT_OK)
             return rc;
-        if (Dq % ro->heads != 0)
-            return cli_error(EXIT_USAGE, "run", "--heads %lld does not divide D=%lld",
-                             (long long)ro->heads, (long long)Dq);
         if (c->s[R_BQKV].present &&
-            ((rc = need_rank(c, R_BQKV, 1, 1, "(3D)")) != EXIT_OK ||
-             (rc = need_dim(c, R_BQKV, 0, 3 * Dq, -1, 0, "3*D")) != EXIT_OK))
+            ((rc = need_rank(c, R_BQKV, 1, 1, G == ro->heads ? "(3D)" : "((NH+2G)*HS)")) !=
+                 EXIT_OK ||
+             (rc = need_dim(c, R_BQKV, 0, width, -1, 0, G == ro->heads ? "3*D" : "(NH+2G)*HS")) !=
+                 EXIT_OK))
             return rc;
         NH = ro->heads;
-        HSv = Dq / NH;
+        HSv = HS;
         if (Wo && ((rc = need_rank(c, R_WO, 2, 2, "(D, Dout)")) != EXIT_OK ||
                    (rc = need_dim(c, R_WO, 0, Dq, rq, -1, "NH*HS = D")) != EXIT_OK))
             return rc;
-        attn_status st = attn_mha_from_fused(
-            &c->s[R_WQKV].v, c->s[R_BQKV].present ? &c->s[R_BQKV].v : NULL, NH, Wo, bo, &p);
+        attn_status st = attn_mha_from_fused_gqa(
+            &c->s[R_WQKV].v, c->s[R_BQKV].present ? &c->s[R_BQKV].v : NULL, NH, G, Wo, bo, &p);
         if (st != ATTN_OK) return lib_error(c, st);
     } else {
         if ((rc = need(c, R_WQ)) != EXIT_OK || (rc = need(c, R_WK)) != EXIT_OK ||
@@ -539,8 +694,18 @@ static int op_mha(run_ctx *c, run_opts *ro) {
             return input_error(c, "--heads %lld but Wq (%s) stacks %lld heads",
                                (long long)ro->heads, c->s[R_WQ].from, (long long)NH);
         HSv = c->s[R_WV].v.shape[2];
-        if ((rc = need_dim(c, R_WK, 0, NH, R_WQ, 0, "number of heads")) != EXIT_OK ||
-            (rc = need_dim(c, R_WV, 0, NH, R_WQ, 0, "number of heads")) != EXIT_OK ||
+        /* Key/value heads: --kv-heads, else as many as Wk stacks. */
+        const int64_t G = ro->kv_heads ? ro->kv_heads : c->s[R_WK].v.shape[0];
+        if (ro->kv_heads && ro->kv_heads != c->s[R_WK].v.shape[0])
+            return input_error(c, "--kv-heads %lld but Wk (%s) stacks %lld heads",
+                               (long long)ro->kv_heads, c->s[R_WK].from,
+                               (long long)c->s[R_WK].v.shape[0]);
+        if (NH % G != 0 &&
+            (rc = need_dim(c, R_WK, 0, NH, R_WQ, 0,
+                           "number of heads: Wq's, or a divisor of it for grouped-query "
+                           "attention")) != EXIT_OK)
+            return rc;
+        if ((rc = need_dim(c, R_WV, 0, G, R_WK, 0, "number of kv heads")) != EXIT_OK ||
             (rc = need_dim(c, R_WQ, 1, Dq, rq, -1, "input width")) != EXIT_OK ||
             (rc = need_dim(c, R_WK, 1, Dkv, rkv, -1, "input width")) != EXIT_OK ||
             (rc = need_dim(c, R_WV, 1, Dkv, rkv, -1, "input width")) != EXIT_OK ||
@@ -551,7 +716,8 @@ static int op_mha(run_ctx *c, run_opts *ro) {
         for (int t = 0; t < 3; t++) {
             if (!c->s[br[t]].present) continue;
             if ((rc = need_rank(c, br[t], 2, 2, "(NH, HS)")) != EXIT_OK ||
-                (rc = need_dim(c, br[t], 0, NH, wr[t], 0, "number of heads")) != EXIT_OK ||
+                (rc = need_dim(c, br[t], 0, c->s[wr[t]].v.shape[0], wr[t], 0, "number of heads")) !=
+                    EXIT_OK ||
                 (rc = need_dim(c, br[t], 1, c->s[wr[t]].v.shape[2], wr[t], 2, "head size")) !=
                     EXIT_OK)
                 return rc;
@@ -560,6 +726,7 @@ static int op_mha(run_ctx *c, run_opts *ro) {
                    (rc = need_dim(c, R_WO, 0, NH * HSv, -1, 0, "NH*HSv")) != EXIT_OK))
             return rc;
         p.num_heads = NH;
+        p.num_kv_heads = G == NH ? 0 : G;
         p.Wq = c->s[R_WQ].v;
         p.Wk = c->s[R_WK].v;
         p.Wv = c->s[R_WV].v;
@@ -575,14 +742,14 @@ static int op_mha(run_ctx *c, run_opts *ro) {
         return rc;
     attn_view mask4;
     outbuf o = {0}, lse = {0}, w = {0};
-    if ((rc = setup_key_lengths(c, ro, B, Nkv, role_name(rq))) != EXIT_OK ||
+    if ((rc = setup_key_lengths(c, ro, B, Nq, Nkv, role_name(rq))) != EXIT_OK ||
         (rc = setup_mask(c, ro, &mask4, (const int64_t[]){B, NH, Nq, Nkv})) != EXIT_OK)
         return rc;
     int64_t oshape[3] = {B, Nq, Dout};
     if ((rc = out_alloc(c, &o, rank, oshape + (3 - rank))) != EXIT_OK) return rc;
     if ((rc = setup_extra_outputs(c, ro, &lse, &w, B, NH, Nq, Nkv)) == EXIT_OK) {
         attn_status st = attn_mha(&p, xq, cross ? xkv : NULL, &o.v, &ro->o);
-        rc = st != ATTN_OK ? lib_error(c, st) : out_save(ro->out, &o, rank);
+        rc = st != ATTN_OK ? lib_error(c, st) : out_save(ro, ro->out_i, &o, rank);
         if (rc == EXIT_OK) rc = save_extra_outputs(ro, &lse, &w, 3, 4);
     }
     free(o.data);
@@ -603,7 +770,7 @@ static int op_sdpa(run_ctx *c, run_opts *ro) {
     /* Checked on the rank-4 forms; dimensions named in the files' own ranks. */
     int64_t B = q.shape[0], H = q.shape[1], Nq = q.shape[2], d = q.shape[3];
     int64_t Hkv = k.shape[1], Nkv = k.shape[2], dv = v.shape[3];
-    char dq[1400], dk[1400];
+    char dq[ERRLEN], dk[1400];
     if (k.shape[0] != B || v.shape[0] != B)
         return input_error(
             c, "batch differs: %s vs %s (B = dimension 0 of the rank-4 form)",
@@ -623,18 +790,50 @@ static int op_sdpa(run_ctx *c, run_opts *ro) {
                            (long long)H, (long long)Hkv, c->s[R_K].from);
     attn_view mask4;
     outbuf o = {0}, lse = {0}, w = {0};
-    if ((rc = setup_key_lengths(c, ro, B, Nkv, "q")) != EXIT_OK ||
+    if ((rc = setup_key_lengths(c, ro, B, Nq, Nkv, "q")) != EXIT_OK ||
         (rc = setup_mask(c, ro, &mask4, (const int64_t[]){B, H, Nq, Nkv})) != EXIT_OK)
         return rc;
     if ((rc = out_alloc(c, &o, 4, (const int64_t[]){B, H, Nq, dv})) != EXIT_OK) return rc;
     if ((rc = setup_extra_outputs(c, ro, &lse, &w, B, H, Nq, Nkv)) == EXIT_OK) {
         attn_status st = attn_sdpa(&q, &k, &v, &o.v, &ro->o);
-        rc = st != ATTN_OK ? lib_error(c, st) : out_save(ro->out, &o, rank);
+        rc = st != ATTN_OK ? lib_error(c, st) : out_save(ro, ro->out_i, &o, rank);
         if (rc == EXIT_OK) rc = save_extra_outputs(ro, &lse, &w, rank - 1, rank);
     }
     free(o.data);
     free(lse.data);
     free(w.data);
+    return rc;
+}
+
+/* The outputs, checked against the inputs before anything is read. */
+static int plan_outputs(run_ctx *c, run_opts *ro) {
+    ro->out_i = outset_add(&ro->outs, "-o", ro->out);
+    if (ro->lse_out) ro->lse_i = outset_add(&ro->outs, "--lse-out", ro->lse_out);
+    if (ro->weights_out) ro->w_i = outset_add(&ro->outs, "--weights-out", ro->weights_out);
+    if (ro->weights_png) ro->wpng_i = outset_add(&ro->outs, "--weights-png", ro->weights_png);
+    const char *in[R_COUNT + 1], *in_opt[R_COUNT + 1];
+    char *owned[R_COUNT];
+    int n = 0, no = 0, rc = EXIT_OK;
+    for (int r = 0; r < R_COUNT; r++) {
+        if (!c->s[r].spec) continue;
+        char *path = npy_spec_path(c->s[r].spec, NULL);
+        if (!path) {
+            rc = cli_error(EXIT_COMPUTE, "run", "out of memory");
+            break;
+        }
+        owned[no++] = path;
+        in[n] = path;
+        in_opt[n++] = roles[r].opt;
+    }
+    if (ro->npz) {
+        in[n] = ro->npz;
+        in_opt[n++] = "--npz";
+    }
+    char err[ERRLEN];
+    if (rc == EXIT_OK && outset_check(&ro->outs, in, in_opt, n, err, sizeof err) != 0)
+        rc = cli_error(EXIT_OUTPUT, "run", "%s", err);
+    for (int k = 0; k < no; k++)
+        free(owned[k]);
     return rc;
 }
 
@@ -654,6 +853,9 @@ int cmd_run(int argc, char **argv) {
     static run_opts ro;
     memset(&c, 0, sizeof c);
     memset(&ro, 0, sizeof ro);
+    /* A file size limit (ulimit -f) makes a write fail with EFBIG instead of
+     * killing the process with the temporary file left behind. */
+    signal(SIGXFSZ, SIG_IGN);
     c.op = argv[1];
     const char *ops[] = {"softmax", "layer-norm", "self", "cross", "mha", "sdpa"};
     int known = 0;
@@ -667,6 +869,7 @@ int cmd_run(int argc, char **argv) {
     ro.eps = 1e-5f;
     int attention = strcmp(c.op, "softmax") != 0 && strcmp(c.op, "layer-norm") != 0;
 
+    int rc = EXIT_OK;
     for (int i = 2; i < argc; i++) {
         const char *val, *w = argv[i];
         int r, matched = 0;
@@ -687,7 +890,8 @@ int cmd_run(int argc, char **argv) {
                      {"--out", &ro.out},
                      {"-o", &ro.out},
                      {"--lse-out", &ro.lse_out},
-                     {"--weights-out", &ro.weights_out}};
+                     {"--weights-out", &ro.weights_out},
+                     {"--weights-png", &ro.weights_png}};
         for (size_t k = 0; k < sizeof files / sizeof files[0] && !matched; k++) {
             if ((r = opt_value(argc, argv, &i, files[k].name, &val)) == 0) continue;
             matched = 1;
@@ -704,6 +908,12 @@ int cmd_run(int argc, char **argv) {
             if (r < 0 || parse_i64(val, 1, (int64_t)1 << 30, &iv) != 0)
                 return cli_error(EXIT_USAGE, "run", "--heads needs a positive integer");
             ro.heads = iv;
+        } else if ((r = opt_value(argc, argv, &i, "--kv-heads", &val)) != 0) {
+            if (strcmp(c.op, "mha") != 0)
+                return cli_error(EXIT_USAGE, "run", "--kv-heads is for mha");
+            if (r < 0 || parse_i64(val, 1, (int64_t)1 << 30, &iv) != 0)
+                return cli_error(EXIT_USAGE, "run", "--kv-heads needs a positive integer");
+            ro.kv_heads = iv;
         } else if ((r = opt_value(argc, argv, &i, "--layout", &val)) != 0) {
             if (r < 0 || (strcmp(val, "xw") != 0 && strcmp(val, "torch") != 0))
                 return cli_error(EXIT_USAGE, "run", "--layout takes xw or torch");
@@ -724,10 +934,13 @@ int cmd_run(int argc, char **argv) {
         } else if (!attention) {
             return cli_error(EXIT_USAGE, "run", "unknown option '%s' for %s (see attn run --help)",
                              w, c.op);
+        } else if (cli_bare_causal(argc, argv, i)) {
+            ro.o.causal = CLI_CAUSAL_BARE; /* resolved once Nq and Nkv are known */
         } else if ((r = opt_value(argc, argv, &i, "--causal", &val)) != 0) {
             if (r < 0 || parse_causal(val, &ro.o.causal) != 0)
                 return cli_error(EXIT_USAGE, "run",
-                                 "--causal takes none, top-left or bottom-right");
+                                 "--causal takes none, top_left or bottom_right, got '%s'",
+                                 r < 0 ? "" : val);
         } else if ((r = opt_value(argc, argv, &i, "--scale", &val)) != 0) {
             if (r < 0 || parse_f32(val, &fv) != 0)
                 return cli_error(EXIT_USAGE, "run", "--scale needs a finite number");
@@ -736,6 +949,27 @@ int cmd_run(int argc, char **argv) {
             if (r < 0 || parse_f32(val, &fv) != 0 || fv < 0 || fv >= 1)
                 return cli_error(EXIT_USAGE, "run", "--dropout needs P in [0, 1)");
             ro.o.dropout_p = fv;
+        } else if ((r = opt_value(argc, argv, &i, "--window", &val)) != 0) {
+            if (r < 0 || parse_window(val, &ro.o.window_left, &ro.o.window_right) != 0)
+                return cli_error(EXIT_USAGE, "run",
+                                 "--window takes LEFT,RIGHT, each -1 (unbounded) or >= 0%s%s",
+                                 r < 0 ? "" : ", got ", r < 0 ? "" : val);
+        } else if ((r = opt_value(argc, argv, &i, "--softcap", &val)) != 0) {
+            if (r < 0 || parse_f32(val, &fv) != 0 || fv < 0)
+                return cli_error(EXIT_USAGE, "run",
+                                 "--softcap needs a finite number >= 0 (0: off)");
+            ro.o.softcap = fv;
+        } else if (strcmp(w, "--alibi") == 0) {
+            ro.alibi = 1;
+        } else if ((r = opt_value(argc, argv, &i, "--q-offset", &val)) != 0) {
+            if (r < 0 || parse_i64(val, -((int64_t)1 << 61), (int64_t)1 << 61, &iv) != 0)
+                return cli_error(EXIT_USAGE, "run", "--q-offset needs an integer in -2^61..2^61");
+            ro.q_offset = iv;
+            ro.q_offset_set = 1;
+        } else if ((r = opt_value(argc, argv, &i, "--k-offset", &val)) != 0) {
+            if (r < 0 || parse_i64(val, -((int64_t)1 << 61), (int64_t)1 << 61, &iv) != 0)
+                return cli_error(EXIT_USAGE, "run", "--k-offset needs an integer in -2^61..2^61");
+            ro.o.k_offset = iv;
         } else if ((r = opt_value(argc, argv, &i, "--seed", &val)) != 0) {
             if (r < 0 || parse_u64(val, &uv) != 0)
                 return cli_error(EXIT_USAGE, "run", "--seed needs an unsigned integer");
@@ -745,14 +979,16 @@ int cmd_run(int argc, char **argv) {
         }
     }
     if (!ro.out) return cli_error(EXIT_USAGE, "run", "needs -o OUT.npy");
+    rc = plan_outputs(&c, &ro);
 
     npy_archive ar;
-    int have_ar = 0, rc = EXIT_OK;
-    if (ro.npz) {
-        char err[1400];
+    int have_ar = 0;
+    if (rc == EXIT_OK && ro.npz) {
+        char err[ERRLEN];
         if (npy_archive_open(ro.npz, &ar, err, sizeof err) != 0)
-            return cli_error(EXIT_INPUT, "run", "--npz: %s", err);
-        have_ar = 1;
+            rc = cli_error(EXIT_INPUT, "run", "--npz: %s", err);
+        else
+            have_ar = 1;
     }
     for (int r = 0; r < R_COUNT && rc == EXIT_OK; r++)
         if (role_allowed(c.op, r)) rc = load_role(&c, r, have_ar ? &ar : NULL);
@@ -771,8 +1007,18 @@ int cmd_run(int argc, char **argv) {
         else
             rc = op_sdpa(&c, &ro);
     }
-    for (int r = 0; r < R_COUNT; r++)
+    if (rc == EXIT_OK) {
+        char err[ERRLEN];
+        if (outset_commit(&ro.outs, err, sizeof err) != 0)
+            rc = cli_error(EXIT_OUTPUT, "run", "%s", err);
+    }
+    outset_close(&ro.outs);
+    for (int r = 0; r < R_COUNT; r++) {
         npy_free(&c.s[r].a);
+        free(c.s[r].from);
+    }
     free(ro.keylen_heap);
+    free(ro.alibi_heap);
+    free(ro.q_offset_heap);
     return rc;
 }

@@ -20,7 +20,11 @@ const char *flow_check(const flow_cfg *c) {
                  (long long)c->H, (long long)c->Hkv);
         return msg;
     }
-    if (!c->cross && c->Nkv != c->Nq) return "--nkv differs from --seq: that needs --cross";
+    if (c->cache < 0) return "--cache must be >= 0";
+    if (c->cache > 0 && c->cross) return "--cache is self-attention decoding, not --cross";
+    if (c->cache > 0 && c->Nkv != c->cache + c->Nq) return "with --cache, Nkv is cache + seq";
+    if (!c->cross && c->cache == 0 && c->Nkv != c->Nq)
+        return "--nkv differs from --seq: that needs --cross";
     return NULL;
 }
 
@@ -54,7 +58,26 @@ int flow_build(const flow_cfg *c, flow_step *s) {
     if (gqa)
         snprintf(gnote, sizeof gnote, "; head h reads kv head g = h / %lld", (long long)(H / G));
 
-    if (!c->cross) {
+    if (c->cache > 0) {
+        long long L = c->cache;
+        add(s, &n, "x", "input", 3, SHAPE(B, Nq, D), "",
+            "%lld new token%s per sequence at positions %lld..%lld, width D=%lld", Nq,
+            Nq == 1 ? "" : "s", L, L + Nq - 1, D);
+        add(s, &n, "qkv", "x @ Wqkv + bqkv", 3, SHAPE(B, Nq, D + 2 * KV), "bnc,ck->bnk",
+            "one GEMM (a GEMV for one token); Wqkv (%lld, %lld), columns [q | k | v]", D,
+            D + 2 * KV);
+        add(s, &n, "q", "split qkv", 4, SHAPE(B, H, Nq, HS), "",
+            "view of qkv[..., 0:%lld]; RoPE at the new positions (attn_rope)", D);
+        add(s, &n, "k_new", "split qkv", 4, SHAPE(B, G, Nq, HS), "",
+            "view of qkv[..., %lld:%lld], %lld kv heads; RoPE, then appended", D, D + KV, G);
+        add(s, &n, "v_new", "split qkv", 4, SHAPE(B, G, Nq, HS), "",
+            "view of qkv[..., %lld:%lld]; appended", D + KV, D + 2 * KV);
+        add(s, &n, "k", "cache append", 4, SHAPE(B, G, Nkv, HS), "",
+            "the cache after attn_kv_append: %lld cached + %lld new keys", L, Nq);
+        add(s, &n, "v", "cache append", 4, SHAPE(B, G, Nkv, HS), "",
+            "values likewise; each K/V block is read once for the %lld query heads of its group",
+            H / G);
+    } else if (!c->cross) {
         add(s, &n, "x", "input", 3, SHAPE(B, Nq, D), "",
             "B=%lld sequences of N=%lld tokens, width D=%lld", B, Nq, D);
         add(s, &n, "qkv", "x @ Wqkv + bqkv", 3, SHAPE(B, Nq, D + 2 * KV), "bnc,ck->bnk",
@@ -105,11 +128,13 @@ const flow_step *flow_find(const flow_step *steps, int n, const char *name) {
 }
 
 void flow_print(FILE *f, const flow_cfg *c, const flow_step *steps, int n) {
+    if (c->cache > 0)
+        fprintf(f, "Decode step with a KV cache of %lld tokens: ", (long long)c->cache);
     fprintf(f, "%s multi-head %s-attention%s: B=%lld Nq=%lld Nkv=%lld D=%lld H=%lld",
             c->causal == ATTN_CAUSAL_NONE ? "Non-causal" : "Causal", c->cross ? "cross" : "self",
             c->causal == ATTN_CAUSAL_NONE       ? ""
-            : c->causal == ATTN_CAUSAL_TOP_LEFT ? " (top-left)"
-                                                : " (bottom-right)",
+            : c->causal == ATTN_CAUSAL_TOP_LEFT ? " (top_left)"
+                                                : " (bottom_right)",
             (long long)c->B, (long long)c->Nq, (long long)c->Nkv, (long long)c->D, (long long)c->H);
     if (c->Hkv != c->H) fprintf(f, " Hkv=%lld", (long long)c->Hkv);
     fprintf(f, " HS=%lld\n", (long long)(c->D / c->H));
@@ -136,7 +161,9 @@ void flow_print_costs(FILE *f, const flow_cfg *c) {
     double B = (double)c->B, Nq = (double)c->Nq, Nkv = (double)c->Nkv, D = (double)c->D;
     double HS = D / (double)c->H, KV = (double)c->Hkv * HS;
     double params = D * (D + 2 * KV) + (D + 2 * KV) + D * D + D;
-    double proj = 2 * B * Nq * D * D + 2 * B * Nkv * D * 2 * KV + 2 * B * Nq * D * D;
+    /* With a cache only the new tokens are projected. */
+    const double Nproj = c->cache > 0 ? Nq : Nkv;
+    double proj = 2 * B * Nq * D * D + 2 * B * Nproj * D * 2 * KV + 2 * B * Nq * D * D;
     double att = sdpa_flops(c->B, c->H, c->Nq, c->Nkv, c->D / c->H, c->D / c->H, c->causal);
     double scores = B * (double)c->H * Nq * Nkv * 4.0;
     char b1[32];
@@ -150,4 +177,16 @@ void flow_print_costs(FILE *f, const flow_cfg *c) {
             "  scores/weights   %s if materialised (reference path); the fast path keeps "
             "one tile per thread\n",
             human_bytes(scores, b1, sizeof b1));
+    if (c->cache > 0) {
+        /* Per step: every weight once, every cached K/V element once. */
+        double kv_elems = 2.0 * B * (double)c->Hkv * Nkv * HS, weights = params;
+        char b2[32], b3[32], b4[32];
+        fprintf(f, "  kv cache         %s float32, %s bfloat16 (2 x B x Hkv x Nkv x HS)\n",
+                human_bytes(4 * kv_elems, b1, sizeof b1), human_bytes(2 * kv_elems, b2, sizeof b2));
+        fprintf(f,
+                "  bytes per step   %s weights (float32) + %s cache (bfloat16) = %s: decode is "
+                "memory-bound; time >= bytes / memory bandwidth\n",
+                human_bytes(4 * weights, b3, sizeof b3), human_bytes(2 * kv_elems, b2, sizeof b2),
+                human_bytes(4 * weights + 2 * kv_elems, b4, sizeof b4));
+    }
 }

@@ -15,6 +15,8 @@ typedef struct flow_cfg {
     int64_t H, Hkv;     /* query heads, key/value heads (Hkv == H: plain MHA) */
     int cross;          /* keys and values from a second sequence xkv */
     attn_causal causal;
+    int64_t cache; /* decode with a KV cache: tokens already cached (0: none);
+                      then Nkv = cache + Nq and the rule is bottom-right */
 } flow_cfg;
 
 #define FLOW_MAX_STEPS 16
@@ -29,7 +31,8 @@ typedef struct flow_step {
 } flow_step;
 
 /* Check the configuration (sizes >= 1, D % H == 0, H % Hkv == 0, Nkv == Nq
- * unless cross). @return NULL if fine, else a message (static storage). */
+ * unless cross or cached; a cache is self-attention only).
+ * @return NULL if fine, else a message (static storage). */
 const char *flow_check(const flow_cfg *c);
 
 /* Fill steps with the flow of c. @return the number of steps. */
@@ -48,13 +51,15 @@ void flow_print_costs(FILE *f, const flow_cfg *c);
 flow_cfg flow_gpt2_small(void);
 
 /* Parse one size option at argv[*i] (--seq --dim --heads --batch
- * --gqa-kv-heads --causal, and with allow_cross --cross --nkv) into c.
+ * --gqa-kv-heads or --kv-heads, --causal, and with allow_cross --cross --nkv
+ * --cache) into c.
  * @return 1 if consumed (*status is EXIT_OK or the usage error already
  * printed), 0 if argv[*i] is not a size option. */
 int flow_parse_option(int argc, char **argv, int *i, flow_cfg *c, int allow_cross, const char *cmd,
                       int *status);
 
-/* Defaults that follow other sizes: Nkv = Nq, Hkv = H unless set. */
+/* Defaults that follow other sizes: Nkv = Nq, Hkv = H unless set; with a
+ * cache, Nq = 1 unless --seq was given, Nkv = cache + Nq, bottom-right. */
 void flow_finish(flow_cfg *c, int nkv_set, int hkv_set);
 
 #endif /* ATTN_CLI_FLOW_H */

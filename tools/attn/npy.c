@@ -7,6 +7,8 @@
 #include "zipread.h"
 
 #include <errno.h>
+#include <float.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +101,11 @@ static int parse_shape(hdr_parser *h, int *ndim, int64_t *shape) {
             return zip_fail(h->err, h->errlen,
                             "%s: malformed header: 'shape' entry %d is not a non-negative integer",
                             h->name, *ndim);
+        if (*h->p == '0' && h->p + 1 < h->end && h->p[1] >= '0' && h->p[1] <= '9')
+            return zip_fail(h->err, h->errlen,
+                            "%s: malformed header: 'shape' entry %d has a leading zero (not a "
+                            "Python integer)",
+                            h->name, *ndim);
         int64_t v = 0;
         while (h->p < h->end && *h->p >= '0' && *h->p <= '9') {
             int digit = *h->p++ - '0';
@@ -117,6 +124,12 @@ static int parse_shape(hdr_parser *h, int *ndim, int64_t *shape) {
             h->p++;
             continue;
         }
+        /* "(6)" is the integer 6 in Python, not a tuple: one entry needs its comma. */
+        if (h->p < h->end && *h->p == ')' && *ndim == 1)
+            return zip_fail(h->err, h->errlen,
+                            "%s: malformed header: 'shape' (%lld) is not a tuple (a 1-d shape is "
+                            "written (%lld,))",
+                            h->name, (long long)v, (long long)v);
         if (h->p < h->end && *h->p == ')') continue;
         return zip_fail(h->err, h->errlen, "%s: malformed header: bad 'shape' tuple", h->name);
     }
@@ -156,6 +169,13 @@ static int parse_descr(const char *descr, const char *name, int flags, dtype_inf
                             "x.astype(np.float32)",
                             name, descr);
         dt->kind = kind;
+    } else if (kind == 'b' && (flags & NPY_MASK_HINT)) {
+        return zip_fail(err, errlen,
+                        "%s: a boolean mask (dtype '%s'); attn takes an additive float mask (0 = "
+                        "visible, -inf = hidden) because libraries disagree on what True means: "
+                        "save np.where(keep, 0.0, -np.inf).astype(np.float32), keep being True "
+                        "where a key is visible",
+                        name, descr);
     } else {
         return zip_fail(err, errlen,
                         "%s: dtype '%s' is not supported (need float32 '<f4' or float64 '<f8'%s)",
@@ -198,6 +218,14 @@ static int convert(const unsigned char *src, const dtype_info *dt, npy_array *a,
             } else {
                 double d;
                 memcpy(&d, &bits, 8);
+                if (isfinite(d) && fabs(d) > FLT_MAX) {
+                    free(dst);
+                    return zip_fail(err, errlen,
+                                    "%s: element %zu (%g) is beyond float32's range (+-3.4e38), "
+                                    "the precision attn computes in; scale the data, or write "
+                                    "-inf/inf explicitly",
+                                    name, i, d);
+                }
                 dst[i] = (float)d;
             }
         }
@@ -385,18 +413,20 @@ static int read_file(const char *path, unsigned char **out, size_t *len, char *e
     return 0;
 }
 
-/* Split "file.npz:member" at the last ':' that follows ".npz". */
-static void split_spec(const char *spec, char *path, size_t pathlen, char *member, size_t mlen) {
+/* The file part of a spec: "file.npz:member" is cut at the last ':' that
+ * follows ".npz"; *member points into spec (or at ""). malloc'd; NULL when
+ * out of memory. */
+char *npy_spec_path(const char *spec, const char **member) {
     const char *cut = NULL;
     for (const char *p = spec; (p = strstr(p, ".npz:")) != NULL; p++)
         cut = p + 4;
-    if (cut && (size_t)(cut - spec) < pathlen) {
-        snprintf(path, pathlen, "%.*s", (int)(cut - spec), spec);
-        snprintf(member, mlen, "%s", cut + 1);
-    } else {
-        snprintf(path, pathlen, "%s", spec);
-        member[0] = '\0';
-    }
+    size_t n = cut ? (size_t)(cut - spec) : strlen(spec);
+    char *path = malloc(n + 1);
+    if (!path) return NULL;
+    memcpy(path, spec, n);
+    path[n] = '\0';
+    if (member) *member = cut ? cut + 1 : "";
+    return path;
 }
 
 /* "x.npy" and "x" both name member x; NumPy stores array x as "x.npy". */
@@ -406,15 +436,59 @@ static int member_matches(const char *entry, const char *want) {
     return m == n + 4 && strncmp(entry, want, n) == 0 && strcmp(entry + n, ".npy") == 0;
 }
 
+/* Member names with ".npy" stripped, compared for sorting. */
+static const zip_entry *dup_entries;
+
+static size_t stem_len(const char *name) {
+    size_t m = strlen(name);
+    return m >= 4 && strcmp(name + m - 4, ".npy") == 0 ? m - 4 : m;
+}
+
+static int cmp_stem(const void *a, const void *b) {
+    const char *x = dup_entries[*(const int64_t *)a].name;
+    const char *y = dup_entries[*(const int64_t *)b].name;
+    size_t nx = stem_len(x), ny = stem_len(y);
+    int c = memcmp(x, y, nx < ny ? nx : ny);
+    return c ? c : (nx > ny) - (nx < ny);
+}
+
+/* Two members that name one array ("x.npy" twice, or "x" and "x.npy"):
+ * NumPy would read the last, silently; refuse. */
+static int check_duplicates(const npy_archive *ar, char *err, size_t errlen) {
+    if (ar->z.n < 2) return 0;
+    int64_t *idx = malloc((size_t)ar->z.n * sizeof *idx);
+    if (!idx) return zip_fail(err, errlen, "%s: out of memory", ar->path);
+    for (int64_t i = 0; i < ar->z.n; i++)
+        idx[i] = i;
+    dup_entries = ar->z.entries;
+    qsort(idx, (size_t)ar->z.n, sizeof *idx, cmp_stem);
+    int rc = 0;
+    for (int64_t i = 1; i < ar->z.n && rc == 0; i++)
+        if (cmp_stem(&idx[i - 1], &idx[i]) == 0) {
+            const char *a = ar->z.entries[idx[i - 1]].name, *b = ar->z.entries[idx[i]].name;
+            rc = zip_fail(err, errlen,
+                          "%s: members '%s' and '%s' name the same array '%.*s'; NumPy would "
+                          "read only one of them: rewrite the archive with unique names",
+                          ar->path, a, b, (int)stem_len(a), a);
+        }
+    free(idx);
+    return rc;
+}
+
 int npy_archive_open(const char *path, npy_archive *ar, char *err, size_t errlen) {
     memset(ar, 0, sizeof *ar);
-    snprintf(ar->path, sizeof ar->path, "%s", path);
-    if (read_file(path, &ar->buf, &ar->len, err, errlen) != 0) return -1;
+    ar->path = strdup(path);
+    if (!ar->path) return zip_fail(err, errlen, "out of memory");
+    if (read_file(path, &ar->buf, &ar->len, err, errlen) != 0) {
+        npy_archive_close(ar);
+        return -1;
+    }
     if (ar->len < 4 || ar->buf[0] != 'P' || ar->buf[1] != 'K') {
         npy_archive_close(ar);
         return zip_fail(err, errlen, "%s: not a .npz archive (it does not start with PK)", path);
     }
-    if (zip_open(ar->buf, ar->len, path, &ar->z, err, errlen) != 0) {
+    if (zip_open(ar->buf, ar->len, path, &ar->z, err, errlen) != 0 ||
+        check_duplicates(ar, err, errlen) != 0) {
         npy_archive_close(ar);
         return -1;
     }
@@ -432,24 +506,29 @@ int npy_archive_load(const npy_archive *ar, int64_t index, int flags, npy_array 
     memset(out, 0, sizeof *out);
     if (index < 0 || index >= ar->z.n)
         return zip_fail(err, errlen, "%s: no member %lld", ar->path, (long long)index);
-    char mname[1300];
-    snprintf(mname, sizeof mname, "%s:%s", ar->path, ar->z.entries[index].name);
-    size_t ml = strlen(mname);
-    if (ml > 4 && strcmp(mname + ml - 4, ".npy") == 0) mname[ml - 4] = '\0';
+    const char *ename = ar->z.entries[index].name;
+    size_t ml = strlen(ar->path) + 1 + stem_len(ename) + 1;
+    char *mname = malloc(ml);
+    if (!mname) return zip_fail(err, errlen, "%s: out of memory", ar->path);
+    snprintf(mname, ml, "%s:%.*s", ar->path, (int)stem_len(ename), ename);
     unsigned char *data;
     size_t dlen;
-    if (zip_extract(&ar->z, index, ar->path, (uint64_t)NPY_MAX_BYTES + NPY_MAX_HEADER_LEN + 64,
-                    &data, &dlen, err, errlen) != 0)
-        return -1;
-    int rc = npy_parse(data, dlen, mname, flags, out, err, errlen);
-    free(data);
+    int rc = zip_extract(&ar->z, index, ar->path, (uint64_t)NPY_MAX_BYTES + NPY_MAX_HEADER_LEN + 64,
+                         &data, &dlen, err, errlen);
+    if (rc == 0) {
+        rc = npy_parse(data, dlen, mname, flags, out, err, errlen);
+        free(data);
+    }
+    free(mname);
     return rc;
 }
 
 void npy_archive_close(npy_archive *ar) {
     zip_close(&ar->z);
     free(ar->buf);
+    free(ar->path);
     ar->buf = NULL;
+    ar->path = NULL;
     ar->len = 0;
 }
 
@@ -489,15 +568,21 @@ static int load_from_zip(const char *path, const char *member, const char *defau
 int npy_load(const char *spec, const char *default_member, int flags, npy_array *out, char *err,
              size_t errlen) {
     memset(out, 0, sizeof *out);
-    char path[1024], member[256];
-    split_spec(spec, path, sizeof path, member, sizeof member);
+    const char *member;
+    char *path = npy_spec_path(spec, &member);
+    if (!path) return zip_fail(err, errlen, "out of memory");
     unsigned char *buf;
     size_t len;
-    if (read_file(path, &buf, &len, err, errlen) != 0) return -1;
+    if (read_file(path, &buf, &len, err, errlen) != 0) {
+        free(path);
+        return -1;
+    }
     int rc;
     if (len >= 4 && buf[0] == 'P' && buf[1] == 'K') {
         free(buf); /* read again, indexed, by the archive reader */
-        return load_from_zip(path, member, default_member, flags, out, err, errlen);
+        rc = load_from_zip(path, member, default_member, flags, out, err, errlen);
+        free(path);
+        return rc;
     } else if (member[0]) {
         rc = zip_fail(err, errlen, "%s: member '%s' requested but the file is not a .npz archive",
                       path, member);
@@ -505,13 +590,14 @@ int npy_load(const char *spec, const char *default_member, int flags, npy_array 
         rc = npy_parse(buf, len, path, flags, out, err, errlen);
     }
     free(buf);
+    free(path);
     return rc;
 }
 
 /* ---- writer -------------------------------------------------------------- */
 
-int npy_save(const char *path, const float *data, int ndim, const int64_t *shape,
-             const int64_t *stride, char *err, size_t errlen) {
+int npy_write(FILE *f, const char *path, const float *data, int ndim, const int64_t *shape,
+              const int64_t *stride, char *err, size_t errlen) {
     if (ndim < 0 || ndim > NPY_MAX_NDIM)
         return zip_fail(err, errlen, "%s: cannot write an array of rank %d", path, ndim);
     char sbuf[256], hdr[512];
@@ -524,8 +610,6 @@ int npy_save(const char *path, const float *data, int ndim, const int64_t *shape
     memset(hdr + n, ' ', hlen - 1 - (size_t)n);
     hdr[hlen - 1] = '\n';
 
-    FILE *f = fopen(path, "wb");
-    if (!f) return zip_fail(err, errlen, "%s: cannot write: %s", path, strerror(errno));
     unsigned char pre[10] = {0x93,
                              'N',
                              'U',
@@ -562,10 +646,7 @@ int npy_save(const char *path, const float *data, int ndim, const int64_t *shape
         }
     }
     if (ok && fill) ok = fwrite(chunk, 1, fill, f) == fill;
-    if (fclose(f) != 0) ok = 0;
-    if (!ok) {
-        remove(path);
-        return zip_fail(err, errlen, "%s: write failed: %s", path, strerror(errno));
-    }
+    if (ok) ok = fflush(f) == 0;
+    if (!ok) return zip_fail(err, errlen, "%s: write failed: %s", path, strerror(errno));
     return 0;
 }

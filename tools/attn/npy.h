@@ -2,7 +2,8 @@
  *
  * Reads everything np.save / np.savez / np.savez_compressed write for real
  * arrays: format versions 1.0, 2.0 and 3.0; dtypes <f4 >f4 <f8 >f8 (float64
- * and big-endian data are converted to native float32); C or Fortran order
+ * and big-endian data are converted to native float32; a finite float64
+ * beyond float32's range is an error, not an inf); C or Fortran order
  * (Fortran order is kept as strides, no copy). Integer dtypes are read only
  * when the caller asks (key lengths), converted to int64.
  *
@@ -15,6 +16,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "zipread.h"
 
@@ -44,6 +46,7 @@ typedef struct npy_array {
 
 /* Loader flags. */
 #define NPY_ALLOW_INT 1 /* accept integer dtypes, converted to int64 */
+#define NPY_MASK_HINT 2 /* a boolean array gets the additive-mask advice */
 
 /* Parse a complete .npy image of len bytes. name is used in messages.
  * @return 0 on success; else -1 with a message in err. */
@@ -62,7 +65,7 @@ int npy_load(const char *spec, const char *default_member, int flags, npy_array 
 
 /* An opened .npz archive, to look members up by name and load several. */
 typedef struct npy_archive {
-    char path[1024];
+    char *path; /* malloc'd */
     unsigned char *buf;
     size_t len;
     zip_archive z;
@@ -83,11 +86,17 @@ void npy_archive_close(npy_archive *ar);
 /* Free the data of an array (a zeroed or failed array is fine). */
 void npy_free(npy_array *a);
 
-/* Write a float32 array as a version 1.0 .npy file, little-endian, C order,
- * reading element [i0, i1, ...] at data[i0*stride[0] + i1*stride[1] + ...].
- * ndim 0..NPY_MAX_NDIM. @return 0 on success; else -1 with a message. */
-int npy_save(const char *path, const float *data, int ndim, const int64_t *shape,
-             const int64_t *stride, char *err, size_t errlen);
+/* Write a float32 array as a version 1.0 .npy file to f (named path in
+ * messages), little-endian, C order, reading element [i0, i1, ...] at
+ * data[i0*stride[0] + i1*stride[1] + ...]. ndim 0..NPY_MAX_NDIM. The caller
+ * opens and closes f (outfile.h decides where it goes).
+ * @return 0 on success; else -1 with a message. */
+int npy_write(FILE *f, const char *path, const float *data, int ndim, const int64_t *shape,
+              const int64_t *stride, char *err, size_t errlen);
+
+/* The file part of an array spec ("file.npz:member" -> "file.npz"), malloc'd
+ * (NULL: out of memory); *member, if asked, points at the member or "". */
+char *npy_spec_path(const char *spec, const char **member);
 
 /* Format a shape as NumPy prints it, "(2, 3)" or "(5,)", into buf. */
 const char *npy_shape_str(int ndim, const int64_t *shape, char *buf, size_t len);

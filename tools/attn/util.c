@@ -67,18 +67,50 @@ int parse_f32(const char *s, float *out) {
 int parse_causal(const char *s, attn_causal *out) {
     if (strcmp(s, "none") == 0)
         *out = ATTN_CAUSAL_NONE;
-    else if (strcmp(s, "top-left") == 0 || strcmp(s, "tl") == 0)
+    else if (strcmp(s, "top_left") == 0 || strcmp(s, "top-left") == 0 || strcmp(s, "tl") == 0)
         *out = ATTN_CAUSAL_TOP_LEFT;
-    else if (strcmp(s, "bottom-right") == 0 || strcmp(s, "br") == 0)
+    else if (strcmp(s, "bottom_right") == 0 || strcmp(s, "bottom-right") == 0 ||
+             strcmp(s, "br") == 0)
         *out = ATTN_CAUSAL_BOTTOM_RIGHT;
     else
         return -1;
     return 0;
 }
 
+int parse_window(const char *s, int64_t *left, int64_t *right) {
+    const char *comma = strchr(s, ',');
+    if (!comma) return -1;
+    size_t n = (size_t)(comma - s);
+    char a[32];
+    if (n == 0 || n >= sizeof a) return -1;
+    memcpy(a, s, n);
+    a[n] = '\0';
+    const int64_t big = (int64_t)1 << 40;
+    return parse_i64(a, -1, big, left) || parse_i64(comma + 1, -1, big, right) ? -1 : 0;
+}
+
+int cli_bare_causal(int argc, char **argv, int i) {
+    return strcmp(argv[i], "--causal") == 0 && (i + 1 >= argc || argv[i + 1][0] == '-');
+}
+
+int resolve_causal(attn_causal *c, int64_t Nq, int64_t Nkv, int key_lengths, const char *cmd) {
+    if (*c != CLI_CAUSAL_BARE) return 0;
+    if (Nq == Nkv && !key_lengths) {
+        *c = ATTN_CAUSAL_TOP_LEFT; /* j <= i: both alignments agree */
+        return 0;
+    }
+    cli_error(EXIT_USAGE, cmd,
+              "a bare --causal is ambiguous here (%s): choose --causal top_left (key j visible "
+              "to query i iff j <= i, PyTorch's is_causal) or --causal bottom_right (j <= i + "
+              "Nkv - Nq, FlashAttention's, for decoding with a cache)",
+              key_lengths ? "key lengths make each batch's Nkv differ" : "Nq != Nkv");
+    return -1;
+}
+
 const char *causal_name(attn_causal c) {
-    return c == ATTN_CAUSAL_TOP_LEFT       ? "top-left"
-           : c == ATTN_CAUSAL_BOTTOM_RIGHT ? "bottom-right"
+    return c == ATTN_CAUSAL_TOP_LEFT       ? "top_left"
+           : c == ATTN_CAUSAL_BOTTOM_RIGHT ? "bottom_right"
+           : c == CLI_CAUSAL_BARE          ? "causal"
                                            : "none";
 }
 

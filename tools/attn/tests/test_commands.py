@@ -104,7 +104,7 @@ def test_run_help_documents_syntax(attn):
     out = attn("run", "--help").stdout
     for word in ("softmax", "layer-norm", "self", "cross", "mha", "sdpa", "--npz",
                  "file.npz:NAME", "--layout xw|torch", "--key-lengths", "--dropout",
-                 "bottom-right", "--Wqkv", "--heads"):
+                 "bottom_right", "--Wqkv", "--heads"):
         assert word in out, word
 
 
