@@ -185,8 +185,9 @@ static void test_hidden_block(const attn__kernels *kr) {
 
 /* The scale step per element, written out with the table's own madd. The
  * softcap's tanh is the generic one (attn__tanhf_generic): the generic
- * kernels must give these bits exactly; the SIMD ones divide by a
- * reciprocal estimate, so theirs are checked within the tanh's bound. */
+ * kernels must give these bits exactly; the SIMD ones evaluate its
+ * polynomials with fused multiply-adds, so theirs are checked within the
+ * tanh's bound. */
 static float scale_one(const attn__kernels *kr, const attn__score_mod *mod, float x, int64_t r,
                        int64_t c) {
     x = x * mod->scale;

@@ -111,9 +111,9 @@ extern const attn__kernels attn__kernels_avx512;
 float attn__expf_generic(float x);
 
 /* tanh as the generic kernels compute it for the softcap: the rational
- * function of impl.h (ATTN_TANH_*), divided exactly; the AVX2 and AVX-512
- * kernels use the same polynomials with a reciprocal estimate and one Newton
- * step instead of the division. Absolute error <= 5 x 2^-24 on every ISA,
+ * function of impl.h (ATTN_TANH_*), x P(x^2) / Q(x^2); the AVX2 and AVX-512
+ * kernels evaluate the same polynomials with fused multiply-adds (so their
+ * bits may differ in the last place). Absolute error <= 5 x 2^-24 on every ISA,
  * which after the multiplication by softcap is comparable to rounding the
  * score itself at magnitude softcap. NaN stays NaN; |y| >= 9 gives +-1. */
 float attn__tanhf_generic(float y);

@@ -19,8 +19,7 @@ AVX2 void attn__exp_avx2(float *y, const float *x, int64_t n) {
     }
 }
 
-/* attn__tanhf_generic's rational function, the division as a 12-bit
- * reciprocal estimate and one Newton step. */
+/* attn__tanhf_generic's rational function, by multiply-adds. */
 AVX2 static inline __m256 tanh256(__m256 x) {
     x = _mm256_min_ps(_mm256_set1_ps(ATTN_TANH_CLAMP), x); /* NaN stays NaN */
     x = _mm256_max_ps(_mm256_set1_ps(-ATTN_TANH_CLAMP), x);
@@ -36,9 +35,7 @@ AVX2 static inline __m256 tanh256(__m256 x) {
     q = _mm256_fmadd_ps(q, z, _mm256_set1_ps(ATTN_TANH_Q2));
     q = _mm256_fmadd_ps(q, z, _mm256_set1_ps(ATTN_TANH_Q1));
     q = _mm256_fmadd_ps(q, z, _mm256_set1_ps(ATTN_TANH_Q0));
-    const __m256 r0 = _mm256_rcp_ps(q);
-    const __m256 r = _mm256_fmadd_ps(r0, _mm256_fnmadd_ps(q, r0, _mm256_set1_ps(1.0f)), r0);
-    return _mm256_mul_ps(_mm256_mul_ps(x, p), r);
+    return _mm256_div_ps(_mm256_mul_ps(x, p), q);
 }
 
 AVX2 void attn__scale_max_avx2(float *st, int64_t ldr, int64_t nk, const attn__score_mod *mod,

@@ -17,8 +17,8 @@ AVX512 void attn__exp_avx512(float *y, const float *x, int64_t n) {
     }
 }
 
-/* attn__tanhf_generic's rational function, the division as a 14-bit
- * reciprocal estimate and one Newton step. */
+/* attn__tanhf_generic's rational function, by multiply-adds (a division
+ * costs no more here than a reciprocal estimate and a Newton step). */
 AVX512 static inline __m512 tanh512(__m512 x) {
     x = _mm512_min_ps(_mm512_set1_ps(ATTN_TANH_CLAMP), x); /* NaN stays NaN */
     x = _mm512_max_ps(_mm512_set1_ps(-ATTN_TANH_CLAMP), x);
@@ -34,9 +34,7 @@ AVX512 static inline __m512 tanh512(__m512 x) {
     q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(ATTN_TANH_Q2));
     q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(ATTN_TANH_Q1));
     q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(ATTN_TANH_Q0));
-    const __m512 r0 = _mm512_rcp14_ps(q);
-    const __m512 r = _mm512_fmadd_ps(r0, _mm512_fnmadd_ps(q, r0, _mm512_set1_ps(1.0f)), r0);
-    return _mm512_mul_ps(_mm512_mul_ps(x, p), r);
+    return _mm512_div_ps(_mm512_mul_ps(x, p), q);
 }
 
 AVX512 void attn__scale_max_avx512(float *st, int64_t ldr, int64_t nk, const attn__score_mod *mod,
