@@ -81,7 +81,9 @@ void attn__free(void *p);
 
 /* ---- threads and ISA (src/dispatch.c) ------------------------------------ */
 
-/* The thread count for a call: requested if > 0, else the online CPUs. */
+/* The thread count for a call: requested if > 0 (capped at
+ * ATTN_MAX_THREADS), else the online CPUs, or 1 inside an active OpenMP
+ * parallel region. */
 int attn__threads(int requested);
 
 /* ATTN_OK if the selected ISA is usable (the ATTN_ISA variable was valid),
@@ -189,6 +191,13 @@ static inline float attn__dropout_factor(const attn__sdpa_problem *P, int64_t b,
                ? (float)(1.0 / (1.0 - (double)P->dropout_p))
                : 0.0f;
 }
+
+/* attn_sdpa's checks of (q, k, v, out, opts), filling P (src/sdpa.c);
+ * messages name fn. Nothing is computed or written but P. Shared by the
+ * backward (src/sdpa_backward.c) and the fold (src/fold.c). */
+attn_status attn__sdpa_check(const char *fn, const attn_view *q, const attn_view *k,
+                             const attn_view *v, attn_view *out, const attn_opts *o,
+                             attn__sdpa_problem *P);
 
 /* The reference algorithm (src/ref/sdpa_ref.c): always applicable. */
 attn_status attn__sdpa_ref(const attn__sdpa_problem *P);
