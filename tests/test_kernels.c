@@ -185,8 +185,9 @@ static void test_hidden_block(const attn__kernels *kr) {
 
 /* The scale step per element, written out with the table's own madd. The
  * softcap's tanh is the generic one (attn__tanhf_generic): the generic
- * kernels must give these bits exactly; the SIMD ones divide by a
- * reciprocal estimate, so theirs are checked within the tanh's bound. */
+ * kernels must give these bits exactly; the SIMD ones evaluate its
+ * polynomials with fused multiply-adds, so theirs are checked within the
+ * tanh's bound. */
 static float scale_one(const attn__kernels *kr, const attn__score_mod *mod, float x, int64_t r,
                        int64_t c) {
     x = x * mod->scale;
@@ -262,6 +263,23 @@ static void test_scale_step(const attn__kernels *kr) {
                   kr->name, (double)caps[cap], al, same ? "same" : "DIFFERS",
                   nan_rule ? "kept" : "BROKEN");
         }
+    /* lo = NULL (no window) is lo = 0 for every row, bit for bit */
+    int32_t zeros[LDR] = {0};
+    float *a = aligned_rand(NK * LDR, 0, 0), *b = aligned_rand(NK * LDR, 0, 0), ba[LDR], bb[LDR];
+    for (int al = 0; al < 2; al++) {
+        const attn__score_mod mod = {0.3f, 0.0f, 0.0f, al ? slope : NULL, dist0};
+        memcpy(a, st0, NK * LDR * sizeof(float));
+        memcpy(b, st0, NK * LDR * sizeof(float));
+        kr->scale_max(a, LDR, NK, &mod, zeros, hi, ba);
+        kr->scale_max(b, LDR, NK, &mod, NULL, hi, bb);
+        int same = 1;
+        for (int x = 0; x < NK * LDR; x++)
+            same &= memcmp(&a[x], &b[x], sizeof(float)) == 0 || (isnan(a[x]) && isnan(b[x]));
+        for (int r = 0; r < LDR; r++)
+            same &= memcmp(&ba[r], &bb[r], sizeof(float)) == 0 || (isnan(ba[r]) && isnan(bb[r]));
+        CHECK(same, "%s scale step: lo = NULL differs from lo = 0 (alibi %d)", kr->name, al);
+    }
+    free(a), free(b);
     free(st), free(st0);
 
     /* tanh: softcap 1, scale 1, so st becomes tanh(st). Error in units of

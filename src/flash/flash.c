@@ -327,7 +327,8 @@ static void chunk_run(const plan *pl, const tile *T, state *w, int64_t c0) {
             sb += (j0 - c0) * ldr;
         else
             block_scores(pl, T, w, sb, j0, nk);
-        kr->scale_max(sb, ldr, nk, &mod, w->vlo, w->vhi, w->bmax);
+        /* only a left window makes a row's range start inside the block */
+        kr->scale_max(sb, ldr, nk, &mod, P->window_left >= 0 ? w->vlo : NULL, w->vhi, w->bmax);
         if (P->has_mask) mask_block(pl, T, w, sb, j0, nk);
         kr->softmax(sb, ldr, nk, w->bmax, w->m, w->l, w->alpha);
         if (P->dropout_p > 0.0f) dropout_block(pl, T, w, sb, j0, nk);

@@ -59,7 +59,8 @@ typedef struct attn__kernels {
     /* Scale, modify, hide, take the block maximum, for c < nk, r < ldr:
      *   st[c][r] = lo[r] <= c < hi[r] ? mod(st[c][r]) : -inf   (attn__score_mod)
      *   bmax[r]  = max_c st[c][r]   (-inf if nothing is visible)
-     * 0 <= lo[r], hi[r] <= nk: the keys of the block that row r may see. */
+     * 0 <= lo[r], hi[r] <= nk: the keys of the block that row r may see;
+     * lo NULL: 0 for every row (no window: a visible prefix). */
     void (*scale_max)(float *st, int64_t ldr, int64_t nk, const attn__score_mod *mod,
                       const int32_t *lo, const int32_t *hi, float *bmax);
 
@@ -110,9 +111,9 @@ extern const attn__kernels attn__kernels_avx512;
 float attn__expf_generic(float x);
 
 /* tanh as the generic kernels compute it for the softcap: the rational
- * function of impl.h (ATTN_TANH_*), divided exactly; the AVX2 and AVX-512
- * kernels use the same polynomials with a reciprocal estimate and one Newton
- * step instead of the division. Absolute error <= 5 x 2^-24 on every ISA,
+ * function of impl.h (ATTN_TANH_*), x P(x^2) / Q(x^2); the AVX2 and AVX-512
+ * kernels evaluate the same polynomials with fused multiply-adds (so their
+ * bits may differ in the last place). Absolute error <= 5 x 2^-24 on every ISA,
  * which after the multiplication by softcap is comparable to rounding the
  * score itself at magnitude softcap. NaN stays NaN; |y| >= 9 gives +-1. */
 float attn__tanhf_generic(float y);

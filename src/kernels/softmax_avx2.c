@@ -19,8 +19,7 @@ AVX2 void attn__exp_avx2(float *y, const float *x, int64_t n) {
     }
 }
 
-/* attn__tanhf_generic's rational function, the division as a 12-bit
- * reciprocal estimate and one Newton step. */
+/* attn__tanhf_generic's rational function, by multiply-adds. */
 AVX2 static inline __m256 tanh256(__m256 x) {
     x = _mm256_min_ps(_mm256_set1_ps(ATTN_TANH_CLAMP), x); /* NaN stays NaN */
     x = _mm256_max_ps(_mm256_set1_ps(-ATTN_TANH_CLAMP), x);
@@ -36,9 +35,7 @@ AVX2 static inline __m256 tanh256(__m256 x) {
     q = _mm256_fmadd_ps(q, z, _mm256_set1_ps(ATTN_TANH_Q2));
     q = _mm256_fmadd_ps(q, z, _mm256_set1_ps(ATTN_TANH_Q1));
     q = _mm256_fmadd_ps(q, z, _mm256_set1_ps(ATTN_TANH_Q0));
-    const __m256 r0 = _mm256_rcp_ps(q);
-    const __m256 r = _mm256_fmadd_ps(r0, _mm256_fnmadd_ps(q, r0, _mm256_set1_ps(1.0f)), r0);
-    return _mm256_mul_ps(_mm256_mul_ps(x, p), r);
+    return _mm256_div_ps(_mm256_mul_ps(x, p), q);
 }
 
 AVX2 void attn__scale_max_avx2(float *st, int64_t ldr, int64_t nk, const attn__score_mod *mod,
@@ -47,8 +44,26 @@ AVX2 void attn__scale_max_avx2(float *st, int64_t ldr, int64_t nk, const attn__s
     const __m256 zero = _mm256_setzero_ps(), cap = _mm256_set1_ps(mod->softcap),
                  inv = _mm256_set1_ps(mod->inv_softcap), signbit = _mm256_set1_ps(-0.0f);
     const bool capped = mod->softcap > 0.0f;
+    if (!lo && !capped && !mod->slope) { /* the common case: a visible prefix, no modifier */
+        for (int64_t r = 0; r < ldr; r += 8) {
+            const __m256i vhi = _mm256_loadu_si256((const __m256i *)(hi + r));
+            __m256 mx = ninf;
+            for (int64_t c = 0; c < nk; c++) {
+                const __m256 seen =
+                    _mm256_castsi256_ps(_mm256_cmpgt_epi32(vhi, _mm256_set1_epi32((int)c)));
+                __m256 s = _mm256_mul_ps(_mm256_load_ps(st + c * ldr + r), sc);
+                s = _mm256_fmadd_ps(s, zero, s); /* +-inf -> NaN */
+                s = _mm256_blendv_ps(ninf, s, seen);
+                _mm256_store_ps(st + c * ldr + r, s);
+                mx = _mm256_max_ps(s, mx);
+            }
+            _mm256_storeu_ps(bmax + r, mx);
+        }
+        return;
+    }
     for (int64_t r = 0; r < ldr; r += 8) {
-        const __m256i vlo = _mm256_loadu_si256((const __m256i *)(lo + r));
+        const __m256i vlo =
+            lo ? _mm256_loadu_si256((const __m256i *)(lo + r)) : _mm256_setzero_si256();
         const __m256i vhi = _mm256_loadu_si256((const __m256i *)(hi + r));
         const __m256 slope = mod->slope ? _mm256_loadu_ps(mod->slope + r) : zero;
         const __m256 d0 = mod->slope ? _mm256_loadu_ps(mod->dist0 + r) : zero;

@@ -17,8 +17,8 @@ AVX512 void attn__exp_avx512(float *y, const float *x, int64_t n) {
     }
 }
 
-/* attn__tanhf_generic's rational function, the division as a 14-bit
- * reciprocal estimate and one Newton step. */
+/* attn__tanhf_generic's rational function, by multiply-adds (a division
+ * costs no more here than a reciprocal estimate and a Newton step). */
 AVX512 static inline __m512 tanh512(__m512 x) {
     x = _mm512_min_ps(_mm512_set1_ps(ATTN_TANH_CLAMP), x); /* NaN stays NaN */
     x = _mm512_max_ps(_mm512_set1_ps(-ATTN_TANH_CLAMP), x);
@@ -34,9 +34,7 @@ AVX512 static inline __m512 tanh512(__m512 x) {
     q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(ATTN_TANH_Q2));
     q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(ATTN_TANH_Q1));
     q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(ATTN_TANH_Q0));
-    const __m512 r0 = _mm512_rcp14_ps(q);
-    const __m512 r = _mm512_fmadd_ps(r0, _mm512_fnmadd_ps(q, r0, _mm512_set1_ps(1.0f)), r0);
-    return _mm512_mul_ps(_mm512_mul_ps(x, p), r);
+    return _mm512_div_ps(_mm512_mul_ps(x, p), q);
 }
 
 AVX512 void attn__scale_max_avx512(float *st, int64_t ldr, int64_t nk, const attn__score_mod *mod,
@@ -45,8 +43,25 @@ AVX512 void attn__scale_max_avx512(float *st, int64_t ldr, int64_t nk, const att
     const __m512 zero = _mm512_setzero_ps(), cap = _mm512_set1_ps(mod->softcap),
                  inv = _mm512_set1_ps(mod->inv_softcap);
     const bool capped = mod->softcap > 0.0f;
+    if (!lo && !capped && !mod->slope) { /* the common case: a visible prefix, no modifier */
+        for (int64_t r = 0; r < ldr; r += 16) {
+            const __m512i vhi = _mm512_loadu_si512((const void *)(hi + r));
+            __m512 mx = ninf;
+            for (int64_t c = 0; c < nk; c++) {
+                const __mmask16 seen = _mm512_cmplt_epi32_mask(_mm512_set1_epi32((int)c), vhi);
+                __m512 s = _mm512_mul_ps(_mm512_load_ps(st + c * ldr + r), sc);
+                s = _mm512_fmadd_ps(s, zero, s); /* +-inf -> NaN */
+                s = _mm512_mask_mov_ps(ninf, seen, s);
+                _mm512_store_ps(st + c * ldr + r, s);
+                mx = _mm512_max_ps(s, mx);
+            }
+            _mm512_storeu_ps(bmax + r, mx);
+        }
+        return;
+    }
+    const __m512i zeroi = _mm512_setzero_si512();
     for (int64_t r = 0; r < ldr; r += 16) {
-        const __m512i vlo = _mm512_loadu_si512((const void *)(lo + r));
+        const __m512i vlo = lo ? _mm512_loadu_si512((const void *)(lo + r)) : zeroi;
         const __m512i vhi = _mm512_loadu_si512((const void *)(hi + r));
         const __m512 slope = mod->slope ? _mm512_loadu_ps(mod->slope + r) : zero;
         const __m512 d0 = mod->slope ? _mm512_loadu_ps(mod->dist0 + r) : zero;

@@ -77,14 +77,14 @@ void attn__scale_max_generic(float *st, int64_t ldr, int64_t nk, const attn__sco
             for (int64_t r = 0; r < ldr; r++) {
                 float s = sc[r] * mod->scale;
                 s = s * 0.0f + s;
-                s = c >= lo[r] && c < hi[r] ? s : -INFINITY;
+                s = (!lo || c >= lo[r]) && c < hi[r] ? s : -INFINITY;
                 sc[r] = s;
                 bmax[r] = s > bmax[r] ? s : bmax[r];
             }
             continue;
         }
         for (int64_t r = 0; r < ldr; r++) {
-            const float s = c >= lo[r] && c < hi[r] ? modify(mod, sc[r], r, c) : -INFINITY;
+            const float s = (!lo || c >= lo[r]) && c < hi[r] ? modify(mod, sc[r], r, c) : -INFINITY;
             sc[r] = s;
             bmax[r] = s > bmax[r] ? s : bmax[r];
         }
