@@ -20,11 +20,12 @@
  * lengths, grouped-query heads, lse, the score modifiers (positions, window:
  * each row sees a key range and blocks outside every row's range are
  * skipped; softcap and ALiBi in the kernels' scale step; sinks as the
- * fold's initial state), any strides (q, mask, out are read or
- * written element by element; k and v blocks are copied to contiguous
- * scratch when their last dimension is not contiguous). Dropout > 0 and the
- * weights output are not: attn__sdpa_select sends those to the reference
- * (see attn__flash_applies). */
+ * fold's initial state), dropout (applied to the probabilities after the
+ * row sums, attn_dropout_keep's pattern), any strides (q, mask, out are
+ * read or written element by element; k and v blocks are copied to
+ * contiguous scratch when their last dimension is not contiguous). The
+ * weights output is not: attn__sdpa_select sends it to the reference (see
+ * attn__flash_applies). */
 #ifndef ATTN_FLASH_H
 #define ATTN_FLASH_H
 
@@ -63,8 +64,8 @@ typedef struct attn__key_source {
  * scratch holds a few (d, ATTN_TILE_ROWS) tiles. */
 #define ATTN_FLASH_MAX_HEAD ((int64_t)1 << 20)
 
-/* True when the flash path computes P: no dropout, no weights output, head
- * sizes up to ATTN_FLASH_MAX_HEAD. */
+/* True when the flash path computes P: no weights output, head sizes up to
+ * ATTN_FLASH_MAX_HEAD. */
 bool attn__flash_applies(const attn__sdpa_problem *P);
 
 /* Compute P with the flash algorithm and the kernels of attn_get_isa().
@@ -72,5 +73,22 @@ bool attn__flash_applies(const attn__sdpa_problem *P);
  * @return ATTN_OK, or ATTN_ERR_NOMEM (outputs untouched), or ATTN_ERR_ARG
  * if it does not apply. */
 attn_status attn__sdpa_flash(const attn__sdpa_problem *P);
+
+/* The per-row state of a resumable fold (attn_fold in attn.h, filled by
+ * src/fold.c), as views over the rows (b, h, i) of P: max, sum and shift
+ * (B, H, Nq), acc (B, H, Nq, dv). max is in the units of the flash scores
+ * (shifted by the row's mask offset, see mask_offset), shift that offset. */
+typedef struct attn__fold_io {
+    attn_view max, sum, acc, shift;
+    bool finish; /* write P's out and lse from the state instead of folding P's keys */
+} attn__fold_io;
+
+/* Continue the fold F over the keys of P (at global positions P->k_offset +
+ * j, P->k_offset a multiple of ATTN_KEY_CHUNK): each tile starts from F's
+ * rows, folds P's chunks exactly as attn__sdpa_flash does, and writes its
+ * rows back to F. With F->finish, no keys are read: out and lse are written
+ * from F's rows as attn__sdpa_flash writes them from its own.
+ * @return ATTN_OK or ATTN_ERR_NOMEM (nothing written). */
+attn_status attn__flash_fold(const attn__sdpa_problem *P, const attn__fold_io *F);
 
 #endif /* ATTN_FLASH_H */
