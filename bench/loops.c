@@ -10,7 +10,9 @@
  * same cores make it several times that.
  *
  *   decode   attn_linear x (1, D) @ Wqkv (D, 6144), then attn_sdpa of one
- *            query (GQA 32/8, d = 128) over Nkv = 1024 cached keys
+ *            query (GQA 32/8, d = 128) over Nkv = 8192 cached keys (64 MiB of K and V,
+ *            larger than the last-level cache, as a real cache is: attention alone
+ *            is then not flattered by K and V left in cache by the previous call)
  *   prefill  attn_linear x (256, D) @ Wqkv (D, 6144) (a BLAS GEMM), then
  *            attn_sdpa causal over the 256 tokens (GQA 32/8, d = 128)
  *   module   attn_mha (B=1, N=256, D=768, 12 heads, causal: three GEMMs and
@@ -33,7 +35,7 @@ static void check(attn_status s, const char *what) {
     }
 }
 
-enum { D = 4096, NQKV = 6144, H = 32, HKV = 8, HD = 128, NKV = 1024, NPRE = 256 };
+enum { D = 4096, NQKV = 6144, H = 32, HKV = 8, HD = 128, NKV = 8192, NPRE = 256 };
 enum { MD = 768, MH = 12, MN = 256 };
 
 typedef struct data {
@@ -130,7 +132,7 @@ typedef struct loop {
 
 static const loop loops[] = {
     {"decode",
-     "attn_linear (1,4096)@(4096,6144) + attn_sdpa 1 query, GQA 32/8, Nkv 1024, d 128",
+     "attn_linear (1,4096)@(4096,6144) + attn_sdpa 1 query, GQA 32/8, Nkv 8192, d 128",
      {part_linear1, part_sdpa1},
      {"attn_linear M=1", "attn_sdpa decode"}},
     {"prefill",

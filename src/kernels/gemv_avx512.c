@@ -1,20 +1,77 @@
 /* kernels/gemv_avx512.c - few-row products, AVX-512 F (kernels/gemv.h):
  *   y[m, o] = b[o] + sum_i x[m, i] w[i, o]      // "mi,io->mo"
- * Register tiles of M rows x NV vectors of 16 columns (M * NV <= 16
- * accumulators), walked down KC rows of w at a time: per row of w, NV
- * loads, M broadcasts of x, M * NV fused multiply-adds. Between chunks of
- * KC rows the partial sums wait in y, so a chunk touches KC rows of the
- * column block (few pages: the TLB keeps up). The tile PF_TILES ahead is
- * prefetched row by row: the rows are far apart, and the hardware
- * prefetcher does not follow so many streams. The last columns use masked
- * vectors. Per element: the bias (or +0), then an fma chain over i
- * ascending, as gemv_generic.c with fused multiply-adds. */
+ * Two loop orders, both bound by reading w once:
+ *   M <= 4 (run_rows): w streamed in memory order, R rows at a time; for
+ *     each vector of 16 columns the M partial sums are loaded from y,
+ *     updated by the R rows (R loads of w, each row prefetched PF_AHEAD
+ *     floats ahead: without it the rate drops by a third), and stored
+ *     back; the columns go in blocks of 8192 / M floats so y stays in L1.
+ *   M >= 5 (run_tiles): register tiles of M rows x NV vectors, walked down
+ *     KC rows of w, the partial sums waiting in y between chunks, the tile
+ *     PF_TILES ahead prefetched row by row (fewer loads and stores of y per
+ *     multiply-add, which many rows need).
+ * The last columns use masked vectors. Per element: the bias (or +0), then
+ * an fma chain over i ascending, as gemv_generic.c. */
 #include "kernels/gemv.h"
 #include "kernels/impl.h"
 
 #include <immintrin.h>
 
 #define AVX512 __attribute__((target("avx512f")))
+
+#define PF_AHEAD 256 /* floats: run_rows prefetches each row 1 KiB ahead */
+
+/* Rows i0..i0+R-1 over columns [c0, c1) of one column block. */
+AVX512 __attribute__((always_inline)) static inline void
+rows(float *y, int64_t ldy, const float *x, int64_t xs0, int64_t xs1, const float *w, int64_t ldw,
+     int64_t i0, int64_t c0, int64_t c1, const int M, const int R) {
+    __m512 xb[8][8];
+    for (int m = 0; m < M; m++)
+        for (int r = 0; r < R; r++)
+            xb[m][r] = _mm512_set1_ps(x[m * xs0 + (i0 + r) * xs1]);
+    const float *wi = w + i0 * ldw; /* seek to w[i0, 0] */
+    int64_t c = c0;
+    for (; c + 16 <= c1; c += 16) {
+        __m512 acc[8];
+        for (int m = 0; m < M; m++)
+            acc[m] = _mm512_loadu_ps(y + m * ldy + c);
+        for (int r = 0; r < R; r++) {
+            const __m512 wv = _mm512_loadu_ps(wi + r * ldw + c);
+            _mm_prefetch(attn__prefetch_addr(w, i0 + r, ldw, c + PF_AHEAD), _MM_HINT_T0);
+            for (int m = 0; m < M; m++)
+                acc[m] = _mm512_fmadd_ps(xb[m][r], wv, acc[m]);
+        }
+        for (int m = 0; m < M; m++)
+            _mm512_storeu_ps(y + m * ldy + c, acc[m]);
+    }
+    if (c < c1) {
+        const __mmask16 k = (__mmask16)((1u << (c1 - c)) - 1u);
+        __m512 acc[8];
+        for (int m = 0; m < M; m++)
+            acc[m] = _mm512_maskz_loadu_ps(k, y + m * ldy + c);
+        for (int r = 0; r < R; r++) {
+            const __m512 wv = _mm512_maskz_loadu_ps(k, wi + r * ldw + c);
+            for (int m = 0; m < M; m++)
+                acc[m] = _mm512_fmadd_ps(xb[m][r], wv, acc[m]);
+        }
+        for (int m = 0; m < M; m++)
+            _mm512_mask_storeu_ps(y + m * ldy + c, k, acc[m]);
+    }
+}
+
+AVX512 __attribute__((always_inline)) static inline void
+run_rows(float *y, int64_t ldy, const float *x, int64_t xs0, int64_t xs1, const float *w,
+         int64_t ldw, int64_t K, int64_t n, const int M, const int R) {
+    const int64_t cb = 8192 / M / 16 * 16;
+    for (int64_t c0 = 0; c0 < n; c0 += cb) {
+        const int64_t c1 = c0 + cb < n ? c0 + cb : n;
+        int64_t i = 0;
+        for (; i + R <= K; i += R)
+            rows(y, ldy, x, xs0, xs1, w, ldw, i, c0, c1, M, R);
+        for (; i < K; i++)
+            rows(y, ldy, x, xs0, xs1, w, ldw, i, c0, c1, M, 1);
+    }
+}
 
 enum { KC = 256, PF_TILES = 4 };
 
@@ -47,10 +104,9 @@ tile(float *y, int64_t ldy, const float *x, int64_t xs0, int64_t xs1, const floa
             _mm512_mask_storeu_ps(y + m * ldy + c + 16 * v, v == NV - 1 ? last : 0xffff, acc[m][v]);
 }
 
-AVX512 __attribute__((always_inline)) static inline void run(float *y, int64_t ldy, const float *x,
-                                                             int64_t xs0, int64_t xs1,
-                                                             const float *w, int64_t ldw, int64_t K,
-                                                             int64_t n, const int M, const int NV) {
+AVX512 __attribute__((always_inline)) static inline void
+run_tiles(float *y, int64_t ldy, const float *x, int64_t xs0, int64_t xs1, const float *w,
+          int64_t ldw, int64_t K, int64_t n, const int M, const int NV) {
     const int64_t full = n - n % (16 * NV);
     for (int64_t k0 = 0; k0 < K; k0 += KC) {
         const int64_t k1 = k0 + KC < K ? k0 + KC : K;
@@ -72,28 +128,28 @@ AVX512 void attn__gemv_avx512(float *y, int64_t ldy, const float *x, int64_t xs0
             y[m * ldy + o] = b ? b[o * bs] : 0.0f;
     switch (M) {
     case 1:
-        run(y, ldy, x, xs0, xs1, w, ldw, K, n, 1, 8);
+        run_rows(y, ldy, x, xs0, xs1, w, ldw, K, n, 1, 8);
         break;
     case 2:
-        run(y, ldy, x, xs0, xs1, w, ldw, K, n, 2, 4);
+        run_rows(y, ldy, x, xs0, xs1, w, ldw, K, n, 2, 8);
         break;
     case 3:
-        run(y, ldy, x, xs0, xs1, w, ldw, K, n, 3, 4);
+        run_rows(y, ldy, x, xs0, xs1, w, ldw, K, n, 3, 8);
         break;
     case 4:
-        run(y, ldy, x, xs0, xs1, w, ldw, K, n, 4, 4);
+        run_rows(y, ldy, x, xs0, xs1, w, ldw, K, n, 4, 8);
         break;
     case 5:
-        run(y, ldy, x, xs0, xs1, w, ldw, K, n, 5, 2);
+        run_tiles(y, ldy, x, xs0, xs1, w, ldw, K, n, 5, 2);
         break;
     case 6:
-        run(y, ldy, x, xs0, xs1, w, ldw, K, n, 6, 2);
+        run_tiles(y, ldy, x, xs0, xs1, w, ldw, K, n, 6, 2);
         break;
     case 7:
-        run(y, ldy, x, xs0, xs1, w, ldw, K, n, 7, 2);
+        run_tiles(y, ldy, x, xs0, xs1, w, ldw, K, n, 7, 2);
         break;
     default:
-        run(y, ldy, x, xs0, xs1, w, ldw, K, n, 8, 2);
+        run_tiles(y, ldy, x, xs0, xs1, w, ldw, K, n, 8, 2);
         break;
     }
 }
