@@ -12,7 +12,7 @@
  * as attend does, in the same cache state (calls alternated), and SGEMM
  * the OpenBLAS 2048^3 rate measured in the same run. FLOPs = 4 H Nkv d.
  * The same decode over plain float32 views (attn_sdpa, today's path) is
- * timed beside it.
+ * timed beside it. C1 (H=1 Nkv=1024, in L2) shows the kernels' own cost.
  * Chunked prefill: B=1 H=32 Hkv=8 d=128, Nq=512 new tokens at the end of a
  * 32768-token cache, BOTTOM_RIGHT; FLOPs over visible pairs
  * 4 H d (Nq (L - Nq) + Nq (Nq + 1) / 2), against 0.7 x SGEMM. */
@@ -204,6 +204,7 @@ static const dcase dcases[] = {
     {"S4", 32, 32, 4096, 128},
     {"S4L", 32, 32, 32768, 128},
     {"S4g", 32, 8, 32768, 128},
+    {"C1", 1, 1, 1024, 128}, /* 1 MiB of float32 K+V: in L2, the kernels' own speed */
 };
 
 int main(int argc, char **argv) {
