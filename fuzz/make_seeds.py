@@ -65,12 +65,16 @@ def seeds_api():
     # its arguments; zero bytes mean "the preferred rank, shared size 0,
     # contiguous, offset 0, not NULL".
     rnd = random.Random(1)
-    for which in range(12):
+    # Selectors 0..11 are calls 0..11; 240..243 reach the decoder calls 12..15.
+    for which in list(range(12)) + [240, 241, 242, 243]:
         for variant, sizes in enumerate(([2, 3, 1, 4, 2, 3, 2, 1], [1, 1, 1, 1, 1, 1, 1, 1],
                                          [3, 2, 4, 1, 2, 1, 3, 2])):
             head = bytes(s - 1 for s in sizes) + bytes([0, 0, 0, which])
             body = bytes(300) if variant < 2 else bytes(rnd.randrange(256) for _ in range(300))
-            put("fuzz_api", "call%02d_%d" % (which, variant), head + body)
+            call = which if which < 12 else 12 + which - 240
+            put("fuzz_api", "call%02d_%d" % (call, variant), head + body)
+    # attn_kv_append_rope: the rope selector, then a path byte >= 208.
+    put("fuzz_api", "call12_kv", bytes([1, 2, 0, 3, 1, 2, 1, 0, 0, 0, 0, 240, 208]) + bytes(300))
 
 
 def seeds_diff():

@@ -192,6 +192,35 @@ int attn_isa_supported(attn_isa isa);
 const char *attn_isa_name(attn_isa isa);
 
 /* ------------------------------------------------------------------------ */
+/* Threads                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* One pool. Every parallel part of a call runs on OpenMP's threads (libgomp
+ * with GCC): attention, the few-row projections (M <= 8 rows of x, attn's
+ * GEMV kernels, columns split over the threads) and the GEMMs, which attn
+ * splits into one block per thread, each multiplied by a single-threaded
+ * sgemm of attn's own copy of OpenBLAS (linked in statically, its symbols
+ * hidden). No call ever starts or waits on another pool, so projections
+ * and attention alternate at the speed of each alone. The process's other
+ * BLAS (NumPy's, PyTorch's, the program's own -lopenblas) is neither used
+ * nor reconfigured: its thread count stays what its owner set.
+ *   - The thread count is per call (attn_opts.num_threads, attn_linear's
+ *     num_threads); <= 0 means the online CPUs, or 1 when called from
+ *     inside an active OpenMP parallel region (PyTorch's intra-op pool, the
+ *     program's own), so nested calls do not multiply threads. OpenMP's
+ *     global default (OMP_NUM_THREADS, omp_set_num_threads) is not read.
+ *   - Between calls OpenMP's idle threads wait by spinning a little, then
+ *     sleep (libgomp's default; OMP_WAIT_POLICY and GOMP_SPINCOUNT change
+ *     it process-wide). A program alternating attn with another library's
+ *     own threads on the same cores (NumPy's OpenBLAS) may want the setting
+ *     in README.md, "Threads".
+ *   - attn_build_info() names the BLAS copy, the OpenMP runtime loaded and
+ *     the wait policy in effect.
+ *   - Results are deterministic for a given thread count; the few-row
+ *     projections and the flash path give the same bits for any count.
+ * Since v0.2.0 (before: OpenBLAS's own threads ran the GEMMs). */
+
+/* ------------------------------------------------------------------------ */
 /* S1. Softmax                                                               */
 /* ------------------------------------------------------------------------ */
 
@@ -372,7 +401,10 @@ attn_status attn_sdpa(const attn_view *q, const attn_view *k, const attn_view *v
  * Parts are combined in ascending p. Where every part's lse is -inf, out is
  * zeros and lse -inf. lse may be NULL. out may alias part_out[0] exactly
  * (same data and strides); lse may alias part_lse[0] likewise.
- * Dropout must have been off in the partials for the merge to be exact. */
+ * Dropout must have been off in the partials for the merge to be exact.
+ * Sinks (attn_opts.sinks): compute the parts without sinks and pass the sink
+ * as one more part with out = 0 and lse = sinks[h] (it then enters the
+ * denominator once, as attn_sdpa counts it). */
 attn_status attn_merge(const attn_view *part_out, const attn_view *part_lse, int n_parts,
                        attn_view *out, attn_view *lse);
 
@@ -383,8 +415,13 @@ attn_status attn_merge(const attn_view *part_out, const attn_view *part_lse, int
 /* Linear layer: y = x @ W + b.
  *   x (..., in) of rank 1..3;  W (in, out);  bias (out) or NULL;  y (..., out)
  *   y[n, o] = sum_i x[n, i] W[i, o] + bias[o]     // einsum "ni,io->no"
- * Uses CBLAS sgemm when built with BLAS (deterministic per thread count),
- * else a plain loop. num_threads <= 0 means all CPUs (capped at ATTN_MAX_THREADS). */
+ * With at most 8 rows in all (decoding; leading dimensions count as rows
+ * when evenly spaced) and W with unit column stride: attn's GEMV kernels,
+ * which read W once, split by columns over the threads, the same bits for
+ * any thread count (each y element a multiply-add chain over i ascending
+ * from the bias). Otherwise CBLAS sgemm split over attn's threads when
+ * built with BLAS (deterministic per thread count), else a plain loop. See
+ * "Threads". num_threads <= 0 means all CPUs (capped at ATTN_MAX_THREADS). */
 attn_status attn_linear(const attn_view *x, const attn_view *W, const attn_view *bias, attn_view *y,
                         int num_threads);
 
@@ -680,6 +717,23 @@ void attn_kv_destroy(attn_kv_cache *cache);
 attn_status attn_kv_append(attn_kv_cache *cache, const int32_t *block_tables, int64_t max_blocks,
                            const int64_t *starts, const int64_t *counts, const attn_view *k,
                            const attn_view *v);
+
+/* attn_kv_append with the keys rotated by RoPE on the way in, so the cache
+ * holds rotated keys (queries are rotated by the caller, attn_rope, at the
+ * same positions). Key t of sequence b is at position starts[b] + t:
+ *   K[p] = round(attn_rope(k, positions[b, t] = starts[b] + t, rope)[b, :, t, :])
+ *   V[p] = round(v[b, :, t, :])
+ * equal, bit for bit, to attn_rope into a buffer and then attn_kv_append of
+ * it, and so a decode step's key equals the same key of a prefill.
+ * k is not modified (the rotation goes to scratch, B*Hkv*n*d floats).
+ * rope: the parameters of attn_rope (style, rotary_dim, base or inv_freq,
+ * mscale). Errors: those of attn_rope (for k and rope) and attn_kv_append,
+ * named for this function; on failure the cache is unchanged.
+ * @return ATTN_OK, or NULL/SHAPE/STRIDE/OVERFLOW/ARG/NOMEM/ISA. Since v0.2.0. */
+attn_status attn_kv_append_rope(attn_kv_cache *cache, const int32_t *block_tables,
+                                int64_t max_blocks, const int64_t *starts, const int64_t *counts,
+                                const attn_view *k, const attn_view *v,
+                                const attn_rope_params *rope);
 
 /* Read back positions 0..length-1 of one sequence, converted exactly to
  * float32:

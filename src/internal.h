@@ -81,7 +81,9 @@ void attn__free(void *p);
 
 /* ---- threads and ISA (src/dispatch.c) ------------------------------------ */
 
-/* The thread count for a call: requested if > 0, else the online CPUs. */
+/* The thread count for a call: requested if > 0 (capped at
+ * ATTN_MAX_THREADS), else the online CPUs, or 1 inside an active OpenMP
+ * parallel region. */
 int attn__threads(int requested);
 
 /* ATTN_OK if the selected ISA is usable (the ATTN_ISA variable was valid),

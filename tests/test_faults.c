@@ -432,6 +432,64 @@ static void module_sweeps(void) {
     free(xs), free(xk), free(Wq), free(Wk), free(Wv), free(o);
 }
 
+typedef struct {
+    attn_view x, y;
+    int64_t pos[64], ps[3];
+    attn_rope_params p;
+} rope_case;
+
+static attn_status call_rope(void *ctx) {
+    rope_case *c = ctx;
+    return attn_rope(&c->x, c->pos, c->ps, &c->y, &c->p);
+}
+
+/* RoPE (its cos/sin table) and a grouped-query module (fused and per-head). */
+static void decoder_sweeps(void) {
+    enum { B = 2, H = 3, N = 5, d = 12 };
+    float *x = tu_rand(B * N * H * d, -1, 1), *y = tu_zeros(B * H * N * d);
+    rope_case rc;
+    memset(&rc, 0, sizeof rc);
+    rc.x = (attn_view){x, 4, {B, H, N, d}, {N * H * d, d, H * d, 1}};
+    rc.y = attn_view_4d(y, B, H, N, d);
+    for (int i = 0; i < B * N; i++)
+        rc.pos[i] = 1000 * i + 3;
+    rc.ps[0] = N, rc.ps[1] = 0, rc.ps[2] = 1;
+    rc.p = attn_rope_params_default();
+    rc.p.rotary_dim = 8;
+    outbuf ob = {y, B * H * N * d};
+    sweep("attn_rope partial, strided x", call_rope, &rc, &ob, 1, 1);
+    /* In place: x is the output. */
+    rc.y = rc.x;
+    rc.p.style = ATTN_ROPE_GPTJ;
+    ob = (outbuf){x, B * N * H * d};
+    sweep("attn_rope in place, GPTJ", call_rope, &rc, &ob, 1, 1);
+
+    enum { D = 16, NH = 4, G = 2, HS = 4, W = (NH + 2 * G) * HS };
+    float *xs = tu_rand(B * N * D, -1, 1), *Wqkv = tu_rand(D * W, -0.3f, 0.3f);
+    float *bqkv = tu_rand(W, -0.1f, 0.1f), *Wo = tu_rand(NH * HS * D, -0.3f, 0.3f);
+    float *out = tu_zeros(B * N * D);
+    mha_case c;
+    memset(&c, 0, sizeof c);
+    attn_view wv = attn_view_2d(Wqkv, D, W), bv = attn_view_1d(bqkv, W);
+    attn_view wov = attn_view_2d(Wo, NH * HS, D);
+    CHECK_OK(attn_mha_from_fused_gqa(&wv, &bv, NH, G, &wov, NULL, &c.p));
+    c.xq = attn_view_3d(xs, B, N, D);
+    c.out = attn_view_3d(out, B, N, D);
+    ob = (outbuf){out, B * N * D};
+    c.o = attn_opts_default();
+    c.o.causal = ATTN_CAUSAL_TOP_LEFT;
+    c.o.num_threads = 2;
+    sweep("attn_mha GQA fused (H=4, Hkv=2)", call_mha, &c, &ob, 1, 1);
+    /* The same weights as per-head stacks (strided views, not side by side
+     * after swapping k and v), cross-attention. */
+    attn_view k = c.p.Wk;
+    c.p.Wk = c.p.Wv, c.p.Wv = k;
+    c.xkv = attn_view_3d(xs, B, N, D);
+    c.cross = 1;
+    sweep("attn_mha GQA per-head, cross", call_mha, &c, &ob, 1, 1);
+    free(x), free(y), free(xs), free(Wqkv), free(bqkv), free(Wo), free(out);
+}
+
 /* Entry points documented as allocation-free must not call the allocator. */
 static void no_alloc_calls(void) {
     float x[24], y[24], g[6], lse2[8], out2[2 * 4 * 3];
@@ -445,14 +503,19 @@ static void no_alloc_calls(void) {
     counter_reset(1); /* the first allocation, if any, fails */
     CHECK_OK(attn_softmax(&xv, &yv));
     CHECK_OK(attn_layer_norm(&xv, &gv, NULL, 1e-5f, &yv));
+    CHECK_OK(attn_rms_norm(&xv, &gv, 1e-5f, &yv));
+    attn_view qkv = attn_view_3d(x, 1, 2, 12), sq, sk, sv;
+    CHECK_OK(attn_split_qkv_gqa(&qkv, 2, 1, &sq, &sk, &sv));
     /* Merge of two parts of (1, 1, 4, 3) outputs. */
     attn_view po[2] = {attn_view_4d(x, 1, 1, 4, 3), attn_view_4d(x + 12, 1, 1, 4, 3)};
     attn_view pl[2] = {attn_view_3d(lse2, 1, 1, 4), attn_view_3d(lse2 + 4, 1, 1, 4)};
     attn_view mo = attn_view_4d(out2, 1, 1, 4, 3);
     CHECK_OK(attn_merge(po, pl, 2, &mo, NULL));
-    CHECK(atomic_load(&C.calls) == 0, "softmax/layer_norm/merge allocated %ld times",
+    CHECK(atomic_load(&C.calls) == 0,
+          "softmax/layer_norm/rms_norm/split_qkv_gqa/merge allocated %ld times",
           atomic_load(&C.calls));
-    printf("  %-44s  0 allocation points (checked)\n", "attn_softmax, attn_layer_norm, attn_merge");
+    printf("  %-44s  0 allocation points (checked)\n",
+           "attn_softmax, attn_layer_norm, attn_rms_norm, attn_split_qkv_gqa, attn_merge");
 }
 
 /* ---- the KV cache -------------------------------------------------------- */
@@ -625,6 +688,7 @@ int main(void) {
     sdpa_sweeps();
     mha_sweeps();
     module_sweeps();
+    decoder_sweeps();
     no_alloc_calls();
     kv_sweeps();
     printf("  total: %ld calls swept, %ld injection points\n", total_cases, total_points);

@@ -17,7 +17,9 @@ The article's functions, same names and argument order (note k, q, v):
     linear(x, W, b=None)
 
 The general API: sdpa(q, k, v, ...), merge(outs, lses) and the class
-MultiHeadAttention (with from_torch_state / to_torch_state).
+MultiHeadAttention (with from_torch_state / to_torch_state; num_kv_heads for
+grouped-query attention). A Llama-style layer's pieces: rope(x, positions),
+the rope_inv_freq* tables (linear, NTK, Llama 3, YaRN) and rms_norm(x).
 
 Dimension letters: B batch, H query heads, Hkv key/value heads, N tokens,
 Nq query tokens, Nkv key/value tokens, D model width, d and HS head size,
@@ -61,6 +63,8 @@ from .article import (multihead_attention_list, multihead_attention_vec,
                       self_attention_cols, softmax_cols, softmax_lastdim)
 from .core import alibi_slopes, merge, sdpa
 from .modules import MultiHeadAttention, layer_norm, linear
+from .decoder import (rms_norm, rope, rope_inv_freq, rope_inv_freq_linear, rope_inv_freq_llama3,
+                      rope_inv_freq_ntk, rope_inv_freq_yarn)
 from .kv import KVCache
 
 __all__ = [
@@ -78,6 +82,13 @@ __all__ = [
     "merge",
     "alibi_slopes",
     "MultiHeadAttention",
+    "rope",
+    "rope_inv_freq",
+    "rope_inv_freq_linear",
+    "rope_inv_freq_ntk",
+    "rope_inv_freq_llama3",
+    "rope_inv_freq_yarn",
+    "rms_norm",
     "KVCache",
     "dropout_keep",
     "build_info",

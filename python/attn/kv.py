@@ -3,6 +3,7 @@
 import numpy as np
 
 from ._convert import _algo, _attn, _causal, _modifiers, _threads
+from .decoder import rope as _rope
 
 _DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 
@@ -58,7 +59,7 @@ class KVCache:
         self._h = _attn.kv_create(num_blocks, block_size, num_kv_heads, head_dim, value_dim,
                                   self.dtype)
 
-    def append(self, block_table, start, k, v, counts=None):
+    def append(self, block_table, start, k, v, counts=None, rope=None):
         """Write new keys and values at positions start..start+n-1.
 
         One sequence: block_table (max_blocks,), start an int, k (Hkv, n, d),
@@ -66,7 +67,17 @@ class KVCache:
         starts (B,), k (B, Hkv, n, d), v (B, Hkv, n, dv), and optionally
         counts (B,) in 0..n: sequence b appends its first counts[b] tokens.
         Nothing else in the pool changes; a failed call changes nothing.
+
+        rope: None, or a dict of attn.rope's keywords (style, rotary_dim,
+        base, inv_freq, mscale): the keys are stored rotated at their
+        positions start + t, as attn_kv_append_rope does (k is not modified).
         """
+        if rope is not None:
+            k = np.asarray(k)
+            st = np.atleast_1d(np.asarray(start, dtype=np.int64))
+            n = k.shape[-2]
+            pos = st.reshape((-1,) + (1,) * (k.ndim - 2)) + np.arange(n)
+            k = _rope(k, pos if k.ndim == 4 else pos[0], **rope)
         if np.ndim(block_table) == 1:
             if counts is not None:
                 raise ValueError("KVCache.append: counts= goes with the batched form")

@@ -4,6 +4,7 @@
 #include "cli.h"
 #include "npy.h"
 #include "outfile.h"
+#include "picture.h"
 
 #include <signal.h>
 
@@ -71,6 +72,9 @@ static const char run_help[] =
     "  --lse-out FILE        also write the log-sum-exp of each row, (B, H, Nq)\n"
     "  --weights-out FILE    also write the attention weights (B, H, Nq, Nkv)\n"
     "                        (runs the reference path)\n"
+    "  --weights-png FILE    also draw the weights as a PNG: one heatmap per batch\n"
+    "                        entry and head, rows = queries, columns = keys, each\n"
+    "                        scaled to its largest weight (runs the reference path)\n"
     "\n"
     "Other options:\n"
     "  --layout xw|torch     weight layout: xw (default) is the article's x @ W with\n"
@@ -365,9 +369,9 @@ static int lib_error(run_ctx *c, attn_status st) {
 
 typedef struct run_opts {
     attn_opts o;
-    const char *out, *lse_out, *weights_out, *npz;
+    const char *out, *lse_out, *weights_out, *weights_png, *npz;
     outset outs;
-    int out_i, lse_i, w_i; /* their indices in outs */
+    int out_i, lse_i, w_i, wpng_i; /* their indices in outs */
     int64_t heads;
     int64_t kv_heads; /* 0: not given */
     float eps;
@@ -494,11 +498,31 @@ static int setup_extra_outputs(run_ctx *c, run_opts *ro, outbuf *lse, outbuf *w,
         if ((rc = out_alloc(c, lse, 3, (const int64_t[]){B, H, Nq})) != EXIT_OK) return rc;
         ro->o.lse = &lse->v;
     }
-    if (ro->weights_out) {
+    if (ro->weights_out || ro->weights_png) {
         if ((rc = out_alloc(c, w, 4, (const int64_t[]){B, H, Nq, Nkv})) != EXIT_OK) return rc;
         ro->o.weights = &w->v;
     }
     return EXIT_OK;
+}
+
+/* --weights-png: one heatmap panel per (batch entry, head) of the weights
+ * (B, H, Nq, Nkv), contiguous as out_alloc made them. */
+static int save_heatmaps(run_opts *ro, const outbuf *w) {
+    char err[ERRLEN];
+    picture pic = {0};
+    unsigned char *png = NULL;
+    size_t len = 0;
+    int rc = EXIT_OK;
+    if (picture_heatmaps(&pic, w->data, w->v.shape[0] * w->v.shape[1], w->v.shape[2], w->v.shape[3],
+                         err, sizeof err) != 0)
+        rc = cli_error(EXIT_OUTPUT, "run", "--weights-png %s: %s", ro->weights_png, err);
+    else if (picture_encode_png(&pic, &png, &len) != 0)
+        rc = cli_error(EXIT_OUTPUT, "run", "--weights-png %s: out of memory", ro->weights_png);
+    else if (outset_write_bytes(&ro->outs, ro->wpng_i, png, len, err, sizeof err) != 0)
+        rc = cli_error(EXIT_OUTPUT, "run", "%s", err);
+    free(png);
+    picture_free(&pic);
+    return rc;
 }
 
 static int save_extra_outputs(run_opts *ro, const outbuf *lse, const outbuf *w, int lse_rank,
@@ -506,6 +530,7 @@ static int save_extra_outputs(run_opts *ro, const outbuf *lse, const outbuf *w, 
     int rc = EXIT_OK;
     if (ro->lse_out && (rc = out_save(ro, ro->lse_i, lse, lse_rank)) != EXIT_OK) return rc;
     if (ro->weights_out && (rc = out_save(ro, ro->w_i, w, w_rank)) != EXIT_OK) return rc;
+    if (ro->weights_png) rc = save_heatmaps(ro, w);
     return rc;
 }
 
@@ -785,6 +810,7 @@ static int plan_outputs(run_ctx *c, run_opts *ro) {
     ro->out_i = outset_add(&ro->outs, "-o", ro->out);
     if (ro->lse_out) ro->lse_i = outset_add(&ro->outs, "--lse-out", ro->lse_out);
     if (ro->weights_out) ro->w_i = outset_add(&ro->outs, "--weights-out", ro->weights_out);
+    if (ro->weights_png) ro->wpng_i = outset_add(&ro->outs, "--weights-png", ro->weights_png);
     const char *in[R_COUNT + 1], *in_opt[R_COUNT + 1];
     char *owned[R_COUNT];
     int n = 0, no = 0, rc = EXIT_OK;
@@ -864,7 +890,8 @@ int cmd_run(int argc, char **argv) {
                      {"--out", &ro.out},
                      {"-o", &ro.out},
                      {"--lse-out", &ro.lse_out},
-                     {"--weights-out", &ro.weights_out}};
+                     {"--weights-out", &ro.weights_out},
+                     {"--weights-png", &ro.weights_png}};
         for (size_t k = 0; k < sizeof files / sizeof files[0] && !matched; k++) {
             if ((r = opt_value(argc, argv, &i, files[k].name, &val)) == 0) continue;
             matched = 1;

@@ -194,10 +194,13 @@ int cmd_visibility(int argc, char **argv) {
     }
     if (c.png) {
         char err[512];
-        if (picture_visibility(c.png, vis, diag, Nq, Nkv, c.L, c.sinks, err, sizeof err) != 0)
+        picture pic = {0};
+        if (picture_visibility(&pic, vis, diag, Nq, Nkv, c.L, c.sinks, err, sizeof err) != 0 ||
+            picture_save_png(&pic, "--png", c.png, err, sizeof err) != 0)
             rc = cli_error(EXIT_OUTPUT, "explain", "%s", err);
         else
             printf("\nwrote %s\n", c.png);
+        picture_free(&pic);
     }
 done:
     free(vis);

@@ -149,67 +149,92 @@ int outset_check(outset *s, const char *const *inputs, const char *const *input_
     return 0;
 }
 
-int outset_write(outset *s, int i, const float *data, int ndim, const int64_t *shape,
-                 const int64_t *stride, char *err, size_t errlen) {
-    out_target *t = &s->t[i];
+/* Open output t for writing: the destination itself (direct) or a new
+ * temporary file beside it. @return the stream, or NULL with a message. */
+static FILE *target_open(outset *s, out_target *t, char *err, size_t errlen) {
     FILE *f;
     if (t->direct) {
         f = fopen(t->dest, "wb");
-        if (!f) return zip_fail(err, errlen, "%s: cannot write: %s", t->path, strerror(errno));
-    } else {
-        /* "<folder>/.<name>.<pid>-<n>.tmp" beside the destination. The name
-         * is known (t->tmp) before the file is created with O_EXCL, so a
-         * signal arriving on any thread (OpenMP's included) finds it; a
-         * file of that name existing already can only be a leftover of an
-         * attn run of the same process id. */
-        char *d = dir_of(t->dest);
-        const char *slash = strrchr(t->dest, '/');
-        const char *base = slash ? slash + 1 : t->dest;
-        size_t n = (d ? strlen(d) : 0) + strlen(base) + 64;
-        char *tmp = d ? malloc(n) : NULL;
-        if (!tmp) {
-            free(d);
-            return zip_fail(err, errlen, "out of memory");
-        }
-        watch_signals(s);
-        static unsigned counter;
-        int fd = -1, e = 0;
-        for (int attempt = 0; attempt < 1000 && fd < 0; attempt++) {
-            snprintf(tmp, n, "%s/.%s.%ld-%u.tmp", d, base, (long)getpid(), counter++);
-            t->tmp = tmp;
-            fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-            e = errno;
-            if (fd < 0) t->tmp = NULL;
-            if (fd < 0 && e != EEXIST) break;
-        }
-        free(d);
-        if (fd < 0) {
-            free(tmp);
-            return zip_fail(err, errlen, "%s: cannot write in its folder: %s", t->path,
-                            strerror(e));
-        }
-        /* The mode of the file it replaces, else that of a new file. */
-        struct stat old;
-        mode_t mode;
-        if (stat(t->dest, &old) == 0) {
-            mode = old.st_mode & 07777;
-        } else {
-            mode_t um = umask(0);
-            umask(um);
-            mode = 0666 & ~um;
-        }
-        fchmod(fd, mode);
-        f = fdopen(fd, "wb");
-        if (!f) {
-            close(fd);
-            return zip_fail(err, errlen, "%s: cannot write: %s", t->path, strerror(errno));
-        }
+        if (!f) zip_fail(err, errlen, "%s: cannot write: %s", t->path, strerror(errno));
+        return f;
     }
-    int rc = npy_write(f, t->path, data, ndim, shape, stride, err, errlen);
+    /* "<folder>/.<name>.<pid>-<n>.tmp" beside the destination. The name
+     * is known (t->tmp) before the file is created with O_EXCL, so a
+     * signal arriving on any thread (OpenMP's included) finds it; a
+     * file of that name existing already can only be a leftover of an
+     * attn run of the same process id. */
+    char *d = dir_of(t->dest);
+    const char *slash = strrchr(t->dest, '/');
+    const char *base = slash ? slash + 1 : t->dest;
+    size_t n = (d ? strlen(d) : 0) + strlen(base) + 64;
+    char *tmp = d ? malloc(n) : NULL;
+    if (!tmp) {
+        free(d);
+        zip_fail(err, errlen, "out of memory");
+        return NULL;
+    }
+    watch_signals(s);
+    static unsigned counter;
+    int fd = -1, e = 0;
+    for (int attempt = 0; attempt < 1000 && fd < 0; attempt++) {
+        snprintf(tmp, n, "%s/.%s.%ld-%u.tmp", d, base, (long)getpid(), counter++);
+        t->tmp = tmp;
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        e = errno;
+        if (fd < 0) t->tmp = NULL;
+        if (fd < 0 && e != EEXIST) break;
+    }
+    free(d);
+    if (fd < 0) {
+        free(tmp);
+        zip_fail(err, errlen, "%s: cannot write in its folder: %s", t->path, strerror(e));
+        return NULL;
+    }
+    /* The mode of the file it replaces, else that of a new file. */
+    struct stat old;
+    mode_t mode;
+    if (stat(t->dest, &old) == 0) {
+        mode = old.st_mode & 07777;
+    } else {
+        mode_t um = umask(0);
+        umask(um);
+        mode = 0666 & ~um;
+    }
+    fchmod(fd, mode);
+    f = fdopen(fd, "wb");
+    if (!f) {
+        close(fd);
+        zip_fail(err, errlen, "%s: cannot write: %s", t->path, strerror(errno));
+    }
+    return f;
+}
+
+/* Close an output written with status rc; it counts as written when both
+ * the writes and the close succeeded. */
+static int target_close(out_target *t, FILE *f, int rc, char *err, size_t errlen) {
     if (fclose(f) != 0 && rc == 0)
         rc = zip_fail(err, errlen, "%s: write failed: %s", t->path, strerror(errno));
     if (rc == 0) t->written = 1;
     return rc;
+}
+
+int outset_write(outset *s, int i, const float *data, int ndim, const int64_t *shape,
+                 const int64_t *stride, char *err, size_t errlen) {
+    out_target *t = &s->t[i];
+    FILE *f = target_open(s, t, err, errlen);
+    if (!f) return -1;
+    return target_close(t, f, npy_write(f, t->path, data, ndim, shape, stride, err, errlen), err,
+                        errlen);
+}
+
+int outset_write_bytes(outset *s, int i, const void *data, size_t n, char *err, size_t errlen) {
+    out_target *t = &s->t[i];
+    FILE *f = target_open(s, t, err, errlen);
+    if (!f) return -1;
+    int rc = fwrite(data, 1, n, f) == n
+                 ? 0
+                 : zip_fail(err, errlen, "%s: write failed: %s", t->path, strerror(errno));
+    return target_close(t, f, rc, err, errlen);
 }
 
 int outset_commit(outset *s, char *err, size_t errlen) {

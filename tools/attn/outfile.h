@@ -48,6 +48,10 @@ int outset_check(outset *s, const char *const *inputs, const char *const *input_
 int outset_write(outset *s, int i, const float *data, int ndim, const int64_t *shape,
                  const int64_t *stride, char *err, size_t errlen);
 
+/* Write output i as the n bytes at data (a PNG picture). @return 0, or -1
+ * with a message, as outset_write. */
+int outset_write_bytes(outset *s, int i, const void *data, size_t n, char *err, size_t errlen);
+
 /* Rename every written output into place. @return 0, or -1 with a message. */
 int outset_commit(outset *s, char *err, size_t errlen);
 

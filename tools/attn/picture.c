@@ -1,13 +1,13 @@
 /* picture.c - PNG pictures for attn explain and attn run (see picture.h). */
 #define _POSIX_C_SOURCE 200809L
 #include "picture.h"
+#include "outfile.h"
 
 #include <math.h>
 #include <png.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 enum { MAX_SIDE = 16384 };
 
@@ -108,39 +108,34 @@ static int encode(const picture *p, membuf *m) {
     return m->failed ? -1 : 0;
 }
 
-int picture_save_png(const picture *p, const char *path, char *err, size_t errlen) {
+int picture_encode_png(const picture *p, unsigned char **data, size_t *len) {
     membuf m = {0};
     if (encode(p, &m) != 0) {
         free(m.data);
+        return -1;
+    }
+    *data = m.data;
+    *len = m.len;
+    return 0;
+}
+
+int picture_save_png(const picture *p, const char *opt, const char *path, char *err,
+                     size_t errlen) {
+    unsigned char *data;
+    size_t len;
+    if (picture_encode_png(p, &data, &len) != 0) {
         snprintf(err, errlen, "cannot encode the %lldx%lld PNG for %s (out of memory)",
                  (long long)p->w, (long long)p->h, path);
         return -1;
     }
-    /* A temporary file beside the destination, renamed over it when whole. */
-    size_t n = strlen(path);
-    char *tmp = malloc(n + 16);
-    if (!tmp) {
-        free(m.data);
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    memcpy(tmp, path, n);
-    memcpy(tmp + n, ".tmp-XXXXXX", 12);
-    int fd = mkstemp(tmp);
-    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
-    int ok = f && fwrite(m.data, 1, m.len, f) == m.len;
-    if (f)
-        ok &= fclose(f) == 0;
-    else if (fd >= 0)
-        close(fd);
-    if (ok) ok = rename(tmp, path) == 0;
-    if (!ok) {
-        snprintf(err, errlen, "cannot write %s", path);
-        if (fd >= 0) unlink(tmp); /* only the file this run created */
-    }
-    free(tmp);
-    free(m.data);
-    return ok ? 0 : -1;
+    outset outs = {0};
+    const int i = outset_add(&outs, opt, path);
+    int rc = outset_check(&outs, NULL, NULL, 0, err, errlen);
+    if (rc == 0) rc = outset_write_bytes(&outs, i, data, len, err, errlen);
+    if (rc == 0) rc = outset_commit(&outs, err, errlen);
+    outset_close(&outs);
+    free(data);
+    return rc;
 }
 
 static const unsigned char WHITE[3] = {255, 255, 255}, GREY[3] = {210, 210, 210},
@@ -153,15 +148,14 @@ static int64_t cell_for(int64_t n, int64_t target) {
     return c < 1 ? 1 : c > 32 ? 32 : c;
 }
 
-int picture_heatmaps(const char *path, const float *w, int64_t H, int64_t Nq, int64_t Nkv,
-                     char *err, size_t errlen) {
+int picture_heatmaps(picture *p, const float *w, int64_t H, int64_t Nq, int64_t Nkv, char *err,
+                     size_t errlen) {
     const int64_t per_row = H < 8 ? H : 8, rows = (H + per_row - 1) / per_row, gap = 4;
     const int64_t big = Nq > Nkv ? Nq : Nkv;
     const int64_t cell = cell_for(big * per_row, 1600);
     const int64_t pw = Nkv * cell, ph = Nq * cell;
-    picture p;
     if (pw * per_row > MAX_SIDE || ph * rows > MAX_SIDE ||
-        picture_new(&p, per_row * (pw + gap) + gap, rows * (ph + gap) + gap, WHITE) != 0) {
+        picture_new(p, per_row * (pw + gap) + gap, rows * (ph + gap) + gap, WHITE) != 0) {
         snprintf(err, errlen, "a heatmap of %lld heads of (%lld, %lld) is too large to draw",
                  (long long)H, (long long)Nq, (long long)Nkv);
         return -1;
@@ -177,22 +171,18 @@ int picture_heatmaps(const char *path, const float *w, int64_t H, int64_t Nq, in
                 unsigned char c[3];
                 const float v = wh[i * Nkv + j];
                 picture_colormap(mx > 0.0f ? v / mx : (isnan(v) ? v : 0.0f), c);
-                picture_rect(&p, x0 + j * cell, y0 + i * cell, cell, cell, c);
+                picture_rect(p, x0 + j * cell, y0 + i * cell, cell, cell, c);
             }
     }
-    int rc = picture_save_png(&p, path, err, errlen);
-    picture_free(&p);
-    return rc;
+    return 0;
 }
 
-int picture_visibility(const char *path, const unsigned char *vis, const unsigned char *diag,
-                       int64_t Nq, int64_t Nkv, int64_t L, int with_sink, char *err,
-                       size_t errlen) {
+int picture_visibility(picture *p, const unsigned char *vis, const unsigned char *diag, int64_t Nq,
+                       int64_t Nkv, int64_t L, int with_sink, char *err, size_t errlen) {
     const int64_t cols = Nkv + (with_sink ? 1 : 0), big = Nq > cols ? Nq : cols;
     const int64_t cell = cell_for(big, 800), border = cell > 4 ? 1 : 0, gap = with_sink ? cell : 0;
-    picture p;
     if (cols * cell + gap > MAX_SIDE || Nq * cell > MAX_SIDE ||
-        picture_new(&p, cols * cell + gap + 2, Nq * cell + 2, WHITE) != 0) {
+        picture_new(p, cols * cell + gap + 2, Nq * cell + 2, WHITE) != 0) {
         snprintf(err, errlen, "a (%lld, %lld) grid is too large to draw", (long long)Nq,
                  (long long)Nkv);
         return -1;
@@ -200,17 +190,15 @@ int picture_visibility(const char *path, const unsigned char *vis, const unsigne
     for (int64_t i = 0; i < Nq; i++) {
         const int64_t y = 1 + i * cell;
         if (with_sink)
-            picture_rect(&p, 1 + border, y + border, cell - 2 * border, cell - 2 * border, ORANGE);
+            picture_rect(p, 1 + border, y + border, cell - 2 * border, cell - 2 * border, ORANGE);
         for (int64_t j = 0; j < Nkv; j++) {
             const unsigned char *c = j >= L                      ? PALE
                                      : !vis[i * Nkv + j]         ? GREY
                                      : diag && diag[i * Nkv + j] ? NAVY
                                                                  : BLUE;
             const int64_t x = 1 + (with_sink ? cell + gap : 0) + j * cell;
-            picture_rect(&p, x + border, y + border, cell - 2 * border, cell - 2 * border, c);
+            picture_rect(p, x + border, y + border, cell - 2 * border, cell - 2 * border, c);
         }
     }
-    int rc = picture_save_png(&p, path, err, errlen);
-    picture_free(&p);
-    return rc;
+    return 0;
 }

@@ -135,3 +135,42 @@ def test_bench_plot(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     w, h = struct.unpack(">II", data[16:24])
     assert w > 800 and h > 400
+
+
+def test_weights_png(attn, tmp_path):
+    import numpy as np
+    rng = np.random.default_rng(3)
+    B, H, Nq, Nkv, d = 2, 3, 5, 7, 4
+    for name, shape in (("q", (B, H, Nq, d)), ("k", (B, H, Nkv, d)), ("v", (B, H, Nkv, d))):
+        np.save(tmp_path / (name + ".npy"), rng.standard_normal(shape).astype(np.float32))
+    png, wout = tmp_path / "w.png", tmp_path / "w.npy"
+    attn("run", "sdpa", "--q", tmp_path / "q.npy", "--k", tmp_path / "k.npy",
+         "--v", tmp_path / "v.npy", "--causal", "bottom_right", "-o", tmp_path / "o.npy",
+         "--weights-out", wout, "--weights-png", png)
+    w = np.load(wout)
+    width, height, px = read_png(png)
+    panels, gap = B * H, 4
+    cell = (width - gap) // panels - gap
+    cell //= Nkv
+    assert width == panels * (Nkv * cell + gap) + gap and height == Nq * cell + 2 * gap
+    violet, yellow = (69, 0, 84), (252, 232, 36)
+    for p in range(panels):
+        b, h = divmod(p, H)
+        wp = w[b, h]
+        i, j = np.unravel_index(np.argmax(wp), wp.shape)
+        x0 = gap + p * (Nkv * cell + gap)
+        centre = lambda i, j: px[gap + i * cell + cell // 2][x0 + j * cell + cell // 2]
+        assert centre(i, j) == yellow, (p, i, j)
+        assert centre(0, Nkv - 1) == violet  # hidden by the causal rule: weight 0
+
+
+def test_weights_png_refused_where_it_cannot_go(attn, tmp_path):
+    import numpy as np
+    np.save(tmp_path / "x.npy", np.zeros((2, 3), np.float32))
+    r = attn("run", "softmax", "--x", tmp_path / "x.npy", "-o", tmp_path / "y.npy",
+             "--weights-png", tmp_path / "w.png", rc=2)
+    assert "--weights-png" in r.stderr
+    q = tmp_path / "x.npy"
+    r = attn("run", "sdpa", "--q", q, "--k", q, "--v", q, "-o", tmp_path / "o.npy",
+             "--weights-png", q, rc=None)
+    assert r.returncode != 0 and "same file" in r.stderr
