@@ -330,9 +330,17 @@ static void prefetch_block(const kv_source *s, bool k, int64_t g, int64_t j0) {
         if (blk != NO_BLOCK) {
             const unsigned char *p = k ? c->k + (size_t)k_at(c, blk, g, slot, 0) * c->esize
                                        : c->v + (size_t)v_at(c, blk, g, slot, 0) * c->esize;
+            /* Every line of 16-bit storage; with float32 (twice the bytes
+             * per key) the first two lines of each 4 KiB page and the
+             * hardware's streamers do the rest: every line there cost more
+             * instructions than it saved (S4, bench_kv --cpu: float16 9.5
+             * -> 8.2 ms with every line; float32 13.6 -> 16 ms). */
             const size_t bytes = (size_t)(n * (k ? c->d : c->dv)) * c->esize;
-            for (size_t off = 0; off < bytes; off += 64)
+            const size_t step = c->dt == ATTN_KV_FLOAT32 ? 4096 : 64;
+            for (size_t off = 0; off < bytes; off += step) {
                 __builtin_prefetch(p + off, 0, 2);
+                if (step > 64 && off + 64 < bytes) __builtin_prefetch(p + off + 64, 0, 2);
+            }
         }
         j += n;
     }
