@@ -12,6 +12,7 @@ Both libraries compute attention the plain way, as their users would:
 M1 is the whole module: NumPy x @ Wqkv + b, heads, attention, @ Wo + bo;
 PyTorch nn.MultiheadAttention (batch_first, causal attn_mask).
 L1 (N = 65536) is skipped: both would materialise 16 GiB of scores.
+G1..G8 are NumPy's x (M, 4096) @ W (4096, 6144) for attn_gemv_bench.
 """
 import argparse
 import contextlib
@@ -152,7 +153,17 @@ def main():
         t_pt = best_time(lambda: mha(tx, tx, tx, attn_mask=tmask, need_weights=False), min_s)
         print(f"M1 {t_np:.6e} {t_pt:.6e}")
         print("L1 nan nan")
+    gemv_rows(rng, min_s)
     return 0
+
+
+def gemv_rows(rng, min_s):
+    """G1..G8: NumPy's x (M, 4096) @ W (4096, 6144), the decode projections
+    of attn_gemv_bench (NumPy's own OpenBLAS: sgemv for M = 1, sgemm above)."""
+    W = (rng.uniform(-1, 1, (4096, 6144)) * 0.02).astype(np.float32)
+    for m in range(1, 9):
+        x = rng.uniform(-1, 1, (m, 4096)).astype(np.float32)
+        print(f"G{m} {best_time(lambda: x @ W, min_s):.6e} nan", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ threads=${2:-2}
 shift $(($# >= 2 ? 2 : $#))
 # (re)configure so that bench/ is part of the build tree, then build the bench
 cmake -S "$root" -B "$build" > /dev/null
-cmake --build "$build" --target attn_bench attn_bench_backward -j2 > /dev/null
+cmake --build "$build" --target attn_bench attn_bench_modifiers attn_bench_kv attn_gemv_bench attn_loops attn_bench_backward -j2 > /dev/null
 # OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE may be set on this machine to keep older
 # OpenBLAS builds safe; they pin a slower kernel for every BLAS user, NumPy and
 # our projections alike. The benchmark drops them (in its own commands only)
@@ -36,12 +36,43 @@ if ! "${run_env[@]}" OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads \
     /usr/bin/python3 "$root/bench/bench_py.py" --threads "$threads" > "$tmp/py.txt"; then
     echo "# NumPy/PyTorch timing failed; their columns stay empty" | tee "$tmp/py.txt"
 fi
-"${run_env[@]}" OPENBLAS_NUM_THREADS=$threads "$build/bench/attn_bench" --threads "$threads" --py "$tmp/py.txt" "$@" |
-    tee "$build/bench.txt"
+# Every table of the run, saved for its picture (bench/plot.py).
+{
+"${run_env[@]}" OPENBLAS_NUM_THREADS=$threads "$build/bench/attn_bench" --threads "$threads" --py "$tmp/py.txt" "$@"
+# The score modifiers against the same cases without them (docs/performance.md,
+# "Score modifiers"); with MODIFIERS_CPU=1 timed in process CPU time.
+echo
+"${run_env[@]}" "$build/bench/attn_bench_modifiers" --threads "$threads" ${MODIFIERS_CPU:+--cpu}
+# The KV-cache table (decode and chunked prefill over attn_kv_*, docs/performance.md "KV cache").
+echo
+"${run_env[@]}" OPENBLAS_NUM_THREADS=$threads "$build/bench/attn_bench_kv" --threads "$threads"
+} | tee "$build/bench.txt"
 # The picture of this run (docs/performance.md shows one): BENCH_PNG names it.
 png=${BENCH_PNG:-$build/bench.png}
 /usr/bin/python3 "$root/bench/plot.py" "$build/bench.txt" "$png" ||
     echo "# no picture: bench/plot.py failed (python3-matplotlib missing?)"
+# Decode-shaped projections against the stream and NumPy, then the loops
+# users write against the sum of their parts (docs/threads.md).
+echo
+echo "Decode-shaped projections, attn_linear(x (M, 4096), W (4096, 6144)), against a read-only stream over W and NumPy's x @ W:"
+echo
+"${run_env[@]}" "$build/bench/attn_gemv_bench" --threads "$threads" --py "$tmp/py.txt" | grep -v '^# attn_gemv_bench'
+echo
+echo "The loops users write: each iteration against the sum of its parts alone, same run (C, then Python):"
+echo
+"${run_env[@]}" "$build/bench/attn_loops" --threads "$threads" | grep -v '^# attn_loops'
+if [ -f "$build/python/attn/__init__.py" ]; then
+    echo
+    "${run_env[@]}" PYTHONPATH="$build/python" OPENBLAS_NUM_THREADS=$threads \
+        /usr/bin/python3 "$root/bench/loops_py.py" --threads "$threads" | grep -v '^# numpy'
+    echo
+    echo "CPU burnt by each pool while idle after a call (the cores the next library loses):"
+    echo
+    for e in "" GOMP_SPINCOUNT=10000; do
+        "${run_env[@]}" $e PYTHONPATH="$build/python" OPENBLAS_NUM_THREADS=$threads \
+            /usr/bin/python3 "$root/bench/idle_spin.py"
+    done
+fi
 # The backward rows (forward, backward and dropout forward alternated, same SGEMM check).
 echo
 "${run_env[@]}" OPENBLAS_NUM_THREADS=$threads "$build/bench/attn_bench_backward" --threads "$threads"

@@ -17,8 +17,10 @@
  *   - a failed call changed no byte of IN or OUT (outputs untouched);
  *   - a successful call changed no byte of IN (unless in place by design);
  *   - no scratch allocation is left live; no allocation exceeded the cap;
- *   - views produced by attn_split_qkv / attn_mha_from_fused lie inside the
- *     memory of the view they were cut from. */
+ *   - views produced by attn_split_qkv(_gqa) / attn_mha_from_fused(_gqa) lie
+ *     inside the memory of the view they were cut from.
+ * attn_rope's positions live in a heap block of exactly the span its
+ * strides reach over x's shape, so a read beyond is caught too. */
 #include "attn.h"
 
 #include <limits.h>
@@ -38,7 +40,7 @@ static float *IN, *OUT, *IN_SAVE, *OUT_SAVE;
 
 /* Statuses per entry point (call selector x status), for fuzz/replay.c's
  * summary: how many inputs get past validation. */
-static long api_hist[12][ATTN_ERR_ISA + 1];
+static long api_hist[16][ATTN_ERR_ISA + 1];
 static int api_last_call = -1;
 
 /* ---- input reader --------------------------------------------------------- */
@@ -282,12 +284,105 @@ static int64_t b0(const attn_view *v) {
     return v && v->ndim >= 1 ? v->shape[0] : 0;
 }
 
+/* attn_kv_append_rope into a small cache (heap, through the fuzz
+ * allocator, destroyed before returning): k, v from IN, fuzzed block table,
+ * starts, counts and rope parameters. Writes nothing in IN or OUT. */
+static int fuzz_kv_rope(reader *r, const dims *D, attn_status *st) {
+    attn_view k, v;
+    if (!view(r, D, 4, IN, &k) || !view(r, D, 4, IN, &v)) return -1;
+    const int64_t hkv = D->dim[u8(r) % 8], d = D->dim[u8(r) % 8], nb = 1 + u8(r) % 4;
+    attn_kv_cache *c = NULL;
+    attn_status s = attn_kv_create(nb, 16, hkv, d, 0, (attn_kv_dtype)(u8(r) % 3), &c);
+    if (s != ATTN_OK) {
+        *st = s;
+        return 0;
+    }
+    enum { MB = 4 };
+    int32_t table[2 * MB];
+    for (int i = 0; i < 2 * MB; i++)
+        table[i] = (int32_t)(u8(r) % 6) - 1; /* -1..4: some outside 0..nb-1 */
+    static const int64_t sv[] = {0, 1, 15, 16, 40, -1, INT64_MAX, INT64_MIN};
+    int64_t starts[2] = {sv[u8(r) % COUNT(sv)], sv[u8(r) % COUNT(sv)]};
+    int64_t counts[2] = {(int64_t)(u8(r) % 12) - 1, (int64_t)(u8(r) % 12) - 1};
+    attn_rope_params p = attn_rope_params_default();
+    p.style = (attn_rope_style)enums[u8(r) % COUNT(enums)];
+    p.rotary_dim = (int64_t)(int8_t)u8(r) % 10;
+    /* starts and counts hold 2 values: batches of more are dropped. */
+    int64_t lo, hi, numel;
+    if (looks_valid(&k, &lo, &hi, &numel) && k.shape[0] > 2) {
+        attn_kv_destroy(c);
+        return -1;
+    }
+    *st = attn_kv_append_rope(u8(r) == 7 ? NULL : c, table, MB, starts, u8(r) & 1 ? counts : NULL,
+                              maybe(r, &k), maybe(r, &v), u8(r) == 9 ? NULL : &p);
+    attn_kv_destroy(c);
+    return 0;
+}
+
+/* attn_rope with fuzzed params and positions; 1 if in place, -1 to drop. */
+static int fuzz_rope(reader *r, const dims *D, attn_status *st) {
+    if (u8(r) >= 208) return fuzz_kv_rope(r, D, st);
+    attn_view x, y;
+    const int rank = 2 + u8(r) % 3;
+    if (!view(r, D, rank, IN, &x) || !view(r, D, rank, OUT, &y)) return -1;
+    const int in_place = u8(r) < 40;
+    static const int64_t pst[] = {0, 1, 2, -1, 9, 1ll << 40, INT64_MIN, INT64_MAX, 3, 0};
+    int64_t ps[3];
+    for (int i = 0; i < 3; i++)
+        ps[i] = pst[u8(r) % COUNT(pst)];
+    const int use_ps = u8(r) & 1;
+    /* The positions block: exactly the span reached over x's (padded) shape. */
+    int64_t lo = 0, hi = 0, need = 1;
+    int64_t xl, xh, xn;
+    if (looks_valid(&x, &xl, &xh, &xn)) {
+        int64_t sh[3] = {1, 1, 1};
+        for (int i = 0; i < x.ndim - 1 && i < 3; i++)
+            sh[3 - (x.ndim - 1) + i] = x.shape[i];
+        const int64_t *s = use_ps ? ps : (const int64_t[]){0, 0, 1};
+        int over = 0;
+        for (int i = 0; i < 3; i++) {
+            int64_t t;
+            if (s[i] == INT64_MIN || __builtin_mul_overflow(sh[i] - 1, s[i], &t) ||
+                __builtin_add_overflow(s[i] < 0 ? lo : hi, t, s[i] < 0 ? &lo : &hi))
+                over = 1;
+        }
+        int64_t span;
+        if (!over && __builtin_sub_overflow(hi, lo, &span)) over = 1; /* the library rejects */
+        if (!over && span >= 4096) return -1; /* valid but larger than we place */
+        if (!over) need = span + 1;
+    }
+    int64_t *pos = malloc((size_t)need * sizeof(int64_t));
+    static const int64_t pv[] = {0, 1, 7, 1000000, -5, INT64_MAX, INT64_MIN, 4095};
+    for (int64_t i = 0; i < need; i++)
+        pos[i] = pv[(i + u8(r)) % COUNT(pv)];
+    attn_rope_params p = attn_rope_params_default();
+    p.style = (attn_rope_style)enums[u8(r) % COUNT(enums)];
+    p.rotary_dim = (int64_t)(int8_t)u8(r) % 12;
+    static const double bases[] = {10000.0, 1.0, 0.5, NAN, INFINITY, 1e300, 2.0};
+    p.base = bases[u8(r) % COUNT(bases)];
+    static const double ms[] = {1.0, 0.0, -2.0, NAN, INFINITY, 1e300};
+    p.mscale = ms[u8(r) % COUNT(ms)];
+    double inv[8];
+    for (int i = 0; i < 8; i++)
+        inv[i] = (double[]){1.0, 0.1, 1e-4, NAN, 1e300, -1.0}[u8(r) % 6];
+    /* A table only when it holds r/2 values for every r the call can accept. */
+    if ((u8(r) & 3) == 0 && x.ndim >= 1 && x.ndim <= 4 && x.shape[x.ndim - 1] <= 16 &&
+        p.rotary_dim >= 0 && p.rotary_dim <= 16)
+        p.inv_freq = inv;
+    *st = attn_rope(maybe(r, &x), u8(r) == 3 ? NULL : pos - lo, use_ps ? ps : NULL,
+                    in_place ? &x : maybe(r, &y), u8(r) == 5 ? NULL : &p);
+    free(pos);
+    return in_place;
+}
+
 /* @return 1 if IN may legitimately change (an in-place call), -1 to drop. */
 static int call(reader *r, const dims *D, attn_status *st) {
     attn_view a, b, c, d, e, f, g, h;
     opts_box ob = {0};
     int in_place = 0;
-    const uint8_t which = u8(r) % 12;
+    /* Selectors below 240 keep their historical meaning (0..11, the seeds and
+     * regressions); 240.. reach the decoder entry points (12..15). */
+    const uint8_t sel = u8(r), which = sel < 240 ? sel % 12 : 12 + (sel - 240) % 4;
     api_last_call = which;
     switch (which) {
     case 0: { /* softmax, maybe in place */
@@ -456,6 +551,99 @@ static int call(reader *r, const dims *D, attn_status *st) {
         (void)attn_version();
         (void)attn_build_info();
         *st = ATTN_OK;
+        break;
+    }
+    case 12: /* rope, maybe in place */
+        in_place = fuzz_rope(r, D, st);
+        if (in_place < 0) return -1;
+        break;
+    case 13: { /* rms norm, maybe in place */
+        if (!view(r, D, 3, IN, &a) || !view(r, D, 1, IN, &b) || !view(r, D, 3, OUT, &d)) return -1;
+        in_place = u8(r) < 40;
+        const float eps = pick_float(r, (const float[]){1e-6f, 0.0f, -1.0f, NAN, INFINITY}, 5);
+        *st = attn_rms_norm(maybe(r, &a), u8(r) & 1 ? &b : NULL, eps, in_place ? &a : maybe(r, &d));
+        break;
+    }
+    case 14: { /* split_qkv_gqa then sdpa; from_fused_gqa then the module */
+        if (!view(r, D, 3, IN, &a) || !view(r, D, 4, OUT, &e) || !view(r, D, 1, IN, &b) ||
+            !view(r, D, 3, IN, &c) || !view(r, D, 3, OUT, &f) || !view(r, D, 2, IN, &g))
+            return -1;
+        const int64_t nh = heads[u8(r) % COUNT(heads)], nkv = heads[u8(r) % COUNT(heads)];
+        const int qnull = u8(r) == 2;
+        attn_view q, k, v;
+        attn_mha_params p;
+        if (u8(r) & 1) {
+            *st = attn_split_qkv_gqa(maybe(r, &a), nh, nkv, qnull ? NULL : &q, &k, &v);
+            if (*st == ATTN_OK &&
+                (qnull || !within(&q, &a) || !within(&k, &a) || !within(&v, &a))) {
+                fprintf(stderr, "attn_split_qkv_gqa: q = NULL accepted or a view outside qkv\n");
+                abort();
+            }
+            if (*st == ATTN_OK) {
+                if (!options(r, D, q.shape[0], &ob)) return -1;
+                *st = attn_sdpa(&q, &k, &v, &e, &ob.o);
+            }
+        } else {
+            const uint8_t fl = u8(r); /* Wqkv (D, C) is g */
+            *st = attn_mha_from_fused_gqa(maybe(r, &g), fl & 1 ? &b : NULL, nh, nkv, NULL, NULL,
+                                          qnull ? NULL : &p);
+            if (*st == ATTN_OK &&
+                (qnull || !within(&p.Wq, &g) || !within(&p.Wk, &g) || !within(&p.Wv, &g) ||
+                 ((fl & 1) && (!within(&p.bq, &b) || !within(&p.bk, &b) || !within(&p.bv, &b))))) {
+                fprintf(stderr, "attn_mha_from_fused_gqa: p = NULL accepted or a view outside\n");
+                abort();
+            }
+            if (*st == ATTN_OK) {
+                if (!options(r, D, b0(&c), &ob)) return -1;
+                *st = attn_mha(&p, maybe(r, &c), u8(r) & 1 ? &c : NULL, maybe(r, &f), &ob.o);
+            }
+        }
+        break;
+    }
+    case 15: { /* mha per-head with num_kv_heads; the inv_freq helpers */
+        attn_mha_params p;
+        memset(&p, 0, sizeof p);
+        p.num_heads = heads[u8(r) % COUNT(heads)];
+        p.num_kv_heads = heads[u8(r) % COUNT(heads)];
+        if (!view(r, D, 3, IN, &p.Wq) || !view(r, D, 3, IN, &p.Wk) || !view(r, D, 3, IN, &p.Wv) ||
+            !view(r, D, 2, IN, &p.bk) || !view(r, D, 3, IN, &a) || !view(r, D, 3, OUT, &c) ||
+            !options(r, D, b0(&a), &ob))
+            return -1;
+        if (!(u8(r) & 1)) p.bk.data = NULL;
+        *st = attn_mha(&p, maybe(r, &a), NULL, maybe(r, &c), &ob.o);
+        /* Tables (their own heap block, not IN or OUT) into a heap block of exactly r/2 doubles. */
+        const int64_t rd = (int64_t)(u8(r) % 20) - 2;
+        const double fs[] = {1.0, 8.0, 0.5, 0.0, -1.0, NAN, INFINITY, 1e300, 4.0, 32.0};
+        double *t = malloc((size_t)(rd / 2 > 0 ? rd / 2 : 1) * sizeof(double)), ms = 0;
+        const double base = fs[u8(r) % COUNT(fs)] * 10000.0, f1 = fs[u8(r) % COUNT(fs)],
+                     f2 = fs[u8(r) % COUNT(fs)], f3 = fs[u8(r) % COUNT(fs)];
+        const int64_t L = hostile_size[u8(r) % COUNT(hostile_size)];
+        attn_status s2;
+        switch (u8(r) % 5) {
+        case 0:
+            s2 = attn_rope_inv_freq(rd, base, t);
+            break;
+        case 1:
+            s2 = attn_rope_inv_freq_linear(rd, base, f1, t);
+            break;
+        case 2:
+            s2 = attn_rope_inv_freq_ntk(rd, base, f1, t);
+            break;
+        case 3:
+            s2 = attn_rope_inv_freq_llama3(rd, base, f1, f2, f3, L, t);
+            break;
+        default:
+            s2 = attn_rope_inv_freq_yarn(rd, base, f1, L, f2, f3, t, u8(r) & 1 ? &ms : NULL);
+            break;
+        }
+        if (s2 == ATTN_OK)
+            for (int64_t i = 0; i < rd / 2; i++)
+                if (!isfinite(t[i])) {
+                    fprintf(stderr, "an inv_freq helper succeeded with t[%lld]=%g\n", (long long)i,
+                            t[i]);
+                    abort();
+                }
+        free(t);
         break;
     }
     }

@@ -65,12 +65,16 @@ def seeds_api():
     # its arguments; zero bytes mean "the preferred rank, shared size 0,
     # contiguous, offset 0, not NULL".
     rnd = random.Random(1)
-    for which in range(12):
+    # Selectors 0..11 are calls 0..11; 240..243 reach the decoder calls 12..15.
+    for which in list(range(12)) + [240, 241, 242, 243]:
         for variant, sizes in enumerate(([2, 3, 1, 4, 2, 3, 2, 1], [1, 1, 1, 1, 1, 1, 1, 1],
                                          [3, 2, 4, 1, 2, 1, 3, 2])):
             head = bytes(s - 1 for s in sizes) + bytes([0, 0, 0, which])
             body = bytes(300) if variant < 2 else bytes(rnd.randrange(256) for _ in range(300))
-            put("fuzz_api", "call%02d_%d" % (which, variant), head + body)
+            call = which if which < 12 else 12 + which - 240
+            put("fuzz_api", "call%02d_%d" % (call, variant), head + body)
+    # attn_kv_append_rope: the rope selector, then a path byte >= 208.
+    put("fuzz_api", "call12_kv", bytes([1, 2, 0, 3, 1, 2, 1, 0, 0, 0, 0, 240, 208]) + bytes(300))
     # sdpa then attn_sdpa_backward: with the zero bodies above the byte that
     # selects the backward is read at offset 70.
     for variant, sizes in enumerate(([2, 3, 1, 4, 2, 3, 2, 1], [1, 1, 1, 1, 1, 1, 1, 1])):
@@ -91,7 +95,24 @@ def seeds_diff():
     put("fuzz_diff", "nan_mask", head + bytes([170, 33]))
 
 
+def seeds_kv():
+    # A valid cache (nb, bs, Hkv, d, dv, dtype index, no failure), then ops:
+    # kind, B, max_blocks, table bytes, starts/counts, ...; the rest random.
+    rnd = random.Random(3)
+    for dt in range(3):
+        for n in range(4):
+            head = bytes([2 + n % 3, 0, n % 3, 2 + n, 3, dt, 0])
+            ops = bytes(rnd.randrange(230) for _ in range(400))
+            put("fuzz_kv", "dt%d_%d" % (dt, n), head + ops)
+    # append then attend on one sequence
+    head = bytes([4, 1, 1, 3, 2, 1, 0])
+    append = bytes([0, 0, 3, 0, 1, 2, 0, 3, 3, 1, 0, 0]) + bytes(rnd.randrange(200) for _ in range(64))
+    attend = bytes([3, 0, 3, 0, 1, 2, 40, 0, 1, 0, 0, 0, 35, 1, 0x40]) + bytes(64)
+    put("fuzz_kv", "append_attend", head + append + attend)
+
+
 if __name__ == "__main__":
     seeds_npy()
     seeds_api()
     seeds_diff()
+    seeds_kv()

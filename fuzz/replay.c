@@ -1,7 +1,7 @@
 /* replay.c - the fuzz targets' saved inputs as an ordinary test.
  *
  * Runs every file of fuzz/regressions/<target>/ and fuzz/corpus/<target>/
- * through the same harness code libFuzzer runs (fuzz_api.c, fuzz_diff.c and,
+ * through the same harness code libFuzzer runs (fuzz_api.c, fuzz_diff.c, fuzz_kv.c and,
  * built with -DREPLAY_NPY and the CLI's npy.c / zipread.c, fuzz_npy.c), with
  * any compiler and no fuzzing runtime: a crash fixed once stays fixed in
  * `make test`, and the sanitizer build checks the same inputs with ASan.
@@ -21,6 +21,12 @@
 #define LLVMFuzzerTestOneInput diff_one
 #include "fuzz_diff.c"
 #undef LLVMFuzzerTestOneInput
+
+#define LLVMFuzzerTestOneInput kv_one
+#define LLVMFuzzerInitialize   kv_init
+#include "fuzz_kv.c"
+#undef LLVMFuzzerTestOneInput
+#undef LLVMFuzzerInitialize
 
 #ifdef REPLAY_NPY
 #define LLVMFuzzerTestOneInput npy_one
@@ -96,6 +102,7 @@ int main(int argc, char **argv) {
     } targets[] = {
         {"fuzz_api", api_one},
         {"fuzz_diff", diff_one},
+        {"fuzz_kv", kv_one},
 #ifdef REPLAY_NPY
         {"fuzz_npy", npy_one},
 #endif
@@ -112,12 +119,13 @@ int main(int argc, char **argv) {
                targets[t].name, reg, seeds);
         total += reg + seeds;
     }
-    static const char *const calls[12] = {"softmax",         "sdpa",          "merge",
-                                          "linear",          "layer_norm",    "split_qkv",
-                                          "mha (fused)",     "mha (stacked)", "self_attention",
-                                          "cross_attention", "helpers",       "split+sdpa"};
+    static const char *const calls[16] = {
+        "softmax",         "sdpa",        "merge",         "linear",    "layer_norm",
+        "split_qkv",       "mha (fused)", "mha (stacked)", "self_attn", "cross_attention",
+        "helpers",         "split+sdpa",  "rope",          "rms_norm",  "gqa split/fused",
+        "mha gqa+inv_freq"};
     printf("fuzz_api statuses per entry point (OK NULL SHAPE STRIDE OVERFLOW NOMEM ARG ISA):\n");
-    for (int c = 0; c < 12; c++) {
+    for (int c = 0; c < 16; c++) {
         printf("  %-16s", calls[c]);
         for (int s = 0; s <= ATTN_ERR_ISA; s++)
             printf(" %6ld", api_hist[c][s]);

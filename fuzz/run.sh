@@ -3,7 +3,7 @@
 #   fuzz/run.sh [SECONDS]        fuzz every target SECONDS (default $FUZZ_SECONDS or 60)
 # Environment:
 #   FUZZ_BUILD    build directory (default build-fuzz)
-#   FUZZ_TARGETS  targets to run (default "fuzz_api fuzz_diff fuzz_npy")
+#   FUZZ_TARGETS  targets to run (default "fuzz_api fuzz_diff fuzz_npy fuzz_kv")
 #   FUZZ_JOBS     make -j for the build (default 2)
 # Every target first replays fuzz/regressions/<target>/ (each file once: a
 # crash fixed earlier must stay fixed), then fuzzes from fuzz/corpus/<target>/
@@ -15,7 +15,7 @@ set -u
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-${FUZZ_SECONDS:-60}}
 BUILD=${FUZZ_BUILD:-build-fuzz}
-TARGETS=${FUZZ_TARGETS:-"fuzz_api fuzz_diff fuzz_npy"}
+TARGETS=${FUZZ_TARGETS:-"fuzz_api fuzz_diff fuzz_npy fuzz_kv"}
 JOBS=${FUZZ_JOBS:-2}
 
 cmake -S fuzz -B "$BUILD" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null ||
@@ -23,7 +23,7 @@ cmake -S fuzz -B "$BUILD" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDeb
 cmake --build "$BUILD" -j"$JOBS" >"$BUILD/build.log" 2>&1 ||
     { tail -30 "$BUILD/build.log"; echo "fuzz: build failed"; exit 1; }
 
-declare -A MAXLEN=([fuzz_api]=1024 [fuzz_diff]=64 [fuzz_npy]=4096)
+declare -A MAXLEN=([fuzz_api]=1024 [fuzz_diff]=64 [fuzz_npy]=4096 [fuzz_kv]=2048)
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 status=0

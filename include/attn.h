@@ -192,6 +192,35 @@ int attn_isa_supported(attn_isa isa);
 const char *attn_isa_name(attn_isa isa);
 
 /* ------------------------------------------------------------------------ */
+/* Threads                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* One pool. Every parallel part of a call runs on OpenMP's threads (libgomp
+ * with GCC): attention, the few-row projections (M <= 8 rows of x, attn's
+ * GEMV kernels, columns split over the threads) and the GEMMs, which attn
+ * splits into one block per thread, each multiplied by a single-threaded
+ * sgemm of attn's own copy of OpenBLAS (linked in statically, its symbols
+ * hidden). No call ever starts or waits on another pool, so projections
+ * and attention alternate at the speed of each alone. The process's other
+ * BLAS (NumPy's, PyTorch's, the program's own -lopenblas) is neither used
+ * nor reconfigured: its thread count stays what its owner set.
+ *   - The thread count is per call (attn_opts.num_threads, attn_linear's
+ *     num_threads); <= 0 means the online CPUs, or 1 when called from
+ *     inside an active OpenMP parallel region (PyTorch's intra-op pool, the
+ *     program's own), so nested calls do not multiply threads. OpenMP's
+ *     global default (OMP_NUM_THREADS, omp_set_num_threads) is not read.
+ *   - Between calls OpenMP's idle threads wait by spinning a little, then
+ *     sleep (libgomp's default; OMP_WAIT_POLICY and GOMP_SPINCOUNT change
+ *     it process-wide). A program alternating attn with another library's
+ *     own threads on the same cores (NumPy's OpenBLAS) may want the setting
+ *     in README.md, "Threads".
+ *   - attn_build_info() names the BLAS copy, the OpenMP runtime loaded and
+ *     the wait policy in effect.
+ *   - Results are deterministic for a given thread count; the few-row
+ *     projections and the flash path give the same bits for any count.
+ * Since v0.2.0 (before: OpenBLAS's own threads ran the GEMMs). */
+
+/* ------------------------------------------------------------------------ */
 /* S1. Softmax                                                               */
 /* ------------------------------------------------------------------------ */
 
@@ -372,7 +401,10 @@ attn_status attn_sdpa(const attn_view *q, const attn_view *k, const attn_view *v
  * Parts are combined in ascending p. Where every part's lse is -inf, out is
  * zeros and lse -inf. lse may be NULL. out may alias part_out[0] exactly
  * (same data and strides); lse may alias part_lse[0] likewise.
- * Dropout must have been off in the partials for the merge to be exact. */
+ * Dropout must have been off in the partials for the merge to be exact.
+ * Sinks (attn_opts.sinks): compute the parts without sinks and pass the sink
+ * as one more part with out = 0 and lse = sinks[h] (it then enters the
+ * denominator once, as attn_sdpa counts it). */
 attn_status attn_merge(const attn_view *part_out, const attn_view *part_lse, int n_parts,
                        attn_view *out, attn_view *lse);
 
@@ -464,8 +496,13 @@ attn_status attn_sdpa_backward(const attn_view *q, const attn_view *k, const att
 /* Linear layer: y = x @ W + b.
  *   x (..., in) of rank 1..3;  W (in, out);  bias (out) or NULL;  y (..., out)
  *   y[n, o] = sum_i x[n, i] W[i, o] + bias[o]     // einsum "ni,io->no"
- * Uses CBLAS sgemm when built with BLAS (deterministic per thread count),
- * else a plain loop. num_threads <= 0 means all CPUs (capped at ATTN_MAX_THREADS). */
+ * With at most 8 rows in all (decoding; leading dimensions count as rows
+ * when evenly spaced) and W with unit column stride: attn's GEMV kernels,
+ * which read W once, split by columns over the threads, the same bits for
+ * any thread count (each y element a multiply-add chain over i ascending
+ * from the bias). Otherwise CBLAS sgemm split over attn's threads when
+ * built with BLAS (deterministic per thread count), else a plain loop. See
+ * "Threads". num_threads <= 0 means all CPUs (capped at ATTN_MAX_THREADS). */
 attn_status attn_linear(const attn_view *x, const attn_view *W, const attn_view *bias, attn_view *y,
                         int num_threads);
 
@@ -749,6 +786,173 @@ attn_status attn_rope_backward(const attn_view *dy, const int64_t *positions,
 attn_status attn_mha_backward(const attn_mha_params *p, const attn_view *xq, const attn_view *xkv,
                               const attn_view *dout, attn_view *dxq, attn_view *dxkv,
                               attn_mha_params *grads, const attn_opts *opts);
+
+/* ------------------------------------------------------------------------ */
+/* KV cache (decoding)                                   Since v0.2.0       */
+/* ------------------------------------------------------------------------ */
+
+/* Storage type of a KV cache. Values pinned. */
+typedef enum attn_kv_dtype {
+    ATTN_KV_FLOAT32 = 0,
+    ATTN_KV_FLOAT16 = 1,  /* IEEE binary16 */
+    ATTN_KV_BFLOAT16 = 2, /* the top 16 bits of a float32 */
+} attn_kv_dtype;
+
+/* A paged KV cache: a pool of num_blocks blocks, each holding the keys and
+ * values of block_size consecutive token positions for all Hkv kv heads.
+ *
+ * Sequences. A sequence is a block table owned by the caller: int32 block
+ * ids (0..num_blocks-1, any order, a block may appear in several tables)
+ * plus a length. Token position p of the sequence lives in slot p % bs of
+ * block table[p / bs] (bs = block_size). Many sequences share one pool;
+ * sequences whose tables name the same block share its contents (a common
+ * prefix): appending into a shared block changes every sequence that holds
+ * it, so a sequence that shares a partly filled block takes its own copy
+ * first (attn_kv_copy_blocks) and points its table at the copy. Tables of B
+ * sequences are passed as one row-major int32 array (B, max_blocks):
+ * block_tables[b * max_blocks + t]; entries past what a call needs are not
+ * read.
+ *
+ * Storage. float32, float16 or bfloat16. Appends round each float32 to the
+ * nearest value of the storage type, ties to even, bit for bit for every
+ * non-NaN input, subnormals included (integer rounding; overflow gives
+ * +-inf); NaN stays NaN (payload unspecified). Reads convert back exactly.
+ * Queries, scores, softmax and accumulators are float32 whatever the
+ * storage: attend over a float16 cache differs from float32 attention only
+ * by the rounding of the stored keys and values.
+ *
+ * Layout (for the kernels; users never address it). With e a head-size
+ * index, f a value index, c a slot 0..bs-1 of the block, g a kv head:
+ *   K  (num_blocks, Hkv, bs/16, d, 16)   key c at [blk, g, c/16, e, c%16]:
+ *      each 16-key tile is stored transposed, keys across the 16 SIMD
+ *      lanes, so a score kernel reads K without any shuffle;
+ *   V  (num_blocks, Hkv, bs, dv)         row-major per key.
+ * A new cache holds zeros.
+ *
+ * Threads: attn_kv_attend and attn_kv_read only read the cache and may run
+ * at once on one cache; attn_kv_append and attn_kv_copy_blocks must not run
+ * while another call uses the blocks they write. */
+typedef struct attn_kv_cache attn_kv_cache;
+
+/* Create a cache of num_blocks blocks of block_size token positions, for
+ * num_kv_heads (Hkv) heads of key size head_dim (d) and value size
+ * value_dim (dv; <= 0 means dv = d), stored as dtype.
+ *   num_blocks >= 1, block_size a positive multiple of 16, Hkv, d >= 1,
+ *   bytes = num_blocks * Hkv * block_size * (d + dv) * sizeof(element)
+ *   must fit in size_t.
+ * @return ATTN_OK and *cache, or ATTN_ERR_NULL (cache NULL), ATTN_ERR_SHAPE,
+ * ATTN_ERR_ARG (dtype), ATTN_ERR_OVERFLOW, ATTN_ERR_NOMEM; *cache is then
+ * NULL. The pool is allocated through the installed allocator. */
+attn_status attn_kv_create(int64_t num_blocks, int64_t block_size, int64_t num_kv_heads,
+                           int64_t head_dim, int64_t value_dim, attn_kv_dtype dtype,
+                           attn_kv_cache **cache);
+
+/* Free a cache and its pool. NULL is a no-op. */
+void attn_kv_destroy(attn_kv_cache *cache);
+
+/* Append new keys and values for B sequences at once, each at its own
+ * start:
+ *   block_tables (B, max_blocks) int32    starts (B) int64
+ *   counts       (B) int64 in 0..n, or NULL (every sequence appends n)
+ *   k (B, Hkv, n, d)   v (B, Hkv, n, dv)    any strides
+ * For b ascending and t < counts[b], position p = starts[b] + t of
+ * sequence b receives
+ *   K[p] = round(k[b, :, t, :])    V[p] = round(v[b, :, t, :])
+ * and nothing else in the pool changes (the other slots of the blocks
+ * included). If two sequences write the same slot (shared blocks), the
+ * larger b wins.
+ * Errors (the cache is then unchanged): NULL pointers; k/v not rank 4 or
+ * sizes that disagree with the cache (Hkv, d, dv) or each other (B, n);
+ * starts[b] < 0; starts[b] + counts[b] > max_blocks * block_size (past the
+ * table's capacity); a block id a write would use outside 0..num_blocks-1.
+ * Every message names the argument and the index, e.g.
+ *   "attn_kv_append: block_tables[1][3]=-5 is not a block id (0..99)".
+ * @return ATTN_OK, or NULL/SHAPE/ARG/OVERFLOW. Allocates nothing. */
+attn_status attn_kv_append(attn_kv_cache *cache, const int32_t *block_tables, int64_t max_blocks,
+                           const int64_t *starts, const int64_t *counts, const attn_view *k,
+                           const attn_view *v);
+
+/* attn_kv_append with the keys rotated by RoPE on the way in, so the cache
+ * holds rotated keys (queries are rotated by the caller, attn_rope, at the
+ * same positions). Key t of sequence b is at position starts[b] + t:
+ *   K[p] = round(attn_rope(k, positions[b, t] = starts[b] + t, rope)[b, :, t, :])
+ *   V[p] = round(v[b, :, t, :])
+ * equal, bit for bit, to attn_rope into a buffer and then attn_kv_append of
+ * it, and so a decode step's key equals the same key of a prefill.
+ * k is not modified (the rotation goes to scratch, B*Hkv*n*d floats).
+ * rope: the parameters of attn_rope (style, rotary_dim, base or inv_freq,
+ * mscale). Errors: those of attn_rope (for k and rope) and attn_kv_append,
+ * named for this function; on failure the cache is unchanged.
+ * @return ATTN_OK, or NULL/SHAPE/STRIDE/OVERFLOW/ARG/NOMEM/ISA. Since v0.2.0. */
+attn_status attn_kv_append_rope(attn_kv_cache *cache, const int32_t *block_tables,
+                                int64_t max_blocks, const int64_t *starts, const int64_t *counts,
+                                const attn_view *k, const attn_view *v,
+                                const attn_rope_params *rope);
+
+/* Read back positions 0..length-1 of one sequence, converted exactly to
+ * float32:
+ *   block_table (ceil(length / block_size)) int32
+ *   k (Hkv, length, d)    k[g, p, e] = K[p] of head g
+ *   v (Hkv, length, dv)   v[g, p, f] = V[p] of head g
+ * Either output may be NULL (not read). Outputs must be proper outputs
+ * (no stride 0 on a dimension > 1). Errors as attn_kv_append.
+ * @return ATTN_OK, or NULL/SHAPE/STRIDE/ARG. */
+attn_status attn_kv_read(const attn_kv_cache *cache, const int32_t *block_table, int64_t length,
+                         attn_view *k, attn_view *v);
+
+/* Copy whole blocks (keys and values of every head and slot):
+ *   for i = 0..n-1 ascending: block dst[i] = block src[i]
+ * so a later pair sees the result of an earlier one. n = 0 does nothing.
+ * Every id must be in 0..num_blocks-1 (checked before anything is copied).
+ * @return ATTN_OK, or NULL/ARG/SHAPE (n < 0). */
+attn_status attn_kv_copy_blocks(attn_kv_cache *cache, const int32_t *src, const int32_t *dst,
+                                int64_t n);
+
+/* Attention of B sequences over the cache: a batch may mix decode rows and
+ * prefill chunks.
+ *   q            (B, H, Nq, d)    any strides; H a multiple of Hkv
+ *   block_tables (B, max_blocks) int32
+ *   lengths      (B) int64, L_b in 0..max_blocks * block_size: sequence b
+ *                holds keys at positions 0..L_b-1 (appended beforehand)
+ *   q_lengths    (B) int64 in 0..Nq, or NULL (all Nq): sequence b has
+ *                queries q[b, :, 0..nq_b-1]; its other rows of out are set
+ *                to 0 (and lse to -inf)
+ *   out          (B, H, Nq, dv)
+ * For sequence b, query head h (kv head g = h / (H / Hkv)), this is exactly
+ * attn_sdpa over the float32 values the cache holds (attn_kv_read):
+ *   attn_sdpa(q[b:b+1, :, :nq_b], K_b (1, Hkv, L_b, d), V_b (1, Hkv, L_b, dv),
+ *             out[b:b+1, :, :nq_b], opts)
+ * bit for bit, for every dtype, any thread count, and whatever the other
+ * sequences of the batch are. With opts.causal = ATTN_CAUSAL_BOTTOM_RIGHT
+ * query i of sequence b is at position L_b - nq_b + i and sees keys
+ * j <= L_b - nq_b + i (chunked prefill: append the chunk's keys first, then
+ * attend with its queries; decode: nq_b = 1). A decode row equals the same
+ * row of a chunked prefill, bit for bit. GQA: in decode each K/V block is
+ * read once for all the query heads of its kv head. L_b = 0 gives zeros
+ * and lse -inf (sinks[h] with sinks).
+ * opts: scale, causal, mask (rank 4, (B|1, H|1, Nq|1, Nmax|1) with Nmax =
+ * max_b L_b: sequence b reads mask[b, h, i, j] for j < L_b), lse (B, H, Nq),
+ * num_threads, algo, and the score modifiers (q_offset: B values, query i
+ * of sequence b at q_offset[b] + i; k_offset; window_left/right; softcap;
+ * alibi_slopes and sinks: H values), each as attn_sdpa takes it; where
+ * attn_sdpa runs its reference path (algo REFERENCE, or a modifier the fast
+ * path does not take yet) attend does too, over a float32 copy of the
+ * sequence (scratch: Hkv * L_b * (d + dv) floats). Refused (ATTN_ERR_ARG):
+ * key_lengths (lengths is the one length), dropout_p > 0 and weights.
+ * NULL opts = defaults.
+ * Dropped blocks: a table entry may be -1 for a block that no query of its
+ * sequence can see (every key of it outside every row's causal/window
+ * range), e.g. a sliding-window cache that freed the blocks behind the
+ * window; such a block reads as zeros. Any other entry of the first
+ * ceil(L_b / block_size) must be a block id.
+ * Errors as attn_kv_append and as attn_sdpa for q, out, mask, lse and the
+ * modifiers; out and lse are then untouched. With more than one sequence
+ * with queries, results go through scratch (B * H * Nq * (dv + 1) floats)
+ * so that a failure leaves out and lse untouched.
+ * @return ATTN_OK, or NULL/SHAPE/STRIDE/OVERFLOW/ARG/NOMEM/ISA. */
+attn_status attn_kv_attend(const attn_kv_cache *cache, const attn_view *q,
+                           const int32_t *block_tables, int64_t max_blocks, const int64_t *lengths,
+                           const int64_t *q_lengths, attn_view *out, const attn_opts *opts);
 
 #ifdef __cplusplus
 }

@@ -13,6 +13,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 
@@ -142,6 +146,12 @@ int attn__threads(int requested) {
      * absurd requests are capped rather than passed on. */
     if (requested > ATTN_MAX_THREADS) return ATTN_MAX_THREADS;
     if (requested > 0) return requested;
+#ifdef _OPENMP
+    /* Called from inside a parallel region (PyTorch's intra-op pool, the
+     * program's own): its threads already fill the CPUs, "all CPUs" per
+     * caller would multiply them. */
+    if (omp_in_parallel()) return 1;
+#endif
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)(n < ATTN_MAX_THREADS ? n : ATTN_MAX_THREADS) : 1;
 }

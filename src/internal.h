@@ -81,7 +81,9 @@ void attn__free(void *p);
 
 /* ---- threads and ISA (src/dispatch.c) ------------------------------------ */
 
-/* The thread count for a call: requested if > 0, else the online CPUs. */
+/* The thread count for a call: requested if > 0 (capped at
+ * ATTN_MAX_THREADS), else the online CPUs, or 1 inside an active OpenMP
+ * parallel region. */
 int attn__threads(int requested);
 
 /* ATTN_OK if the selected ISA is usable (the ATTN_ISA variable was valid),
@@ -114,6 +116,10 @@ typedef struct attn__sdpa_problem {
     float softcap;                     /* 0: off */
     const float *alibi_slopes;         /* H values or NULL */
     const float *sinks;                /* H values or NULL */
+    /* NULL: keys and values are the views k and v. Else the flash path
+     * scores keys and fetches values through it (flash/flash.h); k and v
+     * are then unused placeholders. */
+    const struct attn__key_source *keys;
 } attn__sdpa_problem;
 
 /* Positions of queries and keys stay within +-ATTN__MAX_POS (checked in

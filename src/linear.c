@@ -40,14 +40,23 @@ attn_status attn_linear(const attn_view *x, const attn_view *W, const attn_view 
             return attn__fail(ATTN_ERR_NOMEM, "%s: cannot allocate a %lld x %lld temporary", fn,
                               (long long)N, (long long)out);
     }
-    for (int64_t p = 0; p < P; p++) {
-        attn_view A = {
-            x4.data + p * x4.stride[1], 2, {N, x4.shape[3]}, {x4.stride[2], x4.stride[3]}};
-        attn_view C = {y4.data + p * y4.stride[1], 2, {N, out}, {y4.stride[2], 1}};
-        if (tmp) C = attn_view_2d(tmp, N, out);
+    /* The P slabs are one matrix of P*N rows when both x's and y's slabs are
+     * evenly spaced (always for P == 1): one product, so that few rows in
+     * each slab (decoding a batch) still read W once, not P times. */
+    const bool one_row = N == 1 && P > 1 && !tmp; /* rows P apart by stride[1] */
+    const bool flat =
+        P == 1 || one_row ||
+        (!tmp && x4.stride[1] == N * x4.stride[2] && y4.stride[1] == N * y4.stride[2]);
+    const int64_t np = flat ? 1 : P, rows = flat ? P * N : N;
+    const int64_t xrs = one_row ? x4.stride[1] : x4.stride[2],
+                  yrs = one_row ? y4.stride[1] : y4.stride[2];
+    for (int64_t p = 0; p < np; p++) {
+        attn_view A = {x4.data + p * x4.stride[1], 2, {rows, x4.shape[3]}, {xrs, x4.stride[3]}};
+        attn_view C = {y4.data + p * y4.stride[1], 2, {rows, out}, {yrs, 1}};
+        if (tmp) C = attn_view_2d(tmp, rows, out);
         attn__gemm(&A, W, bias, &C, threads);
         if (tmp)
-            for (int64_t n = 0; n < N; n++)
+            for (int64_t n = 0; n < rows; n++)
                 for (int64_t o = 0; o < out; o++)
                     *attn__at4(&y4, 0, p, n, o) = tmp[n * out + o];
     }

@@ -196,9 +196,10 @@ static void test_padding(void) {
     const int64_t Ls[] = {1, 7, 64, 65, 600, 1100}, pads[] = {1, 13, 512};
     const int64_t Nqs[] = {1, 5, 70};
     int cases = 0;
-    for (size_t li = 0; li < 6; li++)
-        for (size_t pi = 0; pi < 3; pi++)
-            for (size_t qi = 0; qi < 3; qi++) {
+    const int q = getenv("ATTN_TEST_QUICK") != NULL; /* every other size */
+    for (size_t li = 0; li < 6; li += 1 + q)
+        for (size_t pi = 0; pi < 3; pi += 1 + q)
+            for (size_t qi = 0; qi < 3; qi += 1 + q) {
                 const int64_t L = Ls[li], Np = L + pads[pi], Nq = Nqs[qi], H = 2, d = 8, dv = 5;
                 if (L > 600 && Nq > 5) continue;
                 float *q = tu_rand(H * Nq * d, -1, 1);

@@ -614,6 +614,64 @@ static void module_sweeps(void) {
     free(xs), free(xk), free(Wq), free(Wk), free(Wv), free(o);
 }
 
+typedef struct {
+    attn_view x, y;
+    int64_t pos[64], ps[3];
+    attn_rope_params p;
+} rope_case;
+
+static attn_status call_rope(void *ctx) {
+    rope_case *c = ctx;
+    return attn_rope(&c->x, c->pos, c->ps, &c->y, &c->p);
+}
+
+/* RoPE (its cos/sin table) and a grouped-query module (fused and per-head). */
+static void decoder_sweeps(void) {
+    enum { B = 2, H = 3, N = 5, d = 12 };
+    float *x = tu_rand(B * N * H * d, -1, 1), *y = tu_zeros(B * H * N * d);
+    rope_case rc;
+    memset(&rc, 0, sizeof rc);
+    rc.x = (attn_view){x, 4, {B, H, N, d}, {N * H * d, d, H * d, 1}};
+    rc.y = attn_view_4d(y, B, H, N, d);
+    for (int i = 0; i < B * N; i++)
+        rc.pos[i] = 1000 * i + 3;
+    rc.ps[0] = N, rc.ps[1] = 0, rc.ps[2] = 1;
+    rc.p = attn_rope_params_default();
+    rc.p.rotary_dim = 8;
+    outbuf ob = {y, B * H * N * d};
+    sweep("attn_rope partial, strided x", call_rope, &rc, &ob, 1, 1);
+    /* In place: x is the output. */
+    rc.y = rc.x;
+    rc.p.style = ATTN_ROPE_GPTJ;
+    ob = (outbuf){x, B * N * H * d};
+    sweep("attn_rope in place, GPTJ", call_rope, &rc, &ob, 1, 1);
+
+    enum { D = 16, NH = 4, G = 2, HS = 4, W = (NH + 2 * G) * HS };
+    float *xs = tu_rand(B * N * D, -1, 1), *Wqkv = tu_rand(D * W, -0.3f, 0.3f);
+    float *bqkv = tu_rand(W, -0.1f, 0.1f), *Wo = tu_rand(NH * HS * D, -0.3f, 0.3f);
+    float *out = tu_zeros(B * N * D);
+    mha_case c;
+    memset(&c, 0, sizeof c);
+    attn_view wv = attn_view_2d(Wqkv, D, W), bv = attn_view_1d(bqkv, W);
+    attn_view wov = attn_view_2d(Wo, NH * HS, D);
+    CHECK_OK(attn_mha_from_fused_gqa(&wv, &bv, NH, G, &wov, NULL, &c.p));
+    c.xq = attn_view_3d(xs, B, N, D);
+    c.out = attn_view_3d(out, B, N, D);
+    ob = (outbuf){out, B * N * D};
+    c.o = attn_opts_default();
+    c.o.causal = ATTN_CAUSAL_TOP_LEFT;
+    c.o.num_threads = 2;
+    sweep("attn_mha GQA fused (H=4, Hkv=2)", call_mha, &c, &ob, 1, 1);
+    /* The same weights as per-head stacks (strided views, not side by side
+     * after swapping k and v), cross-attention. */
+    attn_view k = c.p.Wk;
+    c.p.Wk = c.p.Wv, c.p.Wv = k;
+    c.xkv = attn_view_3d(xs, B, N, D);
+    c.cross = 1;
+    sweep("attn_mha GQA per-head, cross", call_mha, &c, &ob, 1, 1);
+    free(x), free(y), free(xs), free(Wqkv), free(bqkv), free(Wo), free(out);
+}
+
 /* Entry points documented as allocation-free must not call the allocator. */
 static void no_alloc_calls(void) {
     float x[24], y[24], g[6], lse2[8], out2[2 * 4 * 3];
@@ -627,14 +685,115 @@ static void no_alloc_calls(void) {
     counter_reset(1); /* the first allocation, if any, fails */
     CHECK_OK(attn_softmax(&xv, &yv));
     CHECK_OK(attn_layer_norm(&xv, &gv, NULL, 1e-5f, &yv));
+    CHECK_OK(attn_rms_norm(&xv, &gv, 1e-5f, &yv));
+    attn_view qkv = attn_view_3d(x, 1, 2, 12), sq, sk, sv;
+    CHECK_OK(attn_split_qkv_gqa(&qkv, 2, 1, &sq, &sk, &sv));
     /* Merge of two parts of (1, 1, 4, 3) outputs. */
     attn_view po[2] = {attn_view_4d(x, 1, 1, 4, 3), attn_view_4d(x + 12, 1, 1, 4, 3)};
     attn_view pl[2] = {attn_view_3d(lse2, 1, 1, 4), attn_view_3d(lse2 + 4, 1, 1, 4)};
     attn_view mo = attn_view_4d(out2, 1, 1, 4, 3);
     CHECK_OK(attn_merge(po, pl, 2, &mo, NULL));
-    CHECK(atomic_load(&C.calls) == 0, "softmax/layer_norm/merge allocated %ld times",
+    CHECK(atomic_load(&C.calls) == 0,
+          "softmax/layer_norm/rms_norm/split_qkv_gqa/merge allocated %ld times",
           atomic_load(&C.calls));
-    printf("  %-44s  0 allocation points (checked)\n", "attn_softmax, attn_layer_norm, attn_merge");
+    printf("  %-44s  0 allocation points (checked)\n",
+           "attn_softmax, attn_layer_norm, attn_rms_norm, attn_split_qkv_gqa, attn_merge");
+}
+
+/* ---- the KV cache -------------------------------------------------------- */
+
+typedef struct {
+    attn_kv_cache *c;
+    attn_view q, out, lse;
+    int32_t tables[3 * 8];
+    int64_t lengths[3], q_lengths[3];
+    int use_qlen;
+    attn_opts o;
+} kv_case;
+
+static attn_status call_kv_attend(void *ctx) {
+    kv_case *c = ctx;
+    return attn_kv_attend(c->c, &c->q, c->tables, 8, c->lengths, c->use_qlen ? c->q_lengths : NULL,
+                          &c->out, &c->o);
+}
+
+static void kv_sweeps(void) {
+    /* attn_kv_create: every allocation failing in turn gives NOMEM, a NULL
+     * handle and nothing live. */
+    long n = 1;
+    for (;; n++) {
+        const long live0 = atomic_load(&C.live);
+        attn_kv_cache *c = (attn_kv_cache *)&n;
+        counter_reset(n);
+        const attn_status s = attn_kv_create(24, 32, 2, 16, 12, ATTN_KV_FLOAT16, &c);
+        if (atomic_load(&C.failures) == 0) {
+            CHECK(s == ATTN_OK, "attn_kv_create without failure: %s", attn_last_error());
+            attn_kv_destroy(c);
+            break;
+        }
+        CHECK(s == ATTN_ERR_NOMEM && c == NULL, "attn_kv_create, allocation %ld failing: %s", n,
+              attn_status_string(s));
+        CHECK(atomic_load(&C.live) == live0, "attn_kv_create, allocation %ld failing: a leak", n);
+    }
+    printf("  %-44s %2ld allocation points, all held\n", "attn_kv_create", n - 1);
+    total_points += n - 1;
+    total_cases++;
+
+    enum { B = 3, H = 4, Hkv = 2, Nq = 5, d = 16, dv = 12, bs = 32 };
+    kv_case kc;
+    memset(&kc, 0, sizeof kc);
+    counter_reset(0);
+    CHECK_OK(attn_kv_create(24, bs, Hkv, d, dv, ATTN_KV_BFLOAT16, &kc.c));
+    for (int i = 0; i < B * 8; i++)
+        kc.tables[i] = (int32_t)((i * 7) % 24);
+    const int64_t L[B] = {200, 1, 130};
+    float *k = tu_rand(B * Hkv * 256 * d, -1, 1), *v = tu_rand(B * Hkv * 256 * dv, -1, 1);
+    const int64_t starts[B] = {0, 0, 0};
+    attn_view kv = attn_view_4d(k, B, Hkv, 256, d), vv = attn_view_4d(v, B, Hkv, 256, dv);
+    counter_reset(1); /* append, read and copy must not allocate */
+    CHECK_OK(attn_kv_append(kc.c, kc.tables, 8, starts, L, &kv, &vv));
+    float *rk = tu_zeros(Hkv * 200 * d);
+    attn_view rkv = attn_view_3d(rk, Hkv, 200, d);
+    CHECK_OK(attn_kv_read(kc.c, kc.tables, 200, &rkv, NULL));
+    const int32_t src = 23, dst = 22;
+    CHECK_OK(attn_kv_copy_blocks(kc.c, &src, &dst, 1));
+    CHECK(atomic_load(&C.calls) == 0, "append/read/copy_blocks allocated %ld times",
+          atomic_load(&C.calls));
+    printf("  %-44s  0 allocation points (checked)\n",
+           "attn_kv_append, attn_kv_read, attn_kv_copy_blocks");
+    float *q = tu_rand(B * H * Nq * d, -1, 1), *out = tu_zeros(B * H * Nq * dv),
+          *lse = tu_zeros(B * H * Nq);
+    kc.q = attn_view_4d(q, B, H, Nq, d);
+    kc.out = attn_view_4d(out, B, H, Nq, dv);
+    kc.lse = attn_view_3d(lse, B, H, Nq);
+    memcpy(kc.lengths, L, sizeof L);
+    kc.q_lengths[0] = 1, kc.q_lengths[1] = 1, kc.q_lengths[2] = 5;
+    const outbuf ob[2] = {{out, B * H * Nq * dv}, {lse, B * H * Nq}};
+    static const char *const labels[4] = {
+        "attn_kv_attend mixed batch, flash",
+        "attn_kv_attend mixed batch, window (reference)",
+        "attn_kv_attend one sequence, decode",
+        "attn_kv_attend mixed batch, algo reference",
+    };
+    for (int variant = 0; variant < 4; variant++) {
+        kc.o = attn_opts_default();
+        kc.o.causal = ATTN_CAUSAL_BOTTOM_RIGHT;
+        kc.o.num_threads = 3;
+        kc.o.lse = &kc.lse;
+        kc.use_qlen = 1;
+        if (variant == 1) kc.o.window_left = 50;
+        if (variant == 2)
+            kc.q = attn_view_4d(q, 1, H, 1, d), kc.out = attn_view_4d(out, 1, H, 1, dv),
+            kc.lse = attn_view_3d(lse, 1, H, 1), kc.use_qlen = 0;
+        if (variant == 3) {
+            kc.q = attn_view_4d(q, B, H, Nq, d), kc.out = attn_view_4d(out, B, H, Nq, dv);
+            kc.lse = attn_view_3d(lse, B, H, Nq), kc.use_qlen = 1;
+            kc.o.algo = ATTN_ALGO_REFERENCE;
+        }
+        sweep(labels[variant], call_kv_attend, &kc, ob, 2, 1);
+    }
+    attn_kv_destroy(kc.c);
+    free(k), free(v), free(rk), free(q), free(out), free(lse);
 }
 
 /* ---- peak scratch memory of the flash path ------------------------------ */
@@ -713,7 +872,9 @@ int main(void) {
     grads_sweeps();
     mha_sweeps();
     module_sweeps();
+    decoder_sweeps();
     no_alloc_calls();
+    kv_sweeps();
     printf("  total: %ld calls swept, %ld injection points\n", total_cases, total_points);
     flash_memory(quick);
     backward_memory(quick);

@@ -6,7 +6,7 @@
 # As root, missing packages are installed with apt-get (waiting on the dpkg lock);
 # otherwise the one command to run is printed and the script fails.
 set -euo pipefail
-build_pkgs=(cmake gcc make pkg-config libopenblas-dev libopenblas0-pthread zlib1g-dev libpng-dev
+build_pkgs=(cmake gcc make pkg-config libopenblas-dev libopenblas0-pthread libopenblas-pthread-dev zlib1g-dev libpng-dev
             python3-dev python3-numpy)
 test_pkgs=(python3-pytest python3-torch clang libclang-rt-14-dev libomp-14-dev valgrind
            python3-venv python3-pip python3-setuptools python3-wheel dpkg-dev file man-db g++

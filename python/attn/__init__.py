@@ -17,9 +17,11 @@ The article's functions, same names and argument order (note k, q, v):
     linear(x, W, b=None)
 
 The general API: sdpa(q, k, v, ...), its gradients sdpa_backward(q, k, v,
-out, lse, dout, ...), merge(outs, lses), the class
-MultiHeadAttention (with from_torch_state / to_torch_state), and the
-gradients linear_backward, layer_norm_backward, rms_norm_backward and
+out, lse, dout, ...), merge(outs, lses) and the class MultiHeadAttention
+(with from_torch_state / to_torch_state; num_kv_heads for grouped-query
+attention). A Llama-style layer's pieces: rope(x, positions), the
+rope_inv_freq* tables (linear, NTK, Llama 3, YaRN) and rms_norm(x).
+Training: linear_backward, layer_norm_backward, rms_norm_backward and
 mha_backward(module, dout, x).
 
 Dimension letters: B batch, H query heads, Hkv key/value heads, N tokens,
@@ -66,6 +68,9 @@ from .core import alibi_slopes, merge, sdpa
 from .backward import sdpa_backward
 from .grads import layer_norm_backward, linear_backward, mha_backward, rms_norm_backward
 from .modules import MultiHeadAttention, layer_norm, linear
+from .decoder import (rms_norm, rope, rope_inv_freq, rope_inv_freq_linear, rope_inv_freq_llama3,
+                      rope_inv_freq_ntk, rope_inv_freq_yarn)
+from .kv import KVCache
 
 __all__ = [
     "softmax_lastdim",
@@ -87,6 +92,14 @@ __all__ = [
     "mha_backward",
     "alibi_slopes",
     "MultiHeadAttention",
+    "rope",
+    "rope_inv_freq",
+    "rope_inv_freq_linear",
+    "rope_inv_freq_ntk",
+    "rope_inv_freq_llama3",
+    "rope_inv_freq_yarn",
+    "rms_norm",
+    "KVCache",
     "dropout_keep",
     "build_info",
     "get_isa",

@@ -24,6 +24,9 @@ def _check_heads(fn, x, xname, Wq, Wk, Wv, Wp, xkv=None):
     xkv = x if xkv is None else xkv
     kvname = xname if xkv is x else "xv"
     _check_rank(fn, x, xname, 2, 3, "(N, D) or (B, N, D)")
+    if xkv is not x and (xkv.ndim != x.ndim or (x.ndim == 3 and xkv.shape[0] != x.shape[0])):
+        _shape_error(fn, "%s has shape %s but %s %s: both need the same batch", xname, x.shape,
+                     kvname, xkv.shape)
     _check_proj(fn, x, xname, Wq, "Wqs", 1, "each head's Wq is (D, HS)")
     _check_proj(fn, xkv, kvname, Wk, "Wks", 1, "each head's Wk is (D, HS)")
     _check_proj(fn, xkv, kvname, Wv, "Wvs", 1, "each head's Wv is (D, HSv)")
@@ -209,6 +212,18 @@ def self_attention_cols(x, Wk, Wq, Wv, Bk, Bq, Bv):
             "self_attention_cols: x must be (D, N) and Wk, Wq, Wv (HS, D); got shapes "
             "%s, %s, %s, %s" % (x.shape, Wk.shape, Wq.shape, Wv.shape)
         )
+    fn = "self_attention_cols"
+    for name, W, B, Bn in (("Wk", Wk, bk, "Bk"), ("Wq", Wq, bq, "Bq"), ("Wv", Wv, bv, "Bv")):
+        if W.shape[1] != x.shape[0]:
+            _shape_error(fn, "%s has shape %s: axis 1 must be x's height D=%d (x.shape[0]; "
+                         "%s is (HS, D), applied as %s @ x)", name, W.shape, x.shape[0], name,
+                         name)
+        if B.shape[1] != W.shape[0]:
+            _shape_error(fn, "%s has %d rows but %s has %d: one bias per row (HS, 1)", Bn,
+                         B.shape[1], name, W.shape[0])
+    if Wk.shape[0] != Wq.shape[0]:
+        _shape_error(fn, "Wk has shape %s and Wq %s: q and k need the same head size HS",
+                     Wk.shape, Wq.shape)
     res = np.empty((Wv.shape[0], x.shape[1]), np.float32)
     _attn.mha(x.T, None, Wq.T[None], Wk.T[None], Wv.T[None], bq, bk, bv, out=res.T)
     return res if dt == np.float32 else res.astype(dt)

@@ -17,6 +17,11 @@ def layer_norm(x, gamma=None, beta=None, eps=1e-5):
     x = np.asarray(x)
     if x.ndim == 0:
         raise ValueError("layer_norm: x must have at least one dimension")
+    for name, g in (("gamma", gamma), ("beta", beta)):
+        if g is not None and np.shape(g) != x.shape[-1:]:
+            raise ValueError("layer_norm: %s has shape %s but must be (%d,): one value per "
+                             "feature of x's last axis (x.shape[%d])"
+                             % (name, np.shape(g), x.shape[-1], x.ndim - 1))
     if x.ndim <= 4:
         return _attn.layer_norm(x, gamma, beta, float(eps))
     y = _attn.layer_norm(x.reshape(-1, x.shape[-1]), gamma, beta, float(eps))
@@ -36,6 +41,9 @@ def linear(x, W, b=None, *, num_threads=None):
     if x.ndim == 0:
         raise ValueError("linear: x must have at least one dimension")
     nt = _threads(num_threads)
+    W = np.asarray(W)
+    _check_rank("linear", W, "W", 2, 2, "a matrix (in, out)")
+    _check_proj("linear", x, "x", W, "W", 0, "W is (in, out), applied as x @ W")
     if x.ndim <= 3:
         return _attn.linear(x, W, b, nt)
     y = _attn.linear(x.reshape(-1, x.shape[-1]), W, b, nt)
@@ -54,12 +62,18 @@ class MultiHeadAttention:
                 Wo (NH*HSv, Dout), bo (Dout,).
     Without Wo the heads come back concatenated, (..., NH*HSv).
 
+    Grouped-query attention (Llama 2/3, Mistral): num_kv_heads=Hkv, a divisor
+    of NH. Fused: Wqkv (D, (NH + 2*Hkv)*HS) with columns [q | k | v] (HS =
+    Wqkv.shape[1] / (NH + 2*Hkv)), bqkv ((NH + 2*Hkv)*HS,). Per head: Wk, Wv,
+    bk, bv stack Hkv heads (num_kv_heads defaults to Wk's count). Query head
+    h reads kv head h // (NH // Hkv): the same as np.repeat(Wk, NH // Hkv, 0).
+
     Call: mha(x) for self-attention, mha(xq, xkv) for cross-attention.
         xq (B, Nq, Dq) or (Nq, Dq);  xkv (B, Nkv, Dkv) or (Nkv, Dkv)
         -> (B, Nq, Dout)
         q[b,h,i,e] = sum_c xq[b,i,c] Wq[h,c,e] + bq[h,e]   # "bic,hce->bhie"
-        k[b,h,j,e] = sum_c xkv[b,j,c] Wk[h,c,e] + bk[h,e]  # "bjc,hce->bhje"
-        v[b,h,j,f] = sum_c xkv[b,j,c] Wv[h,c,f] + bv[h,f]  # "bjc,hcf->bhjf"
+        k[b,g,j,e] = sum_c xkv[b,j,c] Wk[g,c,e] + bk[g,e]  # "bjc,gce->bgje"
+        v[b,g,j,f] = sum_c xkv[b,j,c] Wv[g,c,f] + bv[g,f]  # "bjc,gcf->bgjf"
         a = sdpa(q, k, v, causal, mask, key_lengths, ...)  # (B, NH, Nq, HSv)
         out = a.transpose(0, 2, 1, 3).reshape(B, Nq, NH*HSv) @ Wo + bo
 
@@ -74,7 +88,7 @@ class MultiHeadAttention:
     def __init__(self, num_heads=None, *, Wqkv=None, bqkv=None, Wq=None, Wk=None, Wv=None,
                  bq=None, bk=None, bv=None, Wo=None, bo=None, causal="none", scale=None,
                  dropout_p=0.0, num_threads=None, window=None, softcap=None, alibi_slopes=None,
-                 sinks=None):
+                 sinks=None, num_kv_heads=None):
         if Wqkv is not None:
             if num_heads is None:
                 raise ValueError("MultiHeadAttention: the fused form needs num_heads")
@@ -85,6 +99,10 @@ class MultiHeadAttention:
             self.bqkv = None if bqkv is None else np.asarray(bqkv)
             self.Wq = self.Wk = self.Wv = self.bq = self.bk = self.bv = None
             self.num_heads = _int(num_heads, "num_heads", "MultiHeadAttention", lo=1)
+            self.num_kv_heads = self.num_heads if num_kv_heads is None else \
+                _int(num_kv_heads, "num_kv_heads", "MultiHeadAttention", lo=1)
+            # Given: Wqkv is (D, (NH + 2*Hkv)*HS), HS from its width (any D).
+            self._gqa_layout = num_kv_heads is not None
         else:
             if Wq is None or Wk is None or Wv is None:
                 raise ValueError("MultiHeadAttention: give Wqkv, or all of Wq, Wk, Wv")
@@ -103,6 +121,12 @@ class MultiHeadAttention:
                 raise ValueError("MultiHeadAttention: num_heads=%d but Wq holds %d heads"
                                  % (num_heads, nh))
             self.num_heads = nh
+            nkv = self.Wk.shape[0]
+            if num_kv_heads is not None and \
+                    _int(num_kv_heads, "num_kv_heads", "MultiHeadAttention") != nkv:
+                raise ValueError("MultiHeadAttention: num_kv_heads=%d but Wk holds %d heads"
+                                 % (num_kv_heads, nkv))
+            self.num_kv_heads = nkv
         self.Wo = None if Wo is None else np.asarray(Wo)
         self.bo = None if bo is None else np.asarray(bo)
         self.causal = causal
@@ -119,8 +143,10 @@ class MultiHeadAttention:
     def __repr__(self):
         form = "fused Wqkv %s" % (self.Wqkv.shape,) if self.fused else \
             "per-head Wq %s" % (self.Wq.shape,)
-        return "MultiHeadAttention(num_heads=%d, %s, Wo=%s, causal=%r)" % (
-            self.num_heads, form, None if self.Wo is None else self.Wo.shape, self.causal)
+        kv = "" if self.num_kv_heads == self.num_heads else \
+            ", num_kv_heads=%d" % self.num_kv_heads
+        return "MultiHeadAttention(num_heads=%d%s, %s, Wo=%s, causal=%r)" % (
+            self.num_heads, kv, form, None if self.Wo is None else self.Wo.shape, self.causal)
 
     def __call__(self, xq, xkv=None, *, mask=None, key_lengths=None, causal=None, scale=None,
                  dropout_p=None, seed=0, num_threads=None, algo="auto", window=None,
@@ -149,6 +175,8 @@ class MultiHeadAttention:
                                pick(alibi_slopes, self.alibi_slopes), pick(sinks, self.sinks),
                                q_offset, k_offset))
         if self.fused:
+            if self._gqa_layout:
+                opts["num_kv_heads"] = self.num_kv_heads
             return _attn.mha_fused(xq, xkv, self.Wqkv, self.bqkv, self.num_heads, self.Wo,
                                    self.bo, **opts)
         return _attn.mha(xq, xkv, self.Wq, self.Wk, self.Wv, self.bq, self.bk, self.bv, self.Wo,
@@ -240,6 +268,9 @@ class MultiHeadAttention:
         (bias=False). Without Wo, out_proj.weight is the identity.
         """
         nh = self.num_heads
+        if self.num_kv_heads != nh:
+            raise ValueError("to_torch_state: nn.MultiheadAttention has no grouped-query form "
+                             "(num_kv_heads=%d, num_heads=%d)" % (self.num_kv_heads, nh))
         if self.fused:
             E = self.Wqkv.shape[1] // 3
             st = {"in_proj_weight": np.ascontiguousarray(self.Wqkv.T)}

@@ -192,6 +192,30 @@ static int conv_int64s(conv_state *st, const char *name, PyObject *obj, arg_val 
     return 0;
 }
 
+static int conv_f64s(conv_state *st, const char *name, PyObject *obj, arg_val *v) {
+    PyArrayObject *a = (PyArrayObject *)PyArray_FROM_O(obj);
+    if (a == NULL) return -1;
+    if (!(PyArray_ISFLOAT(a) || PyArray_ISINTEGER(a)) || PyArray_ISCOMPLEX(a) ||
+        PyArray_NDIM(a) > 1) {
+        if (PyArray_NDIM(a) > 1)
+            PyErr_Format(PyExc_ValueError, "%s: %s must be a 1-d array, got rank %d", st->fn, name,
+                         PyArray_NDIM(a));
+        else
+            PyErr_Format(PyExc_TypeError, "%s: %s has dtype %S; it must hold real numbers", st->fn,
+                         name, (PyObject *)PyArray_DESCR(a));
+        Py_DECREF(a);
+        return -1;
+    }
+    PyArrayObject *c = (PyArrayObject *)PyArray_FromArray(a, PyArray_DescrFromType(NPY_FLOAT64),
+                                                          NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
+    Py_DECREF(a);
+    if (c == NULL) return -1;
+    v->ref = c;
+    v->f64 = (const double *)PyArray_DATA(c);
+    v->len = (int64_t)PyArray_SIZE(c);
+    return 0;
+}
+
 static int conv_out(conv_state *st, const char *name, PyObject *obj, arg_val *v) {
     if (!PyArray_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "%s: %s must be a NumPy array", st->fn, name);
@@ -215,6 +239,7 @@ static int conv_out(conv_state *st, const char *name, PyObject *obj, arg_val *v)
 
 int conv_array(conv_state *st, const arg_spec *spec, const char *name, PyObject *obj, arg_val *v) {
     if (spec->kind == ARG_INT64S) return conv_int64s(st, name, obj, v);
+    if (spec->kind == ARG_F64S) return conv_f64s(st, name, obj, v);
     if (spec->kind == ARG_OUT) return conv_out(st, name, obj, v);
     PyArrayObject *a = (PyArrayObject *)PyArray_FROM_O(obj);
     if (a == NULL) return -1;
@@ -481,7 +506,8 @@ int args_parse(const char *fn, const arg_spec *spec, int n, PyObject *args, PyOb
         v[k].given = 1;
         v[k].obj = obj;
         int is_array = spec[k].kind == ARG_ARRAY || spec[k].kind == ARG_MASK ||
-                       spec[k].kind == ARG_INT64S || spec[k].kind == ARG_OUT;
+                       spec[k].kind == ARG_INT64S || spec[k].kind == ARG_F64S ||
+                       spec[k].kind == ARG_OUT;
         int r = is_array ? conv_array(st, &spec[k], spec[k].name, obj, &v[k])
                          : conv_scalar(st, &spec[k], obj, &v[k]);
         if (r < 0) goto done;

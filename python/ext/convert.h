@@ -42,6 +42,8 @@
  *        ARG_MASK    the same, but a boolean array is refused with the
  *                    additive-mask advice and it never counts for the dtype
  *        ARG_INT64S  integer array -> v.view-less int64 copy: v.i64, v.len
+ *        ARG_F64S    real array of rank <= 1 -> float64 copy: v.f64, v.len
+ *                    (tables kept in double, e.g. RoPE's inv_freq)
  *        ARG_FLOAT   a real number -> v.f (ARG_F32: must fit float32)
  *        ARG_INT     an integer (not bool, float or str) -> v.i (ARG_MIN: >= min)
  *        ARG_U64     an integer in 0..2**64-1 -> v.u
@@ -84,6 +86,7 @@ typedef enum {
     ARG_ARRAY,
     ARG_MASK,
     ARG_INT64S,
+    ARG_F64S,
     ARG_FLOAT,
     ARG_INT,
     ARG_U64,
@@ -119,7 +122,8 @@ typedef struct {
     attn_view view;      /* arrays */
     const attn_view *vp; /* &view when given, else NULL */
     const int64_t *i64;  /* ARG_INT64S: the int64 values */
-    int64_t len;         /* ARG_INT64S: how many */
+    const double *f64;   /* ARG_F64S: the float64 values */
+    int64_t len;         /* ARG_INT64S, ARG_F64S: how many */
     double f;            /* ARG_FLOAT */
     int64_t i;           /* ARG_INT, ARG_BOOL, ARG_ENUM */
     uint64_t u;          /* ARG_U64 */

@@ -229,6 +229,9 @@ static PyObject *py_mha(PyObject *self, PyObject *args, PyObject *kw) {
     if (args_parse("mha", mha_spec, MH_N, args, kw, v, &st) < 0) goto done;
     attn_mha_params p = {0};
     p.num_heads = v[MH_WQ].view.shape[0];
+    /* Grouped-query: as many kv heads as Wk stacks. */
+    if (v[MH_WK].view.ndim == 3 && v[MH_WK].view.shape[0] != p.num_heads)
+        p.num_kv_heads = v[MH_WK].view.shape[0];
     p.Wq = v[MH_WQ].view;
     p.Wk = v[MH_WK].view;
     p.Wv = v[MH_WV].view;
@@ -243,9 +246,22 @@ done:
     return res;
 }
 
-/* mha_fused(xq, xkv, Wqkv, bqkv, num_heads, Wo, bo, <options>, out):
- * Wqkv (D, 3D), bqkv (3D), PyTorch's in_proj transposed. */
-enum { MF_XQ, MF_XKV, MF_W, MF_B, MF_NH, MF_WO, MF_BO, MF_OPTS, MF_OUT = MF_OPTS + OPT_N, MF_N };
+/* mha_fused(xq, xkv, Wqkv, bqkv, num_heads, Wo, bo, <options>, out,
+ * num_kv_heads): Wqkv (D, 3D), bqkv (3D), PyTorch's in_proj transposed; with
+ * num_kv_heads Hkv, Wqkv (D, (NH + 2*Hkv)*HS) (attn_mha_from_fused_gqa). */
+enum {
+    MF_XQ,
+    MF_XKV,
+    MF_W,
+    MF_B,
+    MF_NH,
+    MF_WO,
+    MF_BO,
+    MF_OPTS,
+    MF_OUT = MF_OPTS + OPT_N,
+    MF_NKV,
+    MF_N
+};
 static const arg_spec mha_fused_spec[MF_N] = {
     [MF_XQ] = {"xq", ARG_ARRAY, ARG_REQUIRED},
     [MF_XKV] = {"xkv", ARG_ARRAY, 0},
@@ -256,6 +272,7 @@ static const arg_spec mha_fused_spec[MF_N] = {
     [MF_BO] = {"bo", ARG_ARRAY, 0},
     [MF_OPTS] = ATTN_OPT_ROWS,
     [MF_OUT] = {"out", ARG_OUT, 0},
+    [MF_NKV] = {"num_kv_heads", ARG_INT, ARG_MIN, .min = 1},
 };
 
 static PyObject *py_mha_fused(PyObject *self, PyObject *args, PyObject *kw) {
@@ -265,9 +282,12 @@ static PyObject *py_mha_fused(PyObject *self, PyObject *args, PyObject *kw) {
     PyObject *res = NULL;
     if (args_parse("mha_fused", mha_fused_spec, MF_N, args, kw, v, &st) < 0) goto done;
     attn_mha_params p;
-    if (status_to_py(attn_mha_from_fused(&v[MF_W].view, v[MF_B].vp, v[MF_NH].i, v[MF_WO].vp,
-                                         v[MF_BO].vp, &p)) < 0)
-        goto done;
+    attn_status s = v[MF_NKV].given
+                        ? attn_mha_from_fused_gqa(&v[MF_W].view, v[MF_B].vp, v[MF_NH].i,
+                                                  v[MF_NKV].i, v[MF_WO].vp, v[MF_BO].vp, &p)
+                        : attn_mha_from_fused(&v[MF_W].view, v[MF_B].vp, v[MF_NH].i, v[MF_WO].vp,
+                                              v[MF_BO].vp, &p);
+    if (status_to_py(s) < 0) goto done;
     res = mha_run(&st, &p, &v[MF_XQ], &v[MF_XKV], v + MF_OPTS, &v[MF_OUT]);
 done:
     args_release(v, MF_N);

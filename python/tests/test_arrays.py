@@ -203,9 +203,13 @@ def test_shape_errors(rng):
         attn.softmax_lastdim(np.float64(3.0))
     with pytest.raises(ValueError, match="attn_"):
         attn.softmax_lastdim(np.zeros((3, 0)))
-    with pytest.raises(ValueError, match="attn_"):
+    with pytest.raises(ValueError, match=r"linear: W has shape \(5, 2\): axis 0 must be x's "
+                       r"width 4 \(x\.shape\[1\]\)"):
         attn.linear(np.ones((3, 4)), np.ones((5, 2)))
-    with pytest.raises(ValueError, match="attn_"):
+    with pytest.raises(ValueError, match=r"x\.shape\[3\]"):  # not the reshaped (-1, 4)
+        attn.linear(np.ones((2, 3, 3, 4)), np.ones((5, 2)))
+    with pytest.raises(ValueError, match=r"layer_norm: gamma has shape \(5,\) but must be "
+                       r"\(4,\)"):
         attn.layer_norm(np.ones((3, 4)), np.ones(5))
     with pytest.raises(ValueError):
         attn.self_attention_cols(np.ones((4, 3)), *(np.ones((2, 4)),) * 3, *(np.ones((2, 2)),) * 3)

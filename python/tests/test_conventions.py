@@ -56,6 +56,22 @@ def test_values_shown_as_passed(rng):
         attn._attn.sdpa(q, q, q, key_lengths=np.array([2**64 - 1], dtype=np.uint64))
 
 
+def test_article_functions_name_their_own_arguments(rng):
+    with pytest.raises(ValueError, match=r"xq has shape \(2, 5, 12\) but xv \(3, 7, 10\)"):
+        attn.multihead_cross_attention_list(randn(rng, 2, 5, 12), randn(rng, 3, 7, 10),
+                                            [np.ones((12, 3))] * 2, [np.ones((10, 3))] * 2,
+                                            [np.ones((10, 3))] * 2, np.ones((6, 12)))
+    with pytest.raises(ValueError, match=r"self_attention_cols: Wk has shape \(2, 5\): axis 1 "
+                                         r"must be x's height D=4"):
+        attn.self_attention_cols(np.ones((4, 3)), np.ones((2, 5)), np.ones((2, 4)),
+                                 np.ones((2, 4)), *(np.ones((2, 1)),) * 3)
+    with pytest.raises(ValueError, match="Bk has 3 rows but Wk has 2"):
+        attn.self_attention_cols(np.ones((4, 3)), *(np.ones((2, 4)),) * 3, np.ones((3, 1)),
+                                 np.ones((2, 1)), np.ones((2, 1)))
+    with pytest.raises(ValueError, match=r"layer_norm: gamma has shape \(5,\).*x\.shape\[4\]"):
+        attn.layer_norm(np.ones((2, 3, 3, 3, 4)), np.ones(5))
+
+
 def test_mha_shapes_in_the_callers_terms(rng):
     x = randn(rng, 2, 5, 8)
     m = attn.MultiHeadAttention(2, Wqkv=weights(rng, 8, 8, 24))

@@ -27,6 +27,9 @@ def _calls():
                                             softcap=5.0, alibi_slopes=attn.alibi_slopes(4),
                                             sinks=[0.5, 0.0, -1.0, 2.0], return_lse=True),
         "multihead_attention_vec": lambda: attn.multihead_attention_vec(x, W, 4, Wp, do_mask=True),
+        "rope": lambda: attn.rope(q, np.arange(70) + 5000, rotary_dim=8),
+        "MultiHeadAttention GQA": lambda: attn.MultiHeadAttention(
+            4, num_kv_heads=2, Wqkv=W[:, :48], causal="top_left")(x),
     }
 
 

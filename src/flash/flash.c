@@ -260,6 +260,10 @@ static bool block_vis(const plan *pl, const tile *T, state *w, int64_t j0, int64
 static void block_scores(const plan *pl, const tile *T, state *w, float *sb, int64_t j0,
                          int64_t nk) {
     const attn__sdpa_problem *P = pl->P;
+    if (__builtin_expect(P->keys != NULL, 0)) {
+        P->keys->scores(P->keys, pl->kr, sb, w->qt, T->ldr, T->b, T->g, j0, nk, T->nr, P->d, w->kp);
+        return;
+    }
     const float *k = attn__at4(&P->k, T->b, T->g, j0, 0); /* seek to k[b, g, j0, :] */
     int64_t ks = P->k.stride[2];
     if (pl->pack_k) {
@@ -325,8 +329,14 @@ static void chunk_run(const plan *pl, const tile *T, state *w, int64_t c0) {
         kr->softmax(sb, ldr, nk, w->bmax, w->m, w->l, w->alpha);
         if (P->dropout_p > 0.0f) dropout_block(pl, T, w, sb, j0, nk);
 
+        if (__builtin_expect(P->keys != NULL, 0) && full && P->keys->pv &&
+            P->keys->pv(P->keys, w->oc, pl->ldo, w->alpha, sb, ldr, T->b, T->g, j0, nk, T->nr,
+                        P->dv))
+            continue;
         const float *v = attn__at4(&P->v, T->b, T->g, j0, 0); /* seek to v[b, g, j0, :] */
         int64_t vs = P->v.stride[2];
+        if (__builtin_expect(P->keys != NULL, 0))
+            v = P->keys->values(P->keys, T->b, T->g, j0, nk, P->dv, w->vp, &vs);
         if (pl->pack_v) {
             pack_rows(w->vp, v, vs, P->v.stride[3], nk, P->dv);
             v = w->vp;

@@ -31,6 +31,35 @@
 
 #include "internal.h"
 
+struct attn__kernels;
+
+/* Where the keys and values of a problem come from when they are not the
+ * strided views k and v (P->keys, e.g. a paged KV cache). Keys are visited
+ * in the engine's own blocks [j0, j0 + nk) of kv head g of batch b, nk <=
+ * ATTN_KEY_BLOCK, j0 a multiple of ATTN_KEY_BLOCK. Exactness: each score
+ * must be the chain of kernel kr->score (kernels.h "Determinism") over the
+ * float32 value of the key, so a problem over a key source gives the bits
+ * of the same problem over float32 views of the same values. */
+typedef struct attn__key_source {
+    /* Raw scores st[c*ldr + r] = sum_e qt[e*ldr + r] * K[j0 + c][e] for
+     * c < nk, r < nr (as kernel score); scratch holds ATTN_KEY_BLOCK * d
+     * floats. */
+    void (*scores)(const struct attn__key_source *src, const struct attn__kernels *kr, float *st,
+                   const float *qt, int64_t ldr, int64_t b, int64_t g, int64_t j0, int64_t nk,
+                   int64_t nr, int64_t d, float *scratch);
+    /* The float32 values V[j0 + c][f], c < nk, as rows of stride *vs:
+     * either pointing into the source or written to scratch (ATTN_KEY_BLOCK
+     * * dv floats). */
+    const float *(*values)(const struct attn__key_source *src, int64_t b, int64_t g, int64_t j0,
+                           int64_t nk, int64_t dv, float *scratch, int64_t *vs);
+    /* Optional (NULL: values, then kernel pv): the output update of kernel
+     * pv over the block's values, same operations per element, for a block
+     * every row sees whole. false: not done, fetch the values instead. */
+    bool (*pv)(const struct attn__key_source *src, float *o, int64_t ldo, const float *alpha,
+               const float *p, int64_t ldr, int64_t b, int64_t g, int64_t j0, int64_t nk,
+               int64_t nr, int64_t dv);
+} attn__key_source;
+
 /* Head sizes (d, dv) above this go to the reference path: the per-thread
  * scratch holds a few (d, ATTN_TILE_ROWS) tiles. */
 #define ATTN_FLASH_MAX_HEAD ((int64_t)1 << 20)

@@ -1,0 +1,102 @@
+/* bench/gemv_bench.c - decode-shaped projections against the memory.
+ *
+ * attn_gemv_bench [--threads T] [--rounds R] [--seconds S] [--py FILE] [--quick]
+ *
+ * attn_linear(x (M, 4096), W (4096, 6144)) for M = 1..8: bound by reading
+ * W's 96 MiB once. Each call alternates with a read-only stream over the
+ * same bytes (same threads, same cache state: W is far larger than the
+ * last-level cache), and with NumPy's x @ W timed by bench_py.py on the same
+ * shapes (FILE: lines "G<M> numpy_s torch_s"). Times: best of R rounds of
+ * the best of ~0.3 s of repetitions. */
+#include "common.h"
+
+#include "attn.h"
+
+#include <math.h>
+#include <string.h>
+
+enum { K = 4096, N = 6144, MAXM = 8 };
+
+int main(int argc, char **argv) {
+    int nt = 2, rounds = 3;
+    double min_s = 0.3;
+    const char *py = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+            nt = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
+            rounds = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--py") == 0 && i + 1 < argc)
+            py = argv[++i];
+        else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
+            min_s = atof(argv[++i]);
+        else if (strcmp(argv[i], "--quick") == 0)
+            rounds = 1, min_s = 0.1;
+        else {
+            fprintf(stderr,
+                    "usage: attn_gemv_bench [--threads T] [--rounds R] [--seconds S] [--py FILE] "
+                    "[--quick]\n");
+            return 2;
+        }
+    }
+    double np_s[MAXM + 1];
+    for (int m = 0; m <= MAXM; m++)
+        np_s[m] = NAN;
+    if (py) {
+        FILE *f = fopen(py, "r");
+        char line[256];
+        while (f && fgets(line, sizeof line, f)) {
+            int m;
+            double a, b;
+            if (sscanf(line, "G%d %lf %lf", &m, &a, &b) == 3 && m >= 1 && m <= MAXM) np_s[m] = a;
+        }
+        if (f) fclose(f);
+    }
+    float *w = bench_rand((int64_t)K * N, 1, 0.02f), *x = bench_rand(MAXM * K, 2, 1.0f),
+          *y = bench_rand(MAXM * N, 3, 1.0f);
+    attn_view wv = attn_view_2d(w, K, N);
+    double best_a[MAXM + 1], best_s[MAXM + 1];
+    for (int m = 0; m <= MAXM; m++)
+        best_a[m] = best_s[m] = INFINITY;
+    volatile uint64_t sink = 0;
+    static double ta[2000], ts[2000];
+    for (int r = 0; r < rounds; r++)
+        for (int m = 1; m <= MAXM; m++) {
+            attn_view xv = attn_view_2d(x, m, K), yv = attn_view_2d(y, m, N);
+            int reps = 0;
+            double total = 0.0;
+            while (reps < 2000 && (reps < 5 || total < min_s)) {
+                double t0 = bench_now();
+                if (attn_linear(&xv, &wv, NULL, &yv, nt) != ATTN_OK) {
+                    fprintf(stderr, "attn_gemv_bench: %s\n", attn_last_error());
+                    return 1;
+                }
+                ta[reps] = bench_now() - t0;
+                t0 = bench_now();
+                sink ^= bench_stream(w, (int64_t)K * N, nt);
+                ts[reps] = bench_now() - t0;
+                total += ta[reps] + ts[reps];
+                reps++;
+            }
+            const double a = bench_min(ta, reps), s = bench_min(ts, reps);
+            if (a < best_a[m]) best_a[m] = a;
+            if (s < best_s[m]) best_s[m] = s;
+        }
+    (void)sink;
+    const double bytes = (double)K * N * sizeof(float);
+    printf("# attn_gemv_bench: %d threads, %s\n\n", nt, attn_build_info());
+    printf("| M | attn_linear ms | GB/s | stream ms | stream GB/s | attn / stream | NumPy ms | x "
+           "NumPy |\n|---|---|---|---|---|---|---|---|\n");
+    for (int m = 1; m <= MAXM; m++) {
+        char npm[32] = "-", npr[32] = "-";
+        if (isfinite(np_s[m])) {
+            snprintf(npm, sizeof npm, "%.3f", np_s[m] * 1e3);
+            snprintf(npr, sizeof npr, "%.2f", np_s[m] / best_a[m]);
+        }
+        printf("| %d | %.3f | %.1f | %.3f | %.1f | %.2f | %s | %s |\n", m, best_a[m] * 1e3,
+               bytes / best_a[m] / 1e9, best_s[m] * 1e3, bytes / best_s[m] / 1e9,
+               best_s[m] / best_a[m], npm, npr);
+    }
+    free(w), free(x), free(y);
+    return 0;
+}
