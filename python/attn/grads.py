@@ -108,3 +108,17 @@ def mha_backward(mha, dout, xq, xkv=None, *, mask=None, key_lengths=None, causal
     if dbo is not None:
         g["bo"] = dbo
     return g
+
+
+def rope_backward(dy, positions, **rope_options):
+    """Gradient of rope(x, positions, **rope_options): the rotation
+    transposed, by -theta, i.e. rope at the negated positions (the C
+    library's attn_rope_backward does the same):
+        dx = rope(dy, -positions, **rope_options)
+    Same options as rope (rotary_dim, style, base, inv_freq, mscale, out)."""
+    from .decoder import rope
+
+    pos = np.asarray(positions)
+    if np.issubdtype(pos.dtype, np.integer) and pos.size and pos.min() == np.iinfo(pos.dtype).min:
+        raise ValueError("rope_backward: a position of %d cannot be negated" % pos.min())
+    return rope(dy, -pos, **rope_options)

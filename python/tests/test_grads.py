@@ -126,3 +126,28 @@ def test_mha_fused_and_dropout(torch, rng):
     g3 = attn.mha_backward(m, dout, x, dropout_p=0.3, seed=12)
     assert np.array_equal(g1["x"], g2["x"]) and not np.array_equal(g1["x"], g3["x"])
     assert not np.allclose(g1["x"], g["x"])
+
+
+@pytest.mark.parametrize("style", ["neox", "gptj"])
+def test_rope_backward(torch, rng, style):
+    B, H, N, d = 2, 3, 7, 8
+    x, dy = f32(rng, B, H, N, d), f32(rng, B, H, N, d)
+    pos = rng.integers(-20, 5000, N)
+    dx = attn.rope_backward(dy, pos, style=style, rotary_dim=6)
+    # the rotation written out in torch, float64
+    r = 6
+    inv = 10000.0 ** (-np.arange(0, r, 2) / r)
+    ang = torch.tensor(pos[:, None] * inv[None, :])
+    cos, sin = torch.cos(ang), torch.sin(ang)
+    tx = T(torch, x)
+    if style == "neox":
+        a, b = tx[..., :r // 2], tx[..., r // 2:r]
+        y = torch.cat([a * cos - b * sin, b * cos + a * sin, tx[..., r:]], -1)
+    else:
+        a, b = tx[..., 0:r:2], tx[..., 1:r:2]
+        ya, yb = a * cos - b * sin, b * cos + a * sin
+        y = torch.cat([torch.stack([ya, yb], -1).reshape(B, H, N, r), tx[..., r:]], -1)
+    (y * torch.tensor(dy.astype(np.float64))).sum().backward()
+    close(dx, tx.grad.numpy(), "drope")
+    with pytest.raises(ValueError, match="negated"):
+        attn.rope_backward(dy, np.array([np.iinfo(np.int64).min] + [0] * (N - 1)))
