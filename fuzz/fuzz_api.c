@@ -40,7 +40,7 @@ static float *IN, *OUT, *IN_SAVE, *OUT_SAVE;
 
 /* Statuses per entry point (call selector x status), for fuzz/replay.c's
  * summary: how many inputs get past validation. */
-static long api_hist[16][ATTN_ERR_ISA + 1];
+static long api_hist[17][ATTN_ERR_ISA + 1];
 static int api_last_call = -1;
 
 /* ---- input reader --------------------------------------------------------- */
@@ -381,8 +381,9 @@ static int call(reader *r, const dims *D, attn_status *st) {
     opts_box ob = {0};
     int in_place = 0;
     /* Selectors below 240 keep their historical meaning (0..11, the seeds and
-     * regressions); 240.. reach the decoder entry points (12..15). */
-    const uint8_t sel = u8(r), which = sel < 240 ? sel % 12 : 12 + (sel - 240) % 4;
+     * regressions); 240.. reach the decoder entry points (12..15) and the
+     * fold (16: 244, 249, 254; the decoder seeds use 240..243). */
+    const uint8_t sel = u8(r), which = sel < 240 ? sel % 12 : 12 + (sel - 240) % 5;
     api_last_call = which;
     switch (which) {
     case 0: { /* softmax, maybe in place */
@@ -530,6 +531,26 @@ static int call(reader *r, const dims *D, attn_status *st) {
         else
             *st = attn_cross_attention(maybe(r, &a), maybe(r, &b), maybe(r, &c), maybe(r, &d),
                                        maybe(r, &e), maybe(r, &f), u8(r) & 1 ? &ob.o : NULL);
+        break;
+    }
+    case 16: { /* the resumable fold: one of its calls, the state's views into OUT */
+        attn_fold fo;
+        if (!view(r, D, 4, IN, &a) || !view(r, D, 4, IN, &b) || !view(r, D, 4, IN, &c) ||
+            !view(r, D, 4, OUT, &d) || !view(r, D, 3, OUT, &e) || !view(r, D, 3, OUT, &fo.max) ||
+            !view(r, D, 3, OUT, &fo.sum) || !view(r, D, 3, OUT, &fo.shift) ||
+            !view(r, D, 4, OUT, &fo.acc) || !options(r, D, b0(&a), &ob))
+            return -1;
+        fo.nkv = u8(r) & 1 ? b.shape[2] : hostile_size[u8(r) % COUNT(hostile_size)];
+        const int64_t off = u8(r) & 1 ? (int64_t)(int8_t)u8(r) * ATTN_KEY_CHUNK : (int64_t)u64(r);
+        const uint8_t step = u8(r) % 3;
+        if (step == 0)
+            *st = attn_fold_init(u8(r) == 7 ? NULL : &fo, maybe(r, &a), fo.nkv, &ob.o);
+        else if (step == 1)
+            *st = attn_fold_step(&fo, maybe(r, &a), maybe(r, &b), maybe(r, &c), off,
+                                 u8(r) == 1 ? NULL : &ob.o);
+        else
+            *st = attn_fold_finish(&fo, maybe(r, &d), u8(r) & 1 ? &e : NULL, &ob.o);
+        (void)attn_fold_floats((int64_t)u64(r), (int64_t)u64(r), (int64_t)u64(r), (int64_t)u64(r));
         break;
     }
     case 10: { /* pure helpers: never crash, never read beyond ndim */

@@ -81,6 +81,13 @@ def seeds_api():
         data = bytearray(bytes(s - 1 for s in sizes) + bytes([0, 0, 0, 1]) + bytes(300))
         data[70] = 0xB7
         put("fuzz_api", "call01_backward_%d" % variant, bytes(data))
+    # The fold (call 16: selector bytes 244, 249, 254), with its own stream.
+    rnd = random.Random(2)
+    for variant, sizes in enumerate(([2, 3, 1, 4, 2, 3, 2, 1], [1, 1, 1, 1, 1, 1, 1, 1],
+                                     [3, 2, 4, 1, 2, 1, 3, 2], [2, 2, 2, 2, 2, 2, 2, 2])):
+        head = bytes(s - 1 for s in sizes) + bytes([0, 0, 0, (244, 249, 254, 244)[variant]])
+        body = bytes(300) if variant < 2 else bytes(rnd.randrange(256) for _ in range(300))
+        put("fuzz_api", "call16_%d" % variant, head + body)
 
 
 def seeds_diff():

@@ -119,13 +119,13 @@ int main(int argc, char **argv) {
                targets[t].name, reg, seeds);
         total += reg + seeds;
     }
-    static const char *const calls[16] = {
-        "softmax",         "sdpa",        "merge",         "linear",    "layer_norm",
-        "split_qkv",       "mha (fused)", "mha (stacked)", "self_attn", "cross_attention",
-        "helpers",         "split+sdpa",  "rope",          "rms_norm",  "gqa split/fused",
-        "mha gqa+inv_freq"};
+    static const char *const calls[17] = {
+        "softmax",          "sdpa",        "merge",         "linear",    "layer_norm",
+        "split_qkv",        "mha (fused)", "mha (stacked)", "self_attn", "cross_attention",
+        "helpers",          "split+sdpa",  "rope",          "rms_norm",  "gqa split/fused",
+        "mha gqa+inv_freq", "fold"};
     printf("fuzz_api statuses per entry point (OK NULL SHAPE STRIDE OVERFLOW NOMEM ARG ISA):\n");
-    for (int c = 0; c < 16; c++) {
+    for (int c = 0; c < 17; c++) {
         printf("  %-16s", calls[c]);
         for (int s = 0; s <= ATTN_ERR_ISA; s++)
             printf(" %6ld", api_hist[c][s]);

@@ -79,6 +79,11 @@ const char *attn_status_string(attn_status s);
  * thread. */
 const char *attn_last_error(void);
 
+/* Record message as this thread's attn_last_error() and return s: for
+ * libraries layered on attn (libattn_mpi), so one attn_last_error() serves
+ * them all. Since v0.2.0. */
+attn_status attn_set_error(attn_status s, const char *message);
+
 /* ------------------------------------------------------------------------ */
 /* Views                                                                     */
 /* ------------------------------------------------------------------------ */
@@ -490,6 +495,92 @@ attn_status attn_sdpa_backward(const attn_view *q, const attn_view *k, const att
                                const attn_backward_extras *extras);
 
 /* ------------------------------------------------------------------------ */
+/* Resumable fold (since v0.2.0)                                             */
+/* ------------------------------------------------------------------------ */
+
+/* The fast path of attn_sdpa walks each row's keys in chunks of
+ * ATTN_KEY_CHUNK keys from key 0 upward, each chunk from a fresh online-
+ * softmax state, folding the chunk partials into the row's state in
+ * ascending order. The fold exposes that state, so keys can arrive in
+ * pieces (shards on other machines, a stream): folding chunk-aligned key
+ * shards in ascending order equals attn_sdpa over all the keys BIT FOR BIT
+ * (same ISA and build; attn_merge, which combines normalised parts in
+ * double, only agrees within rounding).
+ *
+ *   attn_fold_init(f, q, nkv, opts)             state of every row emptied
+ *   attn_fold_step(f, q, k_s, v_s, off, opts)   keys off .. off+n-1 folded in
+ *   ... more steps, off ascending ...
+ *   attn_fold_finish(f, out, lse, opts)         out = acc / sum, lse
+ *
+ * The fold is of one attn_sdpa problem with Nkv = nkv keys, described by
+ * one opts for every call: scale, causal, mask (its key dimension nkv or
+ * 1: the whole mask, each step reading its keys' columns), key_lengths (in
+ * 0..nkv), q_offset/k_offset (the keys of the whole fold at k_offset + j),
+ * num_threads (any, per call). Not supported (ATTN_ERR_ARG): dropout_p > 0,
+ * weights, lse in opts (lse is finish's argument), algo REFERENCE.
+ * Keys never folded count as invisible: equality with attn_sdpa holds when
+ * the skipped keys are invisible to every row (e.g. above a causal
+ * diagonal). Rows may be folded by any thread count in each step. */
+#define ATTN_KEY_CHUNK 512
+
+/* @return ATTN_KEY_CHUNK as the library was built (512). */
+int64_t attn_key_chunk(void);
+
+/* The per-row state, in the caller's memory (views of any strides, none
+ * overlapping another or an input). For rows (b, h, i) of q (B, H, Nq, d)
+ * and values of head size dv:
+ *   max   (B, H, Nq)      running max M of the scores seen, minus shift
+ *   sum   (B, H, Nq)      running sum L of exp(score - shift - M)
+ *   acc   (B, H, Nq, dv)  unnormalised output: sum_j exp(score_j - shift - M) v_j
+ *   shift (B, H, Nq)      the row's score offset (the largest finite mask
+ *                         value among its visible keys, else 0), set by
+ *                         init: scores are folded as score - shift so a
+ *                         mask of -1e9 keeps its precision
+ *   nkv                   the number of keys of the fold, set by init
+ * A row that has seen no key has M = -inf, L = 0, acc = 0. Between calls
+ * the state may be copied or sent elsewhere as plain floats. */
+typedef struct attn_fold {
+    attn_view max, sum, acc, shift;
+    int64_t nkv;
+} attn_fold;
+
+/* Number of floats of one fold state: B*H*Nq*(3 + dv), or -1 on overflow
+ * or a size < 1. */
+int64_t attn_fold_floats(int64_t B, int64_t H, int64_t Nq, int64_t dv);
+
+/* Point f's views at mem (attn_fold_floats(B, H, Nq, dv) floats, contiguous:
+ * max, sum, shift, then acc). Writes nothing to mem.
+ * @return ATTN_ERR_NULL, ATTN_ERR_SHAPE (a size < 1), ATTN_ERR_OVERFLOW. */
+attn_status attn_fold_bind(attn_fold *f, float *mem, int64_t B, int64_t H, int64_t Nq, int64_t dv);
+
+/* Start a fold over nkv >= 1 keys for the queries q (B, H, Nq, d):
+ * max = -inf, sum = 0, acc = 0, shift as above (reading opts.mask over
+ * each row's visible keys), f->nkv = nkv. q's data is not read.
+ * @return NULL/SHAPE/STRIDE/ARG/OVERFLOW; f's memory untouched on failure. */
+attn_status attn_fold_init(attn_fold *f, const attn_view *q, int64_t nkv, const attn_opts *opts);
+
+/* Fold keys k_offset .. k_offset + n - 1 of the fold in:
+ *   k (B, Hkv, n, d), v (B, Hkv, n, dv): the shard, key j of it being key
+ *   k_offset + j of the fold (position opts.k_offset + k_offset + j);
+ *   q the same queries as at init (any strides; it is read).
+ * k_offset must be a multiple of ATTN_KEY_CHUNK and k_offset + n either a
+ * multiple of it or nkv (shards end where a chunk ends, or at the end).
+ * For equality with attn_sdpa, call it for ascending k_offset, each key at
+ * most once. The state is updated in place (a row that sees none of these
+ * keys is left bit for bit as it was).
+ * @return NULL/SHAPE/STRIDE/OVERFLOW/ARG/NOMEM/ISA; state untouched on failure. */
+attn_status attn_fold_step(attn_fold *f, const attn_view *q, const attn_view *k, const attn_view *v,
+                           int64_t k_offset, const attn_opts *opts);
+
+/* Write the result of the fold: out (B, H, Nq, dv) = acc / sum and
+ * lse (B, H, Nq) = max + log(sum) + shift (lse may be NULL), exactly as
+ * attn_sdpa writes them; a row that saw no key gives zeros and -inf.
+ * opts: only num_threads is read (NULL: defaults). The state is unchanged.
+ * @return NULL/SHAPE/STRIDE/NOMEM; outputs untouched on failure. */
+attn_status attn_fold_finish(const attn_fold *f, attn_view *out, attn_view *lse,
+                             const attn_opts *opts);
+
+/* ------------------------------------------------------------------------ */
 /* Building blocks (S2, S9)                                                  */
 /* ------------------------------------------------------------------------ */
 
@@ -714,80 +805,6 @@ attn_status attn_mha(const attn_mha_params *p, const attn_view *xq, const attn_v
                      attn_view *out, const attn_opts *opts);
 
 /* ------------------------------------------------------------------------ */
-/* Gradients of the building blocks and modules (training)                   */
-/* ------------------------------------------------------------------------ */
-/* Each *_backward takes the forward's inputs and dy = dLoss/dy, and writes
- * the gradients wanted (a NULL output, or a view with data NULL inside a
- * struct, is not computed). Outputs are overwritten, not accumulated; they
- * must be proper outputs overlapping no input and no other output; all
- * checks run before anything is written. What the backward needs from the
- * forward is recomputed from these inputs (the norms' statistics, the
- * module's q, k, v, attention and lse): nothing has to be kept between the
- * calls, at the cost of one more forward for attn_mha_backward. Sums over
- * rows (dW, db, dgamma) run in a fixed order: in double for the norms and
- * biases, through the GEMM (deterministic per thread count) for weights.
- * Since v0.2.0. */
-
-/* Gradients of attn_linear, y = x @ W + b:
- *   x (..., in) rank 1..3;  W (in, out);  dy (..., out)
- *   dx[n, i] = sum_o dy[n, o] W[i, o]     // "no,io->ni"   dx (..., in) or NULL
- *   dW[i, o] = sum_n x[n, i] dy[n, o]     // "ni,no->io"   dW (in, out) or NULL
- *   db[o]    = sum_n dy[n, o]             // "no->o"       db (out) or NULL
- * (n over every leading index). Scratch: rows x (in + out + max(in, out))
- * floats. @return ATTN_OK, or NULL/SHAPE/STRIDE/OVERFLOW/NOMEM/ISA. */
-attn_status attn_linear_backward(const attn_view *x, const attn_view *W, const attn_view *dy,
-                                 attn_view *dx, attn_view *dW, attn_view *db, int num_threads);
-
-/* Gradients of attn_layer_norm (beta does not enter them). Per row of D
- * features, xh = (x - mu) / sqrt(var + eps), dxh = dy * gamma:
- *   dx = (dxh - mean(dxh) - xh * mean(dxh * xh)) / sqrt(var + eps)
- *   dgamma[j] = sum over rows of dy * xh;   dbeta[j] = sum over rows of dy
- * x, dy, dx: the same shape (rank 1..4); gamma (D) or NULL (1); dgamma,
- * dbeta (D) or NULL. */
-attn_status attn_layer_norm_backward(const attn_view *x, const attn_view *gamma,
-                                     const attn_view *dy, float eps, attn_view *dx,
-                                     attn_view *dgamma, attn_view *dbeta);
-
-/* Gradients of attn_rms_norm. Per row, r = 1 / sqrt(mean(x^2) + eps) (0 for
- * a zero row with eps 0), xh = x r, dxh = dy * gamma:
- *   dx = r (dxh - xh * mean(dxh * xh));   dgamma[j] = sum over rows of dy * xh */
-attn_status attn_rms_norm_backward(const attn_view *x, const attn_view *gamma, const attn_view *dy,
-                                   float eps, attn_view *dx, attn_view *dgamma);
-
-/* Gradient of attn_rope: the rotation transposed, i.e. by -theta,
- *   dx = R(-theta) dy * mscale,
- * which is attn_rope at the negated positions (same arguments as attn_rope,
- * dy in x's place, dx in y's; dx may be dy itself). A position of
- * INT64_MIN is ATTN_ERR_ARG. Scratch: the negated positions (N, or B*H*N
- * int64 when pos_strides vary over batches or heads). */
-attn_status attn_rope_backward(const attn_view *dy, const int64_t *positions,
-                               const int64_t *pos_strides, attn_view *dx,
-                               const attn_rope_params *p);
-
-/* Gradients of attn_mha with respect to its inputs and every weight and bias.
- *   p, xq, xkv (NULL: self-attention), opts: as given to attn_mha
- *   dout  (Nq, Dout) or (B, Nq, Dout): dLoss/dout, any strides (may alias xq)
- *   dxq   like xq, or NULL; with self-attention it holds the whole gradient of x
- *   dxkv  like xkv, or NULL (must be NULL for self-attention)
- *   grads the gradients in p's own layout: grads->Wq like p->Wq, ..., grads->bo
- *         like p->bo; a view with data NULL is not computed (and must be for a
- *         parameter p does not have); num_heads, num_kv_heads are ignored. Build
- *         it with attn_mha_from_fused(_gqa) over fused gradient buffers to get
- *         dWqkv (D, 3*D) directly (the q, k, v gradient views may then share
- *         one buffer: they are not checked against each other, only against
- *         everything else). NULL: no parameter gradient.
- * Steps (forward recomputed, then in reverse, with cat, q, k, v as in attn_mha):
- *   dWo = cat^T dout;  dbo = sum_rows dout;  dcat = dout Wo^T
- *   dq, dk, dv = attn_sdpa_backward(q, k, v, a, lse, dcat, opts)   (GQA: dk, dv per kv head)
- *   dWq[h] = xq^T dq_h;  dbq[h] = sum_rows dq_h;  dxq = sum_h dq_h Wq[h]^T   (k, v likewise)
- * Dropout regenerates the forward's pattern from opts' seed. Scratch: the
- * projected q, k, v, attention and their gradients, copies of x, dout and
- * the weights, O(B N (D + heads x head size)). */
-attn_status attn_mha_backward(const attn_mha_params *p, const attn_view *xq, const attn_view *xkv,
-                              const attn_view *dout, attn_view *dxq, attn_view *dxkv,
-                              attn_mha_params *grads, const attn_opts *opts);
-
-/* ------------------------------------------------------------------------ */
 /* KV cache (decoding)                                   Since v0.2.0       */
 /* ------------------------------------------------------------------------ */
 
@@ -953,6 +970,80 @@ attn_status attn_kv_copy_blocks(attn_kv_cache *cache, const int32_t *src, const 
 attn_status attn_kv_attend(const attn_kv_cache *cache, const attn_view *q,
                            const int32_t *block_tables, int64_t max_blocks, const int64_t *lengths,
                            const int64_t *q_lengths, attn_view *out, const attn_opts *opts);
+
+/* ------------------------------------------------------------------------ */
+/* Gradients of the building blocks and modules (training)                   */
+/* ------------------------------------------------------------------------ */
+/* Each *_backward takes the forward's inputs and dy = dLoss/dy, and writes
+ * the gradients wanted (a NULL output, or a view with data NULL inside a
+ * struct, is not computed). Outputs are overwritten, not accumulated; they
+ * must be proper outputs overlapping no input and no other output; all
+ * checks run before anything is written. What the backward needs from the
+ * forward is recomputed from these inputs (the norms' statistics, the
+ * module's q, k, v, attention and lse): nothing has to be kept between the
+ * calls, at the cost of one more forward for attn_mha_backward. Sums over
+ * rows (dW, db, dgamma) run in a fixed order: in double for the norms and
+ * biases, through the GEMM (deterministic per thread count) for weights.
+ * Since v0.2.0. */
+
+/* Gradients of attn_linear, y = x @ W + b:
+ *   x (..., in) rank 1..3;  W (in, out);  dy (..., out)
+ *   dx[n, i] = sum_o dy[n, o] W[i, o]     // "no,io->ni"   dx (..., in) or NULL
+ *   dW[i, o] = sum_n x[n, i] dy[n, o]     // "ni,no->io"   dW (in, out) or NULL
+ *   db[o]    = sum_n dy[n, o]             // "no->o"       db (out) or NULL
+ * (n over every leading index). Scratch: rows x (in + out + max(in, out))
+ * floats. @return ATTN_OK, or NULL/SHAPE/STRIDE/OVERFLOW/NOMEM/ISA. */
+attn_status attn_linear_backward(const attn_view *x, const attn_view *W, const attn_view *dy,
+                                 attn_view *dx, attn_view *dW, attn_view *db, int num_threads);
+
+/* Gradients of attn_layer_norm (beta does not enter them). Per row of D
+ * features, xh = (x - mu) / sqrt(var + eps), dxh = dy * gamma:
+ *   dx = (dxh - mean(dxh) - xh * mean(dxh * xh)) / sqrt(var + eps)
+ *   dgamma[j] = sum over rows of dy * xh;   dbeta[j] = sum over rows of dy
+ * x, dy, dx: the same shape (rank 1..4); gamma (D) or NULL (1); dgamma,
+ * dbeta (D) or NULL. */
+attn_status attn_layer_norm_backward(const attn_view *x, const attn_view *gamma,
+                                     const attn_view *dy, float eps, attn_view *dx,
+                                     attn_view *dgamma, attn_view *dbeta);
+
+/* Gradients of attn_rms_norm. Per row, r = 1 / sqrt(mean(x^2) + eps) (0 for
+ * a zero row with eps 0), xh = x r, dxh = dy * gamma:
+ *   dx = r (dxh - xh * mean(dxh * xh));   dgamma[j] = sum over rows of dy * xh */
+attn_status attn_rms_norm_backward(const attn_view *x, const attn_view *gamma, const attn_view *dy,
+                                   float eps, attn_view *dx, attn_view *dgamma);
+
+/* Gradient of attn_rope: the rotation transposed, i.e. by -theta,
+ *   dx = R(-theta) dy * mscale,
+ * which is attn_rope at the negated positions (same arguments as attn_rope,
+ * dy in x's place, dx in y's; dx may be dy itself). A position of
+ * INT64_MIN is ATTN_ERR_ARG. Scratch: the negated positions (N, or B*H*N
+ * int64 when pos_strides vary over batches or heads). */
+attn_status attn_rope_backward(const attn_view *dy, const int64_t *positions,
+                               const int64_t *pos_strides, attn_view *dx,
+                               const attn_rope_params *p);
+
+/* Gradients of attn_mha with respect to its inputs and every weight and bias.
+ *   p, xq, xkv (NULL: self-attention), opts: as given to attn_mha
+ *   dout  (Nq, Dout) or (B, Nq, Dout): dLoss/dout, any strides (may alias xq)
+ *   dxq   like xq, or NULL; with self-attention it holds the whole gradient of x
+ *   dxkv  like xkv, or NULL (must be NULL for self-attention)
+ *   grads the gradients in p's own layout: grads->Wq like p->Wq, ..., grads->bo
+ *         like p->bo; a view with data NULL is not computed (and must be for a
+ *         parameter p does not have); num_heads, num_kv_heads are ignored. Build
+ *         it with attn_mha_from_fused(_gqa) over fused gradient buffers to get
+ *         dWqkv (D, 3*D) directly (the q, k, v gradient views may then share
+ *         one buffer: they are not checked against each other, only against
+ *         everything else). NULL: no parameter gradient.
+ * Steps (forward recomputed, then in reverse, with cat, q, k, v as in attn_mha):
+ *   dWo = cat^T dout;  dbo = sum_rows dout;  dcat = dout Wo^T
+ *   dq, dk, dv = attn_sdpa_backward(q, k, v, a, lse, dcat, opts)   (GQA: dk, dv per kv head)
+ *   dWq[h] = xq^T dq_h;  dbq[h] = sum_rows dq_h;  dxq = sum_h dq_h Wq[h]^T   (k, v likewise)
+ * Dropout regenerates the forward's pattern from opts' seed. Scratch: the
+ * projected q, k, v, attention and their gradients, copies of x, dout and
+ * the weights, O(B N (D + heads x head size)). */
+attn_status attn_mha_backward(const attn_mha_params *p, const attn_view *xq, const attn_view *xkv,
+                              const attn_view *dout, attn_view *dxq, attn_view *dxkv,
+                              attn_mha_params *grads, const attn_opts *opts);
 
 #ifdef __cplusplus
 }

@@ -14,6 +14,11 @@ attn_status attn__fail(attn_status s, const char *fmt, ...) {
     return s;
 }
 
+attn_status attn_set_error(attn_status s, const char *message) {
+    snprintf(last_error, sizeof last_error, "%s", message ? message : "");
+    return s;
+}
+
 const char *attn_last_error(void) {
     return last_error;
 }

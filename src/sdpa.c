@@ -258,7 +258,7 @@ attn_status attn_sdpa(const attn_view *q, const attn_view *k, const attn_view *v
     return attn__sdpa_select(&P, o->algo);
 }
 
-/* The checks above, shared with attn_sdpa_backward (src/sdpa_backward.c). */
+/* The checks above, shared with attn_sdpa_backward and the fold. */
 attn_status attn__sdpa_check(const char *fn, const attn_view *q, const attn_view *k,
                              const attn_view *v, attn_view *out, const attn_opts *o,
                              attn__sdpa_problem *P) {

@@ -31,11 +31,6 @@ static inline float *attn__dmask_at(const attn__bwd_problem *P, int64_t b, int64
            (m->shape[3] == 1 ? 0 : j * m->stride[3]);
 }
 
-/* Validate the forward's part (src/sdpa.c's checks, shared). */
-attn_status attn__sdpa_check(const char *fn, const attn_view *q, const attn_view *k,
-                             const attn_view *v, attn_view *out, const attn_opts *o,
-                             attn__sdpa_problem *P);
-
 /* The reference backward (plain loops, double). Always applicable. */
 attn_status attn__sdpa_backward_ref(const attn__bwd_problem *P);
 

@@ -862,6 +862,56 @@ static void flash_memory(int quick) {
     }
 }
 
+/* The resumable fold: a step's allocations (its shard's key lengths and
+ * the flash scratch) and finish's scratch. The step sweep's output is the
+ * state itself (it starts from the sentinel pattern, finite floats), the
+ * finish sweep's the results. */
+typedef struct {
+    attn_view q, k, v, out, lse;
+    attn_fold f;
+    attn_opts o;
+} fold_case;
+
+static attn_status call_fold_step(void *ctx) {
+    fold_case *c = ctx;
+    c->f.nkv = c->k.shape[2];
+    return attn_fold_step(&c->f, &c->q, &c->k, &c->v, 0, &c->o);
+}
+
+static attn_status call_fold_finish(void *ctx) {
+    fold_case *c = ctx;
+    return attn_fold_finish(&c->f, &c->out, &c->lse, &c->o);
+}
+
+static void fold_sweeps(void) {
+    enum { B = 2, H = 4, Hkv = 2, Nq = 70, Nkv = 600, d = 16, dv = 12 };
+    float *q = tu_rand(B * H * Nq * d, -1, 1), *k = tu_rand(B * Hkv * Nkv * d, -1, 1);
+    float *v = tu_rand(B * Hkv * Nkv * dv, -1, 1), *out = tu_zeros(B * H * Nq * dv);
+    float *lse = tu_zeros(B * H * Nq);
+    const int64_t nf = attn_fold_floats(B, H, Nq, dv);
+    float *mem = tu_zeros(nf);
+    int64_t kl[B] = {Nkv, 300};
+    fold_case c;
+    c.q = attn_view_4d(q, B, H, Nq, d);
+    c.k = attn_view_4d(k, B, Hkv, Nkv, d);
+    c.v = attn_view_4d(v, B, Hkv, Nkv, dv);
+    c.out = attn_view_4d(out, B, H, Nq, dv);
+    c.lse = attn_view_3d(lse, B, H, Nq);
+    c.o = attn_opts_default();
+    c.o.causal = ATTN_CAUSAL_BOTTOM_RIGHT;
+    c.o.key_lengths = kl;
+    c.o.num_threads = 3;
+    CHECK_OK(attn_fold_bind(&c.f, mem, B, H, Nq, dv));
+    const outbuf state = {mem, nf};
+    sweep("attn_fold_step", call_fold_step, &c, &state, 1, 2);
+    counter_reset(0);
+    CHECK_OK(attn_fold_init(&c.f, &c.q, Nkv, &c.o));
+    CHECK_OK(attn_fold_step(&c.f, &c.q, &c.k, &c.v, 0, &c.o));
+    const outbuf res[2] = {{out, B * H * Nq * dv}, {lse, B * H * Nq}};
+    sweep("attn_fold_finish", call_fold_finish, &c, res, 2, 1);
+    free(q), free(k), free(v), free(out), free(lse), free(mem);
+}
+
 int main(void) {
     const char *qenv = getenv("ATTN_TEST_QUICK");
     const int quick = qenv && *qenv && strcmp(qenv, "0") != 0;
@@ -872,6 +922,7 @@ int main(void) {
     grads_sweeps();
     mha_sweeps();
     module_sweeps();
+    fold_sweeps();
     decoder_sweeps();
     no_alloc_calls();
     kv_sweeps();

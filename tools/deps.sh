@@ -10,7 +10,8 @@ build_pkgs=(cmake gcc make pkg-config libopenblas-dev libopenblas0-pthread libop
             python3-dev python3-numpy)
 test_pkgs=(python3-pytest python3-torch clang libclang-rt-14-dev libomp-14-dev valgrind
            python3-venv python3-pip python3-setuptools python3-wheel dpkg-dev file man-db g++
-           python3-matplotlib)
+           python3-matplotlib
+           openmpi-bin libopenmpi-dev python3-mpi4py)
 case "${1:-test}" in
   build) want=("${build_pkgs[@]}") ;;
   test) want=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;

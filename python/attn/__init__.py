@@ -17,12 +17,12 @@ The article's functions, same names and argument order (note k, q, v):
     linear(x, W, b=None)
 
 The general API: sdpa(q, k, v, ...), its gradients sdpa_backward(q, k, v,
-out, lse, dout, ...), merge(outs, lses) and the class MultiHeadAttention
-(with from_torch_state / to_torch_state; num_kv_heads for grouped-query
-attention). A Llama-style layer's pieces: rope(x, positions), the
-rope_inv_freq* tables (linear, NTK, Llama 3, YaRN) and rms_norm(x).
-Training: linear_backward, layer_norm_backward, rms_norm_backward,
-rope_backward and mha_backward(module, dout, x).
+out, lse, dout, ...), merge(outs, lses), the class MultiHeadAttention (with
+from_torch_state / to_torch_state; num_kv_heads for grouped-query
+attention), and the gradients linear_backward, layer_norm_backward,
+rms_norm_backward, rope_backward and mha_backward(module, dout, x). A
+Llama-style layer's pieces: rope(x, positions), the rope_inv_freq* tables
+(linear, NTK, Llama 3, YaRN) and rms_norm(x).
 
 Dimension letters: B batch, H query heads, Hkv key/value heads, N tokens,
 Nq query tokens, Nkv key/value tokens, D model width, d and HS head size,

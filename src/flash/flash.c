@@ -61,6 +61,8 @@ typedef struct plan {
     int64_t tiles_per_group; /* tiles per (b, g) */
     int64_t n_tiles, n_chunks, max_rows, ldo;
     bool pack_k, pack_v;
+    const attn__fold_io
+        *fold; /* NULL: attn_sdpa; else the fold state tiles start from and end in */
 } plan;
 
 typedef struct tile {
@@ -107,6 +109,7 @@ static void plan_make(const attn__sdpa_problem *P, plan *pl) {
     pl->ldo = round_up(P->dv, LANES);
     pl->pack_k = P->k.stride[3] != 1;
     pl->pack_v = P->v.stride[3] != 1;
+    pl->fold = NULL;
 }
 
 static void tile_of(const plan *pl, int64_t t, tile *T) {
@@ -350,15 +353,24 @@ static void chunk_run(const plan *pl, const tile *T, state *w, int64_t c0) {
     }
 }
 
-/* The fold's initial state: nothing seen, or with sinks the sink as the
- * first part (M = sinks[h] - moff, in the row's shifted frame, L = 1, o = 0). */
+/* The tile's (M, L, ot): the rows of the fold state; else the fold's
+ * initial state: nothing seen, or with sinks the sink as the first part
+ * (M = sinks[h] - moff, in the row's shifted frame, L = 1, o = 0). */
 static void tile_reset(const plan *pl, const tile *T, state *w) {
     const attn__sdpa_problem *P = pl->P;
-    for (int64_t r = 0; r < T->nr; r++) {
+    const attn__fold_io *F = pl->fold;
+    for (int64_t r = 0; r < T->nr && !F; r++) {
         w->M[r] = P->sinks ? P->sinks[w->h[r]] - w->moff[r] : -INFINITY;
         w->L[r] = P->sinks ? 1.0f : 0.0f;
     }
     memset(w->ot, 0, (size_t)(T->nr * pl->ldo) * sizeof(float));
+    for (int64_t r = 0; r < T->nr && F; r++) {
+        w->M[r] = *attn__at3(&F->max, T->b, w->h[r], w->i[r]);
+        w->L[r] = *attn__at3(&F->sum, T->b, w->h[r], w->i[r]);
+        const float *arow = attn__at4(&F->acc, T->b, w->h[r], w->i[r], 0); /* acc[b, h, i, :] */
+        for (int64_t f = 0; f < pl->P->dv; f++)
+            w->ot[r * pl->ldo + f] = arow[f * F->acc.stride[3]];
+    }
 }
 
 /* Fold a chunk partial (m, l, oc) into (M, L, ot):
@@ -394,6 +406,17 @@ static void merge_partial(const plan *pl, const tile *T, state *w, const float *
  * that saw no key. */
 static void tile_store(const plan *pl, const tile *T, const state *w) {
     const attn__sdpa_problem *P = pl->P;
+    const attn__fold_io *F = pl->fold;
+    if (F && !F->finish) { /* the fold goes on: export (M, L, ot) unchanged */
+        for (int64_t r = 0; r < T->nr; r++) {
+            *attn__at3(&F->max, T->b, w->h[r], w->i[r]) = w->M[r];
+            *attn__at3(&F->sum, T->b, w->h[r], w->i[r]) = w->L[r];
+            float *arow = attn__at4(&F->acc, T->b, w->h[r], w->i[r], 0); /* acc[b, h, i, :] */
+            for (int64_t f = 0; f < P->dv; f++)
+                arow[f * F->acc.stride[3]] = w->ot[r * pl->ldo + f];
+        }
+        return;
+    }
     for (int64_t r = 0; r < T->nr; r++) {
         float *orow = attn__at4(&P->out, T->b, w->h[r], w->i[r], 0); /* out[b, h, i, :] */
         const float *acc = w->ot + r * pl->ldo;
@@ -460,6 +483,24 @@ static void tile_open(const plan *pl, float *scratch, int64_t per_thread, int64_
     tile_load(pl, T, w, moff);
 }
 
+/* tile_open for a fold: the rows' mask offsets are the state's shift; a
+ * finishing fold reads no queries, only the rows' (h, i). */
+static void fold_open(const plan *pl, float *scratch, int64_t per_thread, int64_t t, state *w,
+                      tile *T) {
+    const attn__sdpa_problem *P = pl->P;
+    float moff[ROWS];
+    state_carve(pl, scratch + thread_id() * per_thread, w);
+    tile_of(pl, t, T);
+    for (int64_t r = 0; r < T->nr; r++) {
+        const int64_t flat = T->flat0 + r;
+        w->h[r] = T->g * pl->G + flat / P->Nq;
+        w->i[r] = flat % P->Nq;
+        moff[r] = *attn__at3(&pl->fold->shift, T->b, w->h[r], w->i[r]);
+        w->moff[r] = moff[r];
+    }
+    if (!pl->fold->finish) tile_load(pl, T, w, moff);
+}
+
 /* Prefill: each tile on one thread, its chunks folded as they finish. */
 static void run_tiles(const plan *pl, float *scratch, int64_t per_thread, int nt) {
 #ifdef _OPENMP
@@ -468,8 +509,12 @@ static void run_tiles(const plan *pl, float *scratch, int64_t per_thread, int nt
     for (int64_t t = 0; t < pl->n_tiles; t++) {
         state w;
         tile T;
-        tile_open(pl, scratch, per_thread, t, NULL, &w, &T);
+        if (pl->fold)
+            fold_open(pl, scratch, per_thread, t, &w, &T);
+        else
+            tile_open(pl, scratch, per_thread, t, NULL, &w, &T);
         tile_reset(pl, &T, &w);
+        if (pl->fold && pl->fold->finish) T.jmin = T.jmax = 0; /* no keys: out, lse from the state */
         for (int64_t c0 = T.jmin / CHUNK * CHUNK; c0 < T.jmax; c0 += CHUNK) {
             chunk_run(pl, &T, &w, c0);
             merge_partial(pl, &T, &w, w.m, w.l, w.oc);
@@ -587,5 +632,22 @@ attn_status attn__sdpa_flash(const attn__sdpa_problem *P) {
     attn__free(part);
     attn__free(seen);
     attn__free(moff);
+    return ATTN_OK;
+}
+
+attn_status attn__flash_fold(const attn__sdpa_problem *P, const attn__fold_io *F) {
+    plan pl;
+    plan_make(P, &pl);
+    pl.fold = F;
+    int nt = P->threads > 0 ? P->threads : 1;
+    if (nt > pl.n_tiles) nt = (int)pl.n_tiles;
+    const int64_t per_thread = round_up(state_floats(&pl), LANES);
+    float *scratch = attn__alloc((size_t)nt * (size_t)per_thread, sizeof(float));
+    if (!scratch)
+        return attn__fail(ATTN_ERR_NOMEM,
+                          "attn_fold: cannot allocate the flash scratch (%d x %lld floats)", nt,
+                          (long long)per_thread);
+    run_tiles(&pl, scratch, per_thread, nt);
+    attn__free(scratch);
     return ATTN_OK;
 }

@@ -74,4 +74,21 @@ bool attn__flash_applies(const attn__sdpa_problem *P);
  * if it does not apply. */
 attn_status attn__sdpa_flash(const attn__sdpa_problem *P);
 
+/* The per-row state of a resumable fold (attn_fold in attn.h, filled by
+ * src/fold.c), as views over the rows (b, h, i) of P: max, sum and shift
+ * (B, H, Nq), acc (B, H, Nq, dv). max is in the units of the flash scores
+ * (shifted by the row's mask offset, see mask_offset), shift that offset. */
+typedef struct attn__fold_io {
+    attn_view max, sum, acc, shift;
+    bool finish; /* write P's out and lse from the state instead of folding P's keys */
+} attn__fold_io;
+
+/* Continue the fold F over the keys of P (at global positions P->k_offset +
+ * j, P->k_offset a multiple of ATTN_KEY_CHUNK): each tile starts from F's
+ * rows, folds P's chunks exactly as attn__sdpa_flash does, and writes its
+ * rows back to F. With F->finish, no keys are read: out and lse are written
+ * from F's rows as attn__sdpa_flash writes them from its own.
+ * @return ATTN_OK or ATTN_ERR_NOMEM (nothing written). */
+attn_status attn__flash_fold(const attn__sdpa_problem *P, const attn__fold_io *F);
+
 #endif /* ATTN_FLASH_H */
