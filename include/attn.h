@@ -1024,7 +1024,7 @@ attn_status attn_rope_backward(const attn_view *dy, const int64_t *positions,
 
 /* Gradients of attn_mha with respect to its inputs and every weight and bias.
  *   p, xq, xkv (NULL: self-attention), opts: as given to attn_mha
- *   dout  (Nq, Dout) or (B, Nq, Dout): dLoss/dout (no stride 0 on a dimension > 1)
+ *   dout  (Nq, Dout) or (B, Nq, Dout): dLoss/dout, any strides (may alias xq)
  *   dxq   like xq, or NULL; with self-attention it holds the whole gradient of x
  *   dxkv  like xkv, or NULL (must be NULL for self-attention)
  *   grads the gradients in p's own layout: grads->Wq like p->Wq, ..., grads->bo

@@ -102,15 +102,18 @@ static attn_status check_bias(const char *fn, const char *name, const attn_view 
 }
 
 /* Everything attn_mha checks before it allocates or writes. */
+/* on: the name of out in messages; out_in: out is an input (the backward's
+ * dout), so it need not be a proper output nor disjoint from the inputs. */
 static attn_status check_mha(const char *fn, const attn_mha_params *p, const attn_view *xq,
-                             const attn_view *xkv, const attn_view *out) {
+                             const attn_view *xkv, const attn_view *out, const char *on,
+                             bool out_in) {
     attn_status s;
     if (!p) return attn__fail(ATTN_ERR_NULL, "%s: params is NULL", fn);
     if (p->num_heads < 1)
         return attn__fail(ATTN_ERR_SHAPE, "%s: num_heads=%" PRId64 " must be >= 1", fn,
                           p->num_heads);
     if ((s = attn__check_view(fn, "xq", xq, 0)) || (s = attn__check_view(fn, "xkv", xkv, 0)) ||
-        (s = attn__check_view(fn, "out", out, 0)))
+        (s = attn__check_view(fn, on, out, 0)))
         return s;
     if (xq->ndim != 2 && xq->ndim != 3)
         return attn__fail(ATTN_ERR_SHAPE, "%s: xq.ndim=%d but must be 2 (N, D) or 3 (B, N, D)", fn,
@@ -119,8 +122,8 @@ static attn_status check_mha(const char *fn, const attn_mha_params *p, const att
         return attn__fail(ATTN_ERR_SHAPE, "%s: xkv.ndim=%d but xq.ndim=%d (ranks must match)", fn,
                           xkv->ndim, xq->ndim);
     if (out->ndim != xq->ndim)
-        return attn__fail(ATTN_ERR_SHAPE, "%s: out.ndim=%d but xq.ndim=%d (ranks must match)", fn,
-                          out->ndim, xq->ndim);
+        return attn__fail(ATTN_ERR_SHAPE, "%s: %s.ndim=%d but xq.ndim=%d (ranks must match)", fn,
+                          on, out->ndim, xq->ndim);
     const int last = xq->ndim - 1;
     if (xq->ndim == 3 &&
         (s = attn__check_dim(fn, "xkv", xkv, 0, "xq", xq, 0, "batch size must match")))
@@ -161,19 +164,21 @@ static attn_status check_mha(const char *fn, const attn_mha_params *p, const att
         return attn__fail(ATTN_ERR_ARG, "%s: bo is given but Wo is not", fn);
     }
     for (int i = 0; i < last; i++)
-        if ((s = attn__check_dim(fn, "out", out, i, "xq", xq, i, "leading sizes must match")))
+        if ((s = attn__check_dim(fn, on, out, i, "xq", xq, i, "leading sizes must match")))
             return s;
     if (out->shape[last] != dout)
-        return attn__fail(
-            ATTN_ERR_SHAPE, "%s: out.shape[%d]=%" PRId64 " but must be %" PRId64 " (%s)", fn, last,
-            out->shape[last], dout, p->Wo.data ? "Wo.shape[1]" : "num_heads * value head size");
-    if ((s = attn__check_output(fn, "out", out))) return s;
+        return attn__fail(ATTN_ERR_SHAPE,
+                          "%s: %s.shape[%d]=%" PRId64 " but must be %" PRId64 " (%s)", fn, on, last,
+                          out->shape[last], dout,
+                          p->Wo.data ? "Wo.shape[1]" : "num_heads * value head size");
+    if (out_in) return ATTN_OK;
+    if ((s = attn__check_output(fn, on, out))) return s;
     const attn_view *ins[] = {xq,     xkv,    &p->Wq, &p->Wk, &p->Wv,
                               &p->bq, &p->bk, &p->bv, &p->Wo, &p->bo};
     static const char *const names[] = {"xq", "xkv", "Wq", "Wk", "Wv",
                                         "bq", "bk",  "bv", "Wo", "bo"};
     for (int i = 0; i < 10; i++)
-        if (ins[i]->data && (s = attn__check_disjoint(fn, "out", out, names[i], ins[i]))) return s;
+        if (ins[i]->data && (s = attn__check_disjoint(fn, on, out, names[i], ins[i]))) return s;
     return ATTN_OK;
 }
 
@@ -212,7 +217,7 @@ attn_status attn_mha(const attn_mha_params *p, const attn_view *xq, const attn_v
     attn_status s = attn__isa_ready(fn);
     if (s) return s;
     if (!xkv) xkv = xq;
-    if ((s = check_mha(fn, p, xq, xkv, out))) return s;
+    if ((s = check_mha(fn, p, xq, xkv, out, "out", false))) return s;
     attn_opts defaults = attn_opts_default();
     const attn_opts *o = opts ? opts : &defaults;
     const int threads = attn__threads(o->num_threads);
@@ -415,7 +420,7 @@ attn_status attn_cross_attention(const attn_view *xq, const attn_view *xkv, cons
 /* attn_mha's checks and projections, shared with src/mha_backward.c. */
 attn_status attn__mha_check(const char *fn, const attn_mha_params *p, const attn_view *xq,
                             const attn_view *xkv, const attn_view *out) {
-    return check_mha(fn, p, xq, xkv, out);
+    return check_mha(fn, p, xq, xkv, out, "dout", true);
 }
 
 void attn__mha_project(const attn_view *x3, const attn_view *W, const attn_view *bias, float *dst,

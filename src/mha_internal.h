@@ -4,8 +4,9 @@
 
 #include "internal.h"
 
-/* Every check of attn_mha (params, shapes, out a proper output disjoint
- * from the inputs). xkv is never NULL here. */
+/* Every check of attn_mha on params and shapes, with dout (out's shape) an
+ * input: named "dout", not required to be a proper output or disjoint from
+ * the inputs. xkv is never NULL here. */
 attn_status attn__mha_check(const char *fn, const attn_mha_params *p, const attn_view *xq,
                             const attn_view *xkv, const attn_view *out);
 

@@ -43,11 +43,17 @@ def rms_norm_backward(x, dy, gamma=None, eps=1e-6):
     return RMSNormGrads(dx, dgamma)
 
 
-def _heads_of_fused(W, NH, D):
-    """Stacked (NH, D, HS) views of the q, k, v parts of Wqkv (D, 3*D)."""
-    HS = D // NH
-    return [W[:, i * D:(i + 1) * D].reshape(W.shape[0], NH, HS).transpose(1, 0, 2)
-            for i in range(3)]
+def _fused_parts(H, Hkv, width):
+    """Column ranges of q, k, v in a fused (D, (H + 2*Hkv)*HS) matrix."""
+    HS = width // (H + 2 * Hkv)
+    edges = np.cumsum([0, H * HS, Hkv * HS, Hkv * HS])
+    return HS, [(edges[i], edges[i + 1]) for i in range(3)]
+
+
+def _heads_of_fused(W, H, Hkv):
+    """Stacked (heads, D, HS) views of the q, k, v parts of Wqkv."""
+    HS, parts = _fused_parts(H, Hkv, W.shape[1])
+    return [W[:, a:b].reshape(W.shape[0], -1, HS).transpose(1, 0, 2) for a, b in parts]
 
 
 def mha_backward(mha, dout, xq, xkv=None, *, mask=None, key_lengths=None, causal=None,
@@ -80,14 +86,15 @@ def mha_backward(mha, dout, xq, xkv=None, *, mask=None, key_lengths=None, causal
     opts.update(_modifiers(fn, B, pick(window, mha.window), pick(softcap, mha.softcap),
                            pick(alibi_slopes, mha.alibi_slopes), pick(sinks, mha.sinks),
                            q_offset, k_offset))
+    Hkv = getattr(mha, "num_kv_heads", mha.num_heads)
     if mha.fused:
         D = mha.Wqkv.shape[0]
-        Wq, Wk, Wv = _heads_of_fused(mha.Wqkv, mha.num_heads, D)
+        Wq, Wk, Wv = _heads_of_fused(mha.Wqkv, mha.num_heads, Hkv)
         if mha.bqkv is None:
             bq = bk = bv = None
         else:
-            bq, bk, bv = (mha.bqkv[i * D:(i + 1) * D].reshape(mha.num_heads, -1)
-                          for i in range(3))
+            HS, parts = _fused_parts(mha.num_heads, Hkv, mha.Wqkv.shape[1])
+            bq, bk, bv = (mha.bqkv[a:b].reshape(-1, HS) for a, b in parts)
     else:
         Wq, Wk, Wv, bq, bk, bv = mha.Wq, mha.Wk, mha.Wv, mha.bq, mha.bk, mha.bv
     r = _attn.mha_backward(xq, xkv, Wq, Wk, Wv, bq, bk, bv, mha.Wo, mha.bo, dout, **opts)
@@ -108,3 +115,17 @@ def mha_backward(mha, dout, xq, xkv=None, *, mask=None, key_lengths=None, causal
     if dbo is not None:
         g["bo"] = dbo
     return g
+
+
+def rope_backward(dy, positions, **rope_options):
+    """Gradient of rope(x, positions, **rope_options): the rotation
+    transposed, by -theta, i.e. rope at the negated positions (the C
+    library's attn_rope_backward does the same):
+        dx = rope(dy, -positions, **rope_options)
+    Same options as rope (rotary_dim, style, base, inv_freq, mscale, out)."""
+    from .decoder import rope
+
+    pos = np.asarray(positions)
+    if np.issubdtype(pos.dtype, np.integer) and pos.size and pos.min() == np.iinfo(pos.dtype).min:
+        raise ValueError("rope_backward: a position of %d cannot be negated" % pos.min())
+    return rope(dy, -pos, **rope_options)

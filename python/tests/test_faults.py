@@ -30,6 +30,11 @@ def _calls():
         "rope": lambda: attn.rope(q, np.arange(70) + 5000, rotary_dim=8),
         "MultiHeadAttention GQA": lambda: attn.MultiHeadAttention(
             4, num_kv_heads=2, Wqkv=W[:, :48], causal="top_left")(x),
+        "sdpa_backward": lambda: attn.sdpa_backward(
+            q, k, v, *attn.sdpa(q, k, v, causal="bottom_right", dropout_p=0.1, return_lse=True),
+            attn.sdpa(q, k, v), causal="bottom_right", dropout_p=0.1),
+        "mha_backward": lambda: attn.mha_backward(
+            attn.MultiHeadAttention(4, Wqkv=W, Wo=Wp, causal="top_left"), x, x)["Wqkv"],
     }
 
 

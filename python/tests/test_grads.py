@@ -126,3 +126,57 @@ def test_mha_fused_and_dropout(torch, rng):
     g3 = attn.mha_backward(m, dout, x, dropout_p=0.3, seed=12)
     assert np.array_equal(g1["x"], g2["x"]) and not np.array_equal(g1["x"], g3["x"])
     assert not np.allclose(g1["x"], g["x"])
+
+
+@pytest.mark.parametrize("style", ["neox", "gptj"])
+def test_rope_backward(torch, rng, style):
+    B, H, N, d = 2, 3, 7, 8
+    x, dy = f32(rng, B, H, N, d), f32(rng, B, H, N, d)
+    pos = rng.integers(-20, 5000, N)
+    dx = attn.rope_backward(dy, pos, style=style, rotary_dim=6)
+    # the rotation written out in torch, float64
+    r = 6
+    inv = 10000.0 ** (-np.arange(0, r, 2) / r)
+    ang = torch.tensor(pos[:, None] * inv[None, :])
+    cos, sin = torch.cos(ang), torch.sin(ang)
+    tx = T(torch, x)
+    if style == "neox":
+        a, b = tx[..., :r // 2], tx[..., r // 2:r]
+        y = torch.cat([a * cos - b * sin, b * cos + a * sin, tx[..., r:]], -1)
+    else:
+        a, b = tx[..., 0:r:2], tx[..., 1:r:2]
+        ya, yb = a * cos - b * sin, b * cos + a * sin
+        y = torch.cat([torch.stack([ya, yb], -1).reshape(B, H, N, r), tx[..., r:]], -1)
+    (y * torch.tensor(dy.astype(np.float64))).sum().backward()
+    close(dx, tx.grad.numpy(), "drope")
+    with pytest.raises(ValueError, match="negated"):
+        attn.rope_backward(dy, np.array([np.iinfo(np.int64).min] + [0] * (N - 1)))
+
+
+def test_mha_gqa_module(torch, rng):
+    """MultiHeadAttention(num_kv_heads=...) in the fused GQA layout and stacked."""
+    B, N, D, H, Hkv, HS = 2, 8, 12, 4, 2, 3
+    W = f32(rng, D, (H + 2 * Hkv) * HS)
+    b = f32(rng, (H + 2 * Hkv) * HS)
+    Wo, bo = f32(rng, H * HS, D), f32(rng, D)
+    m = attn.MultiHeadAttention(H, num_kv_heads=Hkv, Wqkv=W, bqkv=b, Wo=Wo, bo=bo,
+                                causal="top_left")
+    x, dout = f32(rng, B, N, D), f32(rng, B, N, D)
+    close(m(x), torch_mha(torch, *(torch.tensor(a.astype(np.float64)) for a in (
+        x, x, W[:, :H * HS].reshape(D, H, HS).transpose(1, 0, 2),
+        W[:, H * HS:(H + Hkv) * HS].reshape(D, Hkv, HS).transpose(1, 0, 2),
+        W[:, (H + Hkv) * HS:].reshape(D, Hkv, HS).transpose(1, 0, 2),
+        b[:H * HS].reshape(H, HS), b[H * HS:(H + Hkv) * HS].reshape(Hkv, HS),
+        b[(H + Hkv) * HS:].reshape(Hkv, HS), Wo, bo)), True).numpy(), "forward")
+    g = attn.mha_backward(m, dout, x)
+    tx, tW, tb, tWo, tbo = (T(torch, a) for a in (x, W, b, Wo, bo))
+    part = lambda a, c, n: tW[:, a:c].reshape(D, n, HS).permute(1, 0, 2)  # noqa: E731
+    out = torch_mha(torch, tx, tx, part(0, H * HS, H), part(H * HS, (H + Hkv) * HS, Hkv),
+                    part((H + Hkv) * HS, (H + 2 * Hkv) * HS, Hkv), tb[:H * HS].reshape(H, HS),
+                    tb[H * HS:(H + Hkv) * HS].reshape(Hkv, HS),
+                    tb[(H + Hkv) * HS:].reshape(Hkv, HS), tWo, tbo, True)
+    (out * torch.tensor(dout.astype(np.float64))).sum().backward()
+    close(g["x"], tx.grad.numpy(), "dx")
+    close(g["Wqkv"], tW.grad.numpy(), "dWqkv")
+    close(g["bqkv"], tb.grad.numpy(), "dbqkv")
+    close(g["Wo"], tWo.grad.numpy(), "dWo")

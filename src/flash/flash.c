@@ -286,8 +286,9 @@ static void dropout_block(const plan *pl, const tile *T, const state *w, float *
     const uint32_t thr = attn__dropout_threshold(P->dropout_p);
     const float scale = (float)(1.0 / (1.0 - (double)P->dropout_p));
     uint64_t row[ROWS];
-    for (int64_t r = 0; r < T->ldr; r++)
-        row[r] = r < T->nr ? attn__dropout_row(P->dropout_seed, T->b, w->h[r], w->i[r]) : 0;
+    attn__dropout_row_hashes(P->dropout_seed, T->b, w->h, w->i, T->nr, row);
+    for (int64_t r = T->nr; r < T->ldr; r++)
+        row[r] = 0;
     attn__dropout_rows(sb, T->ldr, nk, row, T->ldr, j0, thr, scale);
 }
 

@@ -82,10 +82,36 @@ AVX512DQ static void keys_avx512(float *p, uint64_t row, int64_t n, int64_t j0, 
         p[c] = attn__dropout_keep_at(row, j0 + c, threshold) ? p[c] * scale : 0.0f;
 }
 
+AVX512DQ static void row_hashes_avx512(uint64_t bh, const int64_t *h, const int64_t *i, int64_t n,
+                                       uint64_t *out) {
+    const __m512i c = _mm512_set1_epi64((long long)bh);
+    int64_t r = 0;
+    for (; r + 8 <= n; r += 8) {
+        __m512i z = mix8(_mm512_xor_si512(c, _mm512_loadu_si512(h + r)));
+        z = mix8(_mm512_xor_si512(z, _mm512_loadu_si512(i + r)));
+        _mm512_storeu_si512(out + r, z);
+    }
+    for (; r < n; r++)
+        out[r] = attn__mix64(attn__mix64(bh ^ (uint64_t)h[r]) ^ (uint64_t)i[r]);
+}
+
 static int use_avx512(void) {
     return attn_get_isa() == ATTN_ISA_AVX512 && __builtin_cpu_supports("avx512dq");
 }
 #endif
+
+void attn__dropout_row_hashes(uint64_t seed, int64_t b, const int64_t *h, const int64_t *i,
+                              int64_t n, uint64_t *out) {
+    const uint64_t bh = attn__mix64(seed ^ (uint64_t)b); /* shared by the rows of batch b */
+#if defined(__x86_64__)
+    if (use_avx512()) {
+        row_hashes_avx512(bh, h, i, n, out);
+        return;
+    }
+#endif
+    for (int64_t r = 0; r < n; r++)
+        out[r] = attn__mix64(attn__mix64(bh ^ (uint64_t)h[r]) ^ (uint64_t)i[r]);
+}
 
 void attn__dropout_rows(float *p, int64_t ldp, int64_t nk, const uint64_t *row, int64_t n,
                         int64_t j0, uint32_t threshold, float scale) {

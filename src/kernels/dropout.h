@@ -10,6 +10,10 @@
 
 #include <stdint.h>
 
+/* out[r] = attn__dropout_row(seed, b, h[r], i[r]) for r < n. */
+void attn__dropout_row_hashes(uint64_t seed, int64_t b, const int64_t *h, const int64_t *i,
+                              int64_t n, uint64_t *out);
+
 void attn__dropout_rows(float *p, int64_t ldp, int64_t nk, const uint64_t *row, int64_t n,
                         int64_t j0, uint32_t threshold, float scale);
 void attn__dropout_keys(float *p, int64_t ldp, int64_t nr, const uint64_t *row, int64_t n,
