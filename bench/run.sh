@@ -10,7 +10,7 @@ threads=${2:-2}
 shift $(($# >= 2 ? 2 : $#))
 # (re)configure so that bench/ is part of the build tree, then build the bench
 cmake -S "$root" -B "$build" > /dev/null
-cmake --build "$build" --target attn_bench attn_bench_modifiers attn_bench_kv attn_gemv_bench attn_loops -j2 > /dev/null
+cmake --build "$build" --target attn_bench attn_bench_modifiers attn_bench_kv attn_gemv_bench attn_loops attn_bench_backward -j2 > /dev/null
 # OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE may be set on this machine to keep older
 # OpenBLAS builds safe; they pin a slower kernel for every BLAS user, NumPy and
 # our projections alike. The benchmark drops them (in its own commands only)
@@ -73,3 +73,6 @@ if [ -f "$build/python/attn/__init__.py" ]; then
             /usr/bin/python3 "$root/bench/idle_spin.py"
     done
 fi
+# The backward rows (forward, backward and dropout forward alternated, same SGEMM check).
+echo
+"${run_env[@]}" OPENBLAS_NUM_THREADS=$threads "$build/bench/attn_bench_backward" --threads "$threads"

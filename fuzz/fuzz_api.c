@@ -399,6 +399,22 @@ static int call(reader *r, const dims *D, attn_status *st) {
             return -1;
         *st = attn_sdpa(maybe(r, &a), maybe(r, &b), maybe(r, &c), maybe(r, &d),
                         u8(r) == 1 ? NULL : &ob.o);
+        /* Then, if an extra byte says so (older inputs end before it), the
+         * backward on the same views and options: out (d) is an input now;
+         * what the forward wrote is the new reference for "untouched". */
+        if (u8(r) == 0xB7) {
+            attn_view dv, dm;
+            if (!view(r, D, 3, IN, &e) || !view(r, D, 4, IN, &f) || !view(r, D, 4, OUT, &g) ||
+                !view(r, D, 4, OUT, &h) || !view(r, D, 4, OUT, &dv))
+                return -1;
+            memcpy(OUT_SAVE, OUT, BUF_FLOATS * sizeof(float));
+            attn_backward_extras x = attn_backward_extras_default();
+            if ((u8(r) & 1) && view(r, D, 4, OUT, &dm)) x.dmask = maybe(r, &dm);
+            *st =
+                attn_sdpa_backward(maybe(r, &a), maybe(r, &b), maybe(r, &c), maybe(r, &d),
+                                   maybe(r, &e), maybe(r, &f), maybe(r, &g), maybe(r, &h),
+                                   maybe(r, &dv), u8(r) == 1 ? NULL : &ob.o, u8(r) & 1 ? &x : NULL);
+        }
         break;
     }
     case 2: { /* merge */

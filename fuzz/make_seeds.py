@@ -75,6 +75,12 @@ def seeds_api():
             put("fuzz_api", "call%02d_%d" % (call, variant), head + body)
     # attn_kv_append_rope: the rope selector, then a path byte >= 208.
     put("fuzz_api", "call12_kv", bytes([1, 2, 0, 3, 1, 2, 1, 0, 0, 0, 0, 240, 208]) + bytes(300))
+    # sdpa then attn_sdpa_backward: with the zero bodies above the byte that
+    # selects the backward is read at offset 70.
+    for variant, sizes in enumerate(([2, 3, 1, 4, 2, 3, 2, 1], [1, 1, 1, 1, 1, 1, 1, 1])):
+        data = bytearray(bytes(s - 1 for s in sizes) + bytes([0, 0, 0, 1]) + bytes(300))
+        data[70] = 0xB7
+        put("fuzz_api", "call01_backward_%d" % variant, bytes(data))
     # The fold (call 16: selector bytes 244, 249, 254), with its own stream.
     rnd = random.Random(2)
     for variant, sizes in enumerate(([2, 3, 1, 4, 2, 3, 2, 1], [1, 1, 1, 1, 1, 1, 1, 1],

@@ -255,8 +255,8 @@ typedef enum attn_causal {
 
 /* Algorithm choice; AUTO is right for nearly everyone. Values pinned.
  * The fast path (tiled online softmax, O(threads x tile) scratch, never the
- * Nq x Nkv matrix) covers every option except dropout > 0, the weights
- * output and head sizes above 2^20: those run the reference path (scratch
+ * Nq x Nkv matrix) covers every option except the weights output and head
+ * sizes above 2^20: those run the reference path (scratch
  * O(threads x Nkv)), whatever algo says. With few query rows and many keys
  * (decoding) the fast path splits the keys in fixed chunks over threads. */
 typedef enum attn_algo {
@@ -281,8 +281,8 @@ typedef struct attn_opts {
     const attn_view *mask;
     /* B values in 0..Nkv: batch b sees keys j < key_lengths[b]. NULL: Nkv. */
     const int64_t *key_lengths;
-    /* Dropout on the attention weights, p in [0, 1). See attn_dropout_keep.
-     * p > 0 runs the reference path (the fast path has no dropout yet). */
+    /* Dropout on the attention weights, p in [0, 1). See attn_dropout_keep:
+     * both paths drop the same weights (since v0.2.0 the fast path too). */
     float dropout_p;
     uint64_t dropout_seed;
     /* Threads for this call; <= 0 means the number of online CPUs. OpenMP's
@@ -412,6 +412,87 @@ attn_status attn_sdpa(const attn_view *q, const attn_view *k, const attn_view *v
  * denominator once, as attn_sdpa counts it). */
 attn_status attn_merge(const attn_view *part_out, const attn_view *part_lse, int n_parts,
                        attn_view *out, attn_view *lse);
+
+/* ------------------------------------------------------------------------ */
+/* Backward of scaled dot-product attention (training)                       */
+/* ------------------------------------------------------------------------ */
+
+/* Optional outputs of attn_sdpa_backward beyond dq, dk, dv. Start from
+ * attn_backward_extras_default(); fields are only ever appended.
+ * Since v0.2.0. */
+typedef struct attn_backward_extras {
+    /* The gradient of the additive mask, in the mask's own shape as passed
+     * in opts.mask (rank 4, size-1 dimensions broadcast): entries of a
+     * broadcast dimension are summed over it.
+     *   dmask[b', h', i', j'] = sum over (b, h, i, j) that read that entry of dS[b,h,i,j]
+     * with dS the gradient of the score (after softcap and ALiBi, as the
+     * mask is added last). Hidden entries (-inf in the mask) get 0. Requires
+     * opts.mask. NULL: not computed. */
+    attn_view *dmask;
+    /* The gradient of opts.sinks, shape (H):
+     *   dsinks[h] = -sum_{b, i} P_sink[b,h,i] D[b,h,i],  P_sink = exp(sinks[h] - lse[b,h,i])
+     * (the sink is a logit with no value). Requires opts.sinks. NULL: not
+     * computed. */
+    attn_view *dsinks;
+} attn_backward_extras;
+
+/* @return every field NULL. Since v0.2.0. */
+attn_backward_extras attn_backward_extras_default(void);
+
+/* Gradients of attn_sdpa with respect to q, k and v (and optionally the
+ * mask), given the forward's out and lse and the gradient dout of the loss
+ * with respect to out.
+ *   q    (B, H,   Nq,  d)      the forward's inputs, unchanged
+ *   k    (B, Hkv, Nkv, d)
+ *   v    (B, Hkv, Nkv, dv)
+ *   out  (B, H,   Nq,  dv)     the forward's output (with the same opts;
+ *                              checked as attn_sdpa checks out: no stride 0)
+ *   lse  (B, H,   Nq)          the forward's opts.lse output (required)
+ *   dout (B, H,   Nq,  dv)     any strides, stride 0 included
+ *   dq   (B, H,   Nq,  d)      outputs, overwritten (not accumulated)
+ *   dk   (B, Hkv, Nkv, d)      summed over the H/Hkv query heads of each
+ *   dv   (B, Hkv, Nkv, dv)     kv head, never expanded
+ * opts: the forward's options (scale, causal, mask, key_lengths, dropout p
+ * and seed, threads, algo, and every score modifier: positions, window,
+ * softcap, ALiBi, sinks); opts->lse and opts->weights are ignored. NULL:
+ * defaults. extras: optional outputs (dmask, dsinks), NULL for none.
+ * With P the attention weights before dropout, Z[b,h,i,j] = keep/(1-p) the
+ * dropout factor (attn_dropout_keep, regenerated from the seed: the same
+ * weights drop as in the forward), g = h / (H / Hkv):
+ *   P[b,h,i,j]  = exp(score(i, j) - lse[b,h,i])          visible keys, else 0
+ *   dP[b,h,i,j] = Z * sum_f dout[b,h,i,f] v[b,g,j,f]     // "bhif,bgjf->bhij"
+ *   D[b,h,i]    = sum_f dout[b,h,i,f] out[b,h,i,f]       // "bhif,bhif->bhi"
+ *   dS          = P * (dP - D)                        (= dmask's entries)
+ *   dS'         = dS * (1 - tanh^2(scale q.k / softcap))  with softcap, else dS
+ *   dq[b,h,i,e] = scale * sum_j dS'[b,h,i,j] k[b,g,j,e]  // "bhij,bgje->bhie"
+ *   dk[b,g,j,e] = scale * sum_{h in g, i} dS' q[b,h,i,e] // "bhij,bhie->bgje"
+ *   dv[b,g,j,f] = sum_{h in g, i} P Z dout[b,h,i,f]     // "bhij,bhif->bgjf"
+ * (ALiBi adds a constant per pair, so it only enters through P; the sink
+ * enters through lse and has its own gradient, extras.dsinks.)
+ * Rows with no visible key (lse -inf) contribute nothing; keys no row sees
+ * get zero dk, dv. Hidden keys are skipped, never multiplied by zero: NaN or
+ * Inf in them (in k, v, or in q/dout rows that cannot see them) does not
+ * reach any gradient.
+ * Paths: the reference (plain loops in double, the specification) recomputes
+ * the softmax from q and k and ignores out and lse beyond their checks. The
+ * fast path (AUTO, FLASH; head sizes up to 1024, every option) recomputes P
+ * from lse in tiles with O(threads x tile) scratch plus B*H*Nq floats for D
+ * (and B*H*Nq doubles with dsinks, Nkv doubles per thread with dmask), in two
+ * passes: dk, dv per (b, kv head, 64 keys), then dq per (b, h, 64 queries),
+ * so every output element has one owner and the result is bit-identical for
+ * any thread count. Its dmask comes from a third pass per dmask row, summing
+ * the rows that read it in ascending (b, h, i). Because it trusts lse, a
+ * finite mask of huge magnitude (e.g. -1e9 on every key of a row, where lse
+ * in float keeps ~7 digits) makes its P inexact: use -inf to hide keys.
+ * Errors: as attn_sdpa, plus every output must have its input's shape, be a
+ * proper output and overlap nothing else; checks run before any output is
+ * written.
+ * @return ATTN_OK, or NULL/SHAPE/STRIDE/OVERFLOW/ARG/NOMEM/ISA.
+ * Since v0.2.0. */
+attn_status attn_sdpa_backward(const attn_view *q, const attn_view *k, const attn_view *v,
+                               const attn_view *out, const attn_view *lse, const attn_view *dout,
+                               attn_view *dq, attn_view *dk, attn_view *dv, const attn_opts *opts,
+                               const attn_backward_extras *extras);
 
 /* ------------------------------------------------------------------------ */
 /* Resumable fold (since v0.2.0)                                             */
@@ -629,8 +710,7 @@ attn_status attn_rope(const attn_view *x, const int64_t *positions, const int64_
 attn_status attn_rope_inv_freq(int64_t rotary_dim, double base, double *inv_freq);
 attn_status attn_rope_inv_freq_linear(int64_t rotary_dim, double base, double factor,
                                       double *inv_freq);
-attn_status attn_rope_inv_freq_ntk(int64_t rotary_dim, double base, double alpha,
-                                   double *inv_freq);
+attn_status attn_rope_inv_freq_ntk(int64_t rotary_dim, double base, double alpha, double *inv_freq);
 attn_status attn_rope_inv_freq_llama3(int64_t rotary_dim, double base, double factor,
                                       double low_freq_factor, double high_freq_factor,
                                       int64_t original_max_position, double *inv_freq);
@@ -700,9 +780,9 @@ attn_status attn_mha_from_fused(const attn_view *Wqkv, const attn_view *bqkv, in
  * Self-attention then runs one GEMM of width (H + 2*Hkv)*HS. With Hkv = H
  * and HS = D / H it equals attn_mha_from_fused.
  * @return ATTN_OK, NULL (p) or SHAPE naming the size. Since v0.2.0. */
-attn_status attn_mha_from_fused_gqa(const attn_view *Wqkv, const attn_view *bqkv,
-                                    int64_t num_heads, int64_t num_kv_heads, const attn_view *Wo,
-                                    const attn_view *bo, attn_mha_params *p);
+attn_status attn_mha_from_fused_gqa(const attn_view *Wqkv, const attn_view *bqkv, int64_t num_heads,
+                                    int64_t num_kv_heads, const attn_view *Wo, const attn_view *bo,
+                                    attn_mha_params *p);
 
 /* Multi-head attention (S4, S5, S6, S7):
  *   xq  (Nq, Dq) or (B, Nq, Dq)
@@ -890,6 +970,80 @@ attn_status attn_kv_copy_blocks(attn_kv_cache *cache, const int32_t *src, const 
 attn_status attn_kv_attend(const attn_kv_cache *cache, const attn_view *q,
                            const int32_t *block_tables, int64_t max_blocks, const int64_t *lengths,
                            const int64_t *q_lengths, attn_view *out, const attn_opts *opts);
+
+/* ------------------------------------------------------------------------ */
+/* Gradients of the building blocks and modules (training)                   */
+/* ------------------------------------------------------------------------ */
+/* Each *_backward takes the forward's inputs and dy = dLoss/dy, and writes
+ * the gradients wanted (a NULL output, or a view with data NULL inside a
+ * struct, is not computed). Outputs are overwritten, not accumulated; they
+ * must be proper outputs overlapping no input and no other output; all
+ * checks run before anything is written. What the backward needs from the
+ * forward is recomputed from these inputs (the norms' statistics, the
+ * module's q, k, v, attention and lse): nothing has to be kept between the
+ * calls, at the cost of one more forward for attn_mha_backward. Sums over
+ * rows (dW, db, dgamma) run in a fixed order: in double for the norms and
+ * biases, through the GEMM (deterministic per thread count) for weights.
+ * Since v0.2.0. */
+
+/* Gradients of attn_linear, y = x @ W + b:
+ *   x (..., in) rank 1..3;  W (in, out);  dy (..., out)
+ *   dx[n, i] = sum_o dy[n, o] W[i, o]     // "no,io->ni"   dx (..., in) or NULL
+ *   dW[i, o] = sum_n x[n, i] dy[n, o]     // "ni,no->io"   dW (in, out) or NULL
+ *   db[o]    = sum_n dy[n, o]             // "no->o"       db (out) or NULL
+ * (n over every leading index). Scratch: rows x (in + out + max(in, out))
+ * floats. @return ATTN_OK, or NULL/SHAPE/STRIDE/OVERFLOW/NOMEM/ISA. */
+attn_status attn_linear_backward(const attn_view *x, const attn_view *W, const attn_view *dy,
+                                 attn_view *dx, attn_view *dW, attn_view *db, int num_threads);
+
+/* Gradients of attn_layer_norm (beta does not enter them). Per row of D
+ * features, xh = (x - mu) / sqrt(var + eps), dxh = dy * gamma:
+ *   dx = (dxh - mean(dxh) - xh * mean(dxh * xh)) / sqrt(var + eps)
+ *   dgamma[j] = sum over rows of dy * xh;   dbeta[j] = sum over rows of dy
+ * x, dy, dx: the same shape (rank 1..4); gamma (D) or NULL (1); dgamma,
+ * dbeta (D) or NULL. */
+attn_status attn_layer_norm_backward(const attn_view *x, const attn_view *gamma,
+                                     const attn_view *dy, float eps, attn_view *dx,
+                                     attn_view *dgamma, attn_view *dbeta);
+
+/* Gradients of attn_rms_norm. Per row, r = 1 / sqrt(mean(x^2) + eps) (0 for
+ * a zero row with eps 0), xh = x r, dxh = dy * gamma:
+ *   dx = r (dxh - xh * mean(dxh * xh));   dgamma[j] = sum over rows of dy * xh */
+attn_status attn_rms_norm_backward(const attn_view *x, const attn_view *gamma, const attn_view *dy,
+                                   float eps, attn_view *dx, attn_view *dgamma);
+
+/* Gradient of attn_rope: the rotation transposed, i.e. by -theta,
+ *   dx = R(-theta) dy * mscale,
+ * which is attn_rope at the negated positions (same arguments as attn_rope,
+ * dy in x's place, dx in y's; dx may be dy itself). A position of
+ * INT64_MIN is ATTN_ERR_ARG. Scratch: the negated positions (N, or B*H*N
+ * int64 when pos_strides vary over batches or heads). */
+attn_status attn_rope_backward(const attn_view *dy, const int64_t *positions,
+                               const int64_t *pos_strides, attn_view *dx,
+                               const attn_rope_params *p);
+
+/* Gradients of attn_mha with respect to its inputs and every weight and bias.
+ *   p, xq, xkv (NULL: self-attention), opts: as given to attn_mha
+ *   dout  (Nq, Dout) or (B, Nq, Dout): dLoss/dout (no stride 0 on a dimension > 1)
+ *   dxq   like xq, or NULL; with self-attention it holds the whole gradient of x
+ *   dxkv  like xkv, or NULL (must be NULL for self-attention)
+ *   grads the gradients in p's own layout: grads->Wq like p->Wq, ..., grads->bo
+ *         like p->bo; a view with data NULL is not computed (and must be for a
+ *         parameter p does not have); num_heads, num_kv_heads are ignored. Build
+ *         it with attn_mha_from_fused(_gqa) over fused gradient buffers to get
+ *         dWqkv (D, 3*D) directly (the q, k, v gradient views may then share
+ *         one buffer: they are not checked against each other, only against
+ *         everything else). NULL: no parameter gradient.
+ * Steps (forward recomputed, then in reverse, with cat, q, k, v as in attn_mha):
+ *   dWo = cat^T dout;  dbo = sum_rows dout;  dcat = dout Wo^T
+ *   dq, dk, dv = attn_sdpa_backward(q, k, v, a, lse, dcat, opts)   (GQA: dk, dv per kv head)
+ *   dWq[h] = xq^T dq_h;  dbq[h] = sum_rows dq_h;  dxq = sum_h dq_h Wq[h]^T   (k, v likewise)
+ * Dropout regenerates the forward's pattern from opts' seed. Scratch: the
+ * projected q, k, v, attention and their gradients, copies of x, dout and
+ * the weights, O(B N (D + heads x head size)). */
+attn_status attn_mha_backward(const attn_mha_params *p, const attn_view *xq, const attn_view *xkv,
+                              const attn_view *dout, attn_view *dxq, attn_view *dxkv,
+                              attn_mha_params *grads, const attn_opts *opts);
 
 #ifdef __cplusplus
 }

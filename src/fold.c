@@ -163,7 +163,7 @@ attn_status attn_fold_init(attn_fold *f, const attn_view *q, int64_t nkv, const 
     so.mask = NULL;
     so.key_lengths = NULL;
     attn__sdpa_problem V = {0};
-    if ((s = attn__sdpa_problem_make(fn, q, &kd, &vd, &f->acc, &so, &V))) return s;
+    if ((s = attn__sdpa_check(fn, q, &kd, &vd, &f->acc, &so, &V))) return s;
 
     /* The visibility rule of the whole fold, for the row's key end. */
     attn__sdpa_problem W = {0};
@@ -229,7 +229,7 @@ attn_status attn_fold_step(attn_fold *f, const attn_view *q, const attn_view *k,
                          4)))
         return s;
     attn__sdpa_problem P = {0};
-    if ((s = attn__sdpa_problem_make(fn, q, k, v, &f->acc, &so, &P))) return s;
+    if ((s = attn__sdpa_check(fn, q, k, v, &f->acc, &so, &P))) return s;
     const int64_t nkv = f->nkv;
     if (nkv < 1)
         return attn__fail(ATTN_ERR_ARG, "%s: f->nkv=%" PRId64 " (call attn_fold_init first)", fn,

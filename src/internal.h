@@ -193,10 +193,11 @@ static inline float attn__dropout_factor(const attn__sdpa_problem *P, int64_t b,
 }
 
 /* attn_sdpa's checks of (q, k, v, out, opts), filling P (src/sdpa.c);
- * messages name fn. Nothing is computed or written but P. */
-attn_status attn__sdpa_problem_make(const char *fn, const attn_view *q, const attn_view *k,
-                                    const attn_view *v, attn_view *out, const attn_opts *o,
-                                    attn__sdpa_problem *P);
+ * messages name fn. Nothing is computed or written but P. Shared by the
+ * backward (src/sdpa_backward.c) and the fold (src/fold.c). */
+attn_status attn__sdpa_check(const char *fn, const attn_view *q, const attn_view *k,
+                             const attn_view *v, attn_view *out, const attn_opts *o,
+                             attn__sdpa_problem *P);
 
 /* The reference algorithm (src/ref/sdpa_ref.c): always applicable. */
 attn_status attn__sdpa_ref(const attn__sdpa_problem *P);

@@ -13,6 +13,7 @@
  *   4. out = cat @ Wo + bo  (B, Nq, Dout)   // "bio,od->bid"
  * Rank-2 inputs (one sequence) are B = 1 seen through a stride-0 dimension. */
 #include "internal.h"
+#include "mha_internal.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -409,4 +410,15 @@ attn_status attn_cross_attention(const attn_view *xq, const attn_view *xkv, cons
     attn_status s;
     if ((s = attn__check_view(fn, "xkv", xkv, 0))) return s;
     return single_head(fn, xq, xkv, Wq, Wk, Wv, out, opts);
+}
+
+/* attn_mha's checks and projections, shared with src/mha_backward.c. */
+attn_status attn__mha_check(const char *fn, const attn_mha_params *p, const attn_view *xq,
+                            const attn_view *xkv, const attn_view *out) {
+    return check_mha(fn, p, xq, xkv, out);
+}
+
+void attn__mha_project(const attn_view *x3, const attn_view *W, const attn_view *bias, float *dst,
+                       int threads) {
+    project(x3, W, bias, dst, threads);
 }

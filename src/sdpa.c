@@ -2,6 +2,7 @@
  * The checks all run before any output is written. */
 #include "internal.h"
 #include "flash/flash.h"
+#include "sdpa_backward.h"
 
 #include <inttypes.h>
 
@@ -240,7 +241,7 @@ static attn_status build_problem(const char *fn, const attn_view *q, const attn_
 
 /* Pick the algorithm for a validated problem. */
 static attn_status attn__sdpa_select(const attn__sdpa_problem *P, attn_algo algo) {
-    /* The flash path has no dropout and never forms the weights. */
+    /* The flash path never forms the weights. */
     if (algo != ATTN_ALGO_REFERENCE && attn__flash_applies(P)) return attn__sdpa_flash(P);
     return attn__sdpa_ref(P);
 }
@@ -257,9 +258,9 @@ attn_status attn_sdpa(const attn_view *q, const attn_view *k, const attn_view *v
     return attn__sdpa_select(&P, o->algo);
 }
 
-/* For src/fold.c: the checks and problem of attn_sdpa, nothing computed. */
-attn_status attn__sdpa_problem_make(const char *fn, const attn_view *q, const attn_view *k,
-                                    const attn_view *v, attn_view *out, const attn_opts *o,
-                                    attn__sdpa_problem *P) {
+/* The checks above, shared with attn_sdpa_backward and the fold. */
+attn_status attn__sdpa_check(const char *fn, const attn_view *q, const attn_view *k,
+                             const attn_view *v, attn_view *out, const attn_opts *o,
+                             attn__sdpa_problem *P) {
     return build_problem(fn, q, k, v, out, o, P);
 }

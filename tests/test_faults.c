@@ -289,6 +289,188 @@ static void sdpa_sweeps(void) {
     }
 }
 
+/* attn_sdpa_backward: both paths, the fast one with dmask, dsinks, dropout
+ * and every option; then its peak scratch against N (no N x N). */
+typedef struct {
+    attn_view q, k, v, out, lse, dout, dq, dk, dv, mask, dmask, dsinks;
+    attn_opts o;
+    attn_backward_extras x;
+} bwd_case;
+
+static attn_status call_backward(void *ctx) {
+    bwd_case *c = ctx;
+    return attn_sdpa_backward(&c->q, &c->k, &c->v, &c->out, &c->lse, &c->dout, &c->dq, &c->dk,
+                              &c->dv, &c->o, &c->x);
+}
+
+static void backward_sweeps(void) {
+    enum { B = 2, H = 4, Hkv = 2, Nq = 70, Nkv = 90, d = 16, dv = 12 };
+    float *q = tu_rand(B * H * Nq * d, -1, 1), *k = tu_rand(B * Hkv * Nkv * d, -1, 1);
+    float *v = tu_rand(B * Hkv * Nkv * dv, -1, 1), *mask = tu_rand(Nq * Nkv, -2, 2);
+    float *out = tu_zeros(B * H * Nq * dv), *lse = tu_zeros(B * H * Nq);
+    float *dout = tu_rand(B * H * Nq * dv, -1, 1), sinks[H] = {0.5f, -1.0f, 0.0f, 2.0f};
+    float *dq = tu_zeros(B * H * Nq * d), *dk = tu_zeros(B * Hkv * Nkv * d);
+    float *dvv = tu_zeros(B * Hkv * Nkv * dv), *dmask = tu_zeros(Nq * Nkv), dsinks[H];
+    for (int64_t i = 0; i < Nq * Nkv; i += 5)
+        mask[i] = -INFINITY;
+    bwd_case c;
+    c.q = attn_view_4d(q, B, H, Nq, d);
+    c.k = attn_view_4d(k, B, Hkv, Nkv, d);
+    c.v = attn_view_4d(v, B, Hkv, Nkv, dv);
+    c.out = attn_view_4d(out, B, H, Nq, dv);
+    c.lse = attn_view_3d(lse, B, H, Nq);
+    c.dout = attn_view_4d(dout, B, H, Nq, dv);
+    c.dq = attn_view_4d(dq, B, H, Nq, d);
+    c.dk = attn_view_4d(dk, B, Hkv, Nkv, d);
+    c.dv = attn_view_4d(dvv, B, Hkv, Nkv, dv);
+    c.mask = attn_view_4d(mask, 1, 1, Nq, Nkv);
+    c.dmask = attn_view_4d(dmask, 1, 1, Nq, Nkv);
+    c.dsinks = attn_view_1d(dsinks, H);
+    const outbuf ob[5] = {{dq, B * H * Nq * d},
+                          {dk, B * Hkv * Nkv * d},
+                          {dvv, B * Hkv * Nkv * dv},
+                          {dmask, Nq * Nkv},
+                          {dsinks, H}};
+    static const attn_algo algos[2] = {ATTN_ALGO_REFERENCE, ATTN_ALGO_FLASH};
+    char label[96];
+    for (int a = 0; a < 2; a++)
+        for (int threads = 1; threads <= 2; threads++) {
+            c.o = attn_opts_default();
+            c.o.causal = ATTN_CAUSAL_BOTTOM_RIGHT;
+            c.o.mask = &c.mask;
+            c.o.sinks = sinks;
+            c.o.softcap = 2.0f;
+            c.o.window_left = 40;
+            c.o.dropout_p = 0.1f;
+            c.o.dropout_seed = 3;
+            c.o.num_threads = threads;
+            attn_opts fo = c.o;
+            fo.lse = &c.lse;
+            attn_set_allocator(NULL);
+            CHECK_OK(attn_sdpa(&c.q, &c.k, &c.v, &c.out, &fo));
+            attn_set_allocator(&counting);
+            c.o.algo = algos[a];
+            c.x = attn_backward_extras_default();
+            c.x.dmask = &c.dmask;
+            c.x.dsinks = &c.dsinks;
+            snprintf(label, sizeof label, "attn_sdpa_backward %s, %d thr",
+                     a ? "flash" : "reference", threads);
+            sweep(label, call_backward, &c, ob, 5, 1);
+        }
+    free(q), free(k), free(v), free(mask), free(out), free(lse), free(dout), free(dq), free(dk);
+    free(dvv), free(dmask);
+}
+
+/* Peak scratch of the fast backward at B = H = 1, d = 64, causal: the
+ * per-thread tiles plus N floats of D, never N x N. */
+static long backward_peak(int64_t N) {
+    float *q = tu_rand(N * 64, -1, 1), *k = tu_rand(N * 64, -1, 1), *v = tu_rand(N * 64, -1, 1);
+    float *out = tu_zeros(N * 64), *lse = tu_zeros(N), *g = tu_zeros(3 * N * 64);
+    attn_view vq = attn_view_4d(q, 1, 1, N, 64), vk = attn_view_4d(k, 1, 1, N, 64);
+    attn_view vv = attn_view_4d(v, 1, 1, N, 64), vo = attn_view_4d(out, 1, 1, N, 64);
+    attn_view vl = attn_view_3d(lse, 1, 1, N), vdq = attn_view_4d(g, 1, 1, N, 64);
+    attn_view vdk = attn_view_4d(g + N * 64, 1, 1, N, 64);
+    attn_view vdv = attn_view_4d(g + 2 * N * 64, 1, 1, N, 64);
+    attn_opts o = attn_opts_default();
+    o.causal = ATTN_CAUSAL_TOP_LEFT;
+    o.num_threads = 2;
+    o.lse = &vl;
+    CHECK_OK(attn_sdpa(&vq, &vk, &vv, &vo, &o));
+    o.lse = NULL;
+    counter_reset(0);
+    CHECK_OK(attn_sdpa_backward(&vq, &vk, &vv, &vo, &vl, &vo, &vdq, &vdk, &vdv, &o, NULL));
+    const long peak = atomic_load(&C.peak);
+    free(q), free(k), free(v), free(out), free(lse), free(g);
+    return peak;
+}
+
+static void backward_memory(int quick) {
+    const int64_t n1 = quick ? 512 : 1024, n2 = 4 * n1;
+    const long p1 = backward_peak(n1), p2 = backward_peak(n2);
+    printf("  attn_sdpa_backward peak scratch: N=%lld %ld bytes, N=%lld %ld bytes\n", (long long)n1,
+           p1, (long long)n2, p2);
+    /* 4 N bytes of D more, nothing that grows with N^2 */
+    CHECK(p2 - p1 <= 4 * (n2 - n1) + 4096, "backward scratch grows with N: %ld -> %ld", p1, p2);
+    CHECK(p2 < (1l << 20) + 4 * n2, "backward scratch %ld bytes is not O(threads x tile)", p2);
+}
+
+/* The module gradients: every one that allocates, through the same sweep. */
+typedef struct {
+    attn_view x, W, dy, dx, dW, db, g, xr, dyr, dxr;
+    attn_mha_params p, gp;
+    attn_view mx, mdout, mdx;
+    int64_t pos[6];
+    int which;
+} grads_case;
+
+static attn_status call_grads(void *ctx) {
+    grads_case *c = ctx;
+    attn_rope_params rp = attn_rope_params_default();
+    switch (c->which) {
+    case 0:
+        return attn_linear_backward(&c->x, &c->W, &c->dy, &c->dx, &c->dW, &c->db, 2);
+    case 1:
+        return attn_layer_norm_backward(&c->x, &c->g, &c->dx, 1e-5f, &c->dy, &c->db, NULL);
+    case 2:
+        return attn_rms_norm_backward(&c->x, &c->g, &c->dx, 1e-5f, &c->dy, &c->db);
+    case 3:
+        return attn_rope_backward(&c->xr, c->pos, NULL, &c->dxr, &rp);
+    default:
+        return attn_mha_backward(&c->p, &c->mx, NULL, &c->mdout, &c->mdx, NULL, &c->gp, NULL);
+    }
+}
+
+static void grads_sweeps(void) {
+    enum { N = 6, I = 8, O = 5, D = 8, H = 2, HS = 4 };
+    float *x = tu_rand(N * I, -1, 1), *W = tu_rand(I * O, -1, 1), *dy = tu_rand(N * O, -1, 1);
+    float *dx = tu_zeros(N * I), *dW = tu_zeros(I * O), *db = tu_zeros(O > I ? O : I);
+    float *g = tu_rand(I, 0.5f, 1.5f), *dyn = tu_zeros(N * I);
+    float *Wqkv = tu_rand(D * 3 * D, -1, 1), *Wo = tu_rand(D * D, -1, 1);
+    float *gW = tu_zeros(D * 3 * D), *gWo = tu_zeros(D * D);
+    float *mx = tu_rand(N * D, -1, 1), *mdout = tu_rand(N * D, -1, 1), *mdx = tu_zeros(N * D);
+    grads_case c;
+    memset(&c, 0, sizeof c);
+    c.x = attn_view_2d(x, N, I);
+    c.W = attn_view_2d(W, I, O);
+    c.dy = attn_view_2d(dy, N, O);
+    c.dx = attn_view_2d(dx, N, I);
+    c.dW = attn_view_2d(dW, I, O);
+    c.db = attn_view_1d(db, O);
+    c.g = attn_view_1d(g, I);
+    c.xr = attn_view_4d(x, 1, 1, N, I);
+    c.dxr = attn_view_4d(dx, 1, 1, N, I);
+    for (int i = 0; i < N; i++)
+        c.pos[i] = 3 * i + 1;
+    attn_view vW = attn_view_2d(Wqkv, D, 3 * D), vWo = attn_view_2d(Wo, D, D);
+    attn_view vgW = attn_view_2d(gW, D, 3 * D), vgWo = attn_view_2d(gWo, D, D);
+    CHECK_OK(attn_mha_from_fused(&vW, NULL, H, &vWo, NULL, &c.p));
+    CHECK_OK(attn_mha_from_fused(&vgW, NULL, H, &vgWo, NULL, &c.gp));
+    (void)HS;
+    c.mx = attn_view_2d(mx, N, D);
+    c.mdout = attn_view_2d(mdout, N, D);
+    c.mdx = attn_view_2d(mdx, N, D);
+    const outbuf lin_out[3] = {{dx, N * I}, {dW, I * O}, {db, O}};
+    c.which = 0;
+    sweep("attn_linear_backward", call_grads, &c, lin_out, 3, 1);
+    /* norms: dx is the input dy here, outputs dy (as dx) and db (as dgamma) */
+    c.dx = attn_view_2d(dx, N, I);
+    c.dy = attn_view_2d(dyn, N, I);
+    c.db = attn_view_1d(db, I);
+    const outbuf nrm_out[2] = {{dyn, N * I}, {db, I}};
+    c.which = 1;
+    sweep("attn_layer_norm_backward", call_grads, &c, nrm_out, 2, 1);
+    c.which = 2;
+    sweep("attn_rms_norm_backward", call_grads, &c, nrm_out, 2, 1);
+    const outbuf rope_out[1] = {{dx, N * I}};
+    c.which = 3;
+    sweep("attn_rope_backward", call_grads, &c, rope_out, 1, 1);
+    const outbuf mha_out[3] = {{mdx, N * D}, {gW, D * 3 * D}, {gWo, D * D}};
+    c.which = 4;
+    sweep("attn_mha_backward fused, Wo", call_grads, &c, mha_out, 3, 1);
+    free(x), free(W), free(dy), free(dx), free(dW), free(db), free(g), free(dyn), free(Wqkv);
+    free(Wo), free(gW), free(gWo), free(mx), free(mdout), free(mdx);
+}
+
 typedef struct {
     attn_mha_params p;
     attn_view xq, xkv, out;
@@ -736,6 +918,8 @@ int main(void) {
     attn_set_allocator(&counting);
     printf("fault injection (N-th allocation fails, N = 1.. until success):\n");
     sdpa_sweeps();
+    backward_sweeps();
+    grads_sweeps();
     mha_sweeps();
     module_sweeps();
     fold_sweeps();
@@ -744,6 +928,7 @@ int main(void) {
     kv_sweeps();
     printf("  total: %ld calls swept, %ld injection points\n", total_cases, total_points);
     flash_memory(quick);
+    backward_memory(quick);
     CHECK(atomic_load(&C.live) == 0, "%ld blocks still live at exit", atomic_load(&C.live));
     CHECK(atomic_load(&C.bad_align) == 0, "%ld requests with a bad alignment",
           atomic_load(&C.bad_align));

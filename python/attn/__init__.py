@@ -16,10 +16,13 @@ The article's functions, same names and argument order (note k, q, v):
     layer_norm(x, gamma=None, beta=None, eps=1e-5)
     linear(x, W, b=None)
 
-The general API: sdpa(q, k, v, ...), merge(outs, lses) and the class
-MultiHeadAttention (with from_torch_state / to_torch_state; num_kv_heads for
-grouped-query attention). A Llama-style layer's pieces: rope(x, positions),
-the rope_inv_freq* tables (linear, NTK, Llama 3, YaRN) and rms_norm(x).
+The general API: sdpa(q, k, v, ...), its gradients sdpa_backward(q, k, v,
+out, lse, dout, ...), merge(outs, lses), the class MultiHeadAttention (with
+from_torch_state / to_torch_state; num_kv_heads for grouped-query
+attention), and the gradients linear_backward, layer_norm_backward,
+rms_norm_backward and mha_backward(module, dout, x). A Llama-style layer's
+pieces: rope(x, positions), the rope_inv_freq* tables (linear, NTK, Llama 3,
+YaRN) and rms_norm(x).
 
 Dimension letters: B batch, H query heads, Hkv key/value heads, N tokens,
 Nq query tokens, Nkv key/value tokens, D model width, d and HS head size,
@@ -62,6 +65,8 @@ from .article import (multihead_attention_list, multihead_attention_vec,
                       multihead_cross_attention_list, self_attention, self_attention_batched,
                       self_attention_cols, softmax_cols, softmax_lastdim)
 from .core import alibi_slopes, merge, sdpa
+from .backward import sdpa_backward
+from .grads import layer_norm_backward, linear_backward, mha_backward, rms_norm_backward
 from .modules import MultiHeadAttention, layer_norm, linear
 from .decoder import (rms_norm, rope, rope_inv_freq, rope_inv_freq_linear, rope_inv_freq_llama3,
                       rope_inv_freq_ntk, rope_inv_freq_yarn)
@@ -80,6 +85,11 @@ __all__ = [
     "linear",
     "sdpa",
     "merge",
+    "sdpa_backward",
+    "linear_backward",
+    "layer_norm_backward",
+    "rms_norm_backward",
+    "mha_backward",
     "alibi_slopes",
     "MultiHeadAttention",
     "rope",

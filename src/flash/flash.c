@@ -20,6 +20,8 @@
  * and blocks wholly outside every row's range are skipped. */
 #include "flash/flash.h"
 
+#include "dropout_hash.h"
+#include "kernels/dropout.h"
 #include "kernels/kernels.h"
 
 #include <string.h>
@@ -275,6 +277,20 @@ static void block_scores(const plan *pl, const tile *T, state *w, float *sb, int
     pl->kr->score(sb, w->qt, T->ldr, k, ks, nk, T->nr, P->d);
 }
 
+/* Dropout after the row sums, so l (and lse) are taken before it, as in the
+ * reference: p[c][r] = keep(b, h, i, j0 + c) ? p[c][r] / (1 - p) : 0. Rows
+ * nr..ldr-1 and hidden keys hold p = 0 and stay 0. */
+static void dropout_block(const plan *pl, const tile *T, const state *w, float *sb, int64_t j0,
+                          int64_t nk) {
+    const attn__sdpa_problem *P = pl->P;
+    const uint32_t thr = attn__dropout_threshold(P->dropout_p);
+    const float scale = (float)(1.0 / (1.0 - (double)P->dropout_p));
+    uint64_t row[ROWS];
+    for (int64_t r = 0; r < T->ldr; r++)
+        row[r] = r < T->nr ? attn__dropout_row(P->dropout_seed, T->b, w->h[r], w->i[r]) : 0;
+    attn__dropout_rows(sb, T->ldr, nk, row, T->ldr, j0, thr, scale);
+}
+
 /* One chunk [c0, min(c0 + CHUNK, jmax)) of a loaded tile from a fresh state,
  * leaving the partial in w->m, w->l, w->oc.
  * A tile of at most 16 rows (decode) first scores every block of the chunk,
@@ -314,6 +330,7 @@ static void chunk_run(const plan *pl, const tile *T, state *w, int64_t c0) {
         kr->scale_max(sb, ldr, nk, &mod, w->vlo, w->vhi, w->bmax);
         if (P->has_mask) mask_block(pl, T, w, sb, j0, nk);
         kr->softmax(sb, ldr, nk, w->bmax, w->m, w->l, w->alpha);
+        if (P->dropout_p > 0.0f) dropout_block(pl, T, w, sb, j0, nk);
 
         if (__builtin_expect(P->keys != NULL, 0) && full && P->keys->pv &&
             P->keys->pv(P->keys, w->oc, pl->ldo, w->alpha, sb, ldr, T->b, T->g, j0, nk, T->nr,
@@ -563,15 +580,14 @@ static void run_split(const plan *pl, float *scratch, int64_t per_thread, int nt
 }
 
 bool attn__flash_applies(const attn__sdpa_problem *P) {
-    return P->dropout_p == 0.0f && P->weights == NULL && P->d <= ATTN_FLASH_MAX_HEAD &&
-           P->dv <= ATTN_FLASH_MAX_HEAD;
+    return P->weights == NULL && P->d <= ATTN_FLASH_MAX_HEAD && P->dv <= ATTN_FLASH_MAX_HEAD;
 }
 
 attn_status attn__sdpa_flash(const attn__sdpa_problem *P) {
     if (!attn__flash_applies(P))
         return attn__fail(ATTN_ERR_ARG,
-                          "attn_sdpa: the flash path has no dropout or weights "
-                          "output and takes head sizes up to %lld",
+                          "attn_sdpa: the flash path has no weights output "
+                          "and takes head sizes up to %lld",
                           (long long)ATTN_FLASH_MAX_HEAD);
     plan pl;
     plan_make(P, &pl);

@@ -20,11 +20,12 @@
  * lengths, grouped-query heads, lse, the score modifiers (positions, window:
  * each row sees a key range and blocks outside every row's range are
  * skipped; softcap and ALiBi in the kernels' scale step; sinks as the
- * fold's initial state), any strides (q, mask, out are read or
- * written element by element; k and v blocks are copied to contiguous
- * scratch when their last dimension is not contiguous). Dropout > 0 and the
- * weights output are not: attn__sdpa_select sends those to the reference
- * (see attn__flash_applies). */
+ * fold's initial state), dropout (applied to the probabilities after the
+ * row sums, attn_dropout_keep's pattern), any strides (q, mask, out are
+ * read or written element by element; k and v blocks are copied to
+ * contiguous scratch when their last dimension is not contiguous). The
+ * weights output is not: attn__sdpa_select sends it to the reference (see
+ * attn__flash_applies). */
 #ifndef ATTN_FLASH_H
 #define ATTN_FLASH_H
 
@@ -63,8 +64,8 @@ typedef struct attn__key_source {
  * scratch holds a few (d, ATTN_TILE_ROWS) tiles. */
 #define ATTN_FLASH_MAX_HEAD ((int64_t)1 << 20)
 
-/* True when the flash path computes P: no dropout, no weights output, head
- * sizes up to ATTN_FLASH_MAX_HEAD. */
+/* True when the flash path computes P: no weights output, head sizes up to
+ * ATTN_FLASH_MAX_HEAD. */
 bool attn__flash_applies(const attn__sdpa_problem *P);
 
 /* Compute P with the flash algorithm and the kernels of attn_get_isa().

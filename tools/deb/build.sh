@@ -101,8 +101,14 @@ control() {
   dpkg-deb --root-owner-group -Zxz --build "$work/$pkg" "$out/${pkg}_${version}_${arch}.deb" >/dev/null
 }
 control "libattn$sover" libs "transformer attention on the CPU (shared library)"
+# The static library links the OpenBLAS the build chose (ATTN_BLAS_LINK).
+case $(sed -n 's/^ATTN_BLAS_LINK:[A-Z]*=//p' "$build/CMakeCache.txt") in
+  private) blas_dev=libopenblas-pthread-dev ;;
+  openmp) blas_dev=libopenblas-openmp-dev ;;
+  *) blas_dev=libopenblas-dev ;;
+esac
 control libattn-dev libdevel "transformer attention on the CPU (development files)" \
-        "libattn$sover (= $version), libopenblas-dev"
+        "libattn$sover (= $version), $blas_dev"
 control attn-tools science "transformer attention on the CPU (the attn command)"
 control python3-attn python "transformer attention on the CPU (Python/NumPy module)" \
         "python3, python3-numpy"

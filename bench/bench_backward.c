@@ -1,0 +1,250 @@
+/* bench/bench_backward.c - the backward rows of docs/performance.md.
+ *
+ * attn_bench_backward [--threads T] [--rounds R] [--only NAME]
+ *
+ * Per case, in one run, alternating so all see the same machine: the fast
+ * forward (with lse), the fast backward, the forward with dropout 0.1, and
+ * OpenBLAS SGEMM 2048^3 with the same threads. Best times of the rounds.
+ * FLOPs counted: forward 4 B H Nq Nkv d (halved when causal), backward 2.5x
+ * that (five products). The backward computes seven products (two passes)
+ * over every pair of the 64 x 64 blocks it visits; "computed GFLOP/s" is the
+ * rate over those. Peak extra memory through a counting allocator. */
+#define _POSIX_C_SOURCE 200809L
+#include "attn.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#ifdef BENCH_HAVE_BLAS
+#include <cblas.h>
+#endif
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static _Atomic int64_t cur_bytes, peak_bytes;
+
+static void *track_alloc(size_t size, size_t align, void *ctx) {
+    (void)ctx;
+    const size_t hdr = align < 16 ? 16 : align;
+    char *base = aligned_alloc(hdr, (size + 2 * hdr - 1) / hdr * hdr);
+    if (!base) return NULL;
+    char *p = base + hdr;
+    ((size_t *)p)[-1] = hdr;
+    ((size_t *)p)[-2] = size;
+    const int64_t c = atomic_fetch_add(&cur_bytes, (int64_t)size) + (int64_t)size;
+    int64_t pk = atomic_load(&peak_bytes);
+    while (c > pk && !atomic_compare_exchange_weak(&peak_bytes, &pk, c)) {
+    }
+    return p;
+}
+
+static void track_free(void *ptr, void *ctx) {
+    (void)ctx;
+    if (!ptr) return;
+    char *p = ptr;
+    const size_t hdr = ((size_t *)p)[-1], size = ((size_t *)p)[-2];
+    atomic_fetch_sub(&cur_bytes, (int64_t)size);
+    free(p - hdr);
+}
+
+static float *rand_buf(int64_t n, uint64_t seed) {
+    float *p = malloc((size_t)n * sizeof(float));
+    if (!p) {
+        fprintf(stderr, "attn_bench_backward: out of memory\n");
+        exit(1);
+    }
+    uint64_t z = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (int64_t i = 0; i < n; i++) {
+        z += 0x9E3779B97F4A7C15ull;
+        uint64_t x = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+        p[i] = (float)(((x ^ (x >> 31)) >> 40) * (2.0 / 16777216.0) - 1.0);
+    }
+    return p;
+}
+
+typedef struct bcase {
+    const char *name;
+    int64_t B, H, N, d;
+    attn_causal causal;
+    int dropout_row; /* time the forward with dropout too */
+} bcase;
+
+static const bcase cases[] = {
+    {"S1", 1, 12, 1024, 64, ATTN_CAUSAL_TOP_LEFT, 1}, {"S2", 1, 8, 4096, 64, ATTN_CAUSAL_NONE, 1},
+    {"S2c", 1, 8, 4096, 64, ATTN_CAUSAL_TOP_LEFT, 1}, {"S3", 8, 12, 256, 64, ATTN_CAUSAL_NONE, 1},
+    {"L1", 1, 1, 65536, 64, ATTN_CAUSAL_TOP_LEFT, 0},
+};
+enum { N_CASES = sizeof cases / sizeof cases[0] };
+
+static double fwd_flops(const bcase *c) {
+    const double f = 4.0 * (double)c->B * (double)c->H * (double)c->N * (double)c->N * (double)c->d;
+    return c->causal ? f / 2.0 : f;
+}
+
+/* Pairs in the 64 x 64 (query, key) blocks the backward visits. */
+static double visited_pairs(const bcase *c) {
+    double pairs = 0;
+    for (int64_t i0 = 0; i0 < c->N; i0 += 64)
+        for (int64_t j0 = 0; j0 < c->N; j0 += 64)
+            if (!c->causal || j0 <= i0 + 63) pairs += 64.0 * 64.0;
+    return pairs * (double)c->B * (double)c->H;
+}
+
+typedef struct io {
+    float *q, *k, *v, *out, *lse, *dout, *dq, *dk, *dv;
+    attn_view vq, vk, vv, vout, vlse, vdout, vdq, vdk, vdv;
+} io;
+
+static void io_make(const bcase *c, io *x) {
+    const int64_t n = c->B * c->H * c->N * c->d;
+    x->q = rand_buf(n, 1), x->k = rand_buf(n, 2), x->v = rand_buf(n, 3);
+    x->out = rand_buf(n, 4), x->dout = rand_buf(n, 5), x->lse = rand_buf(c->B * c->H * c->N, 6);
+    x->dq = rand_buf(n, 7), x->dk = rand_buf(n, 8), x->dv = rand_buf(n, 9);
+    x->vq = attn_view_4d(x->q, c->B, c->H, c->N, c->d);
+    x->vk = attn_view_4d(x->k, c->B, c->H, c->N, c->d);
+    x->vv = attn_view_4d(x->v, c->B, c->H, c->N, c->d);
+    x->vout = attn_view_4d(x->out, c->B, c->H, c->N, c->d);
+    x->vdout = attn_view_4d(x->dout, c->B, c->H, c->N, c->d);
+    x->vdq = attn_view_4d(x->dq, c->B, c->H, c->N, c->d);
+    x->vdk = attn_view_4d(x->dk, c->B, c->H, c->N, c->d);
+    x->vdv = attn_view_4d(x->dv, c->B, c->H, c->N, c->d);
+    x->vlse = attn_view_3d(x->lse, c->B, c->H, c->N);
+}
+
+static void io_free(io *x) {
+    free(x->q), free(x->k), free(x->v), free(x->out), free(x->lse), free(x->dout);
+    free(x->dq), free(x->dk), free(x->dv);
+}
+
+static void check(attn_status s) {
+    if (s) {
+        fprintf(stderr, "attn_bench_backward: %s\n", attn_last_error());
+        exit(1);
+    }
+}
+
+/* what: 0 forward with lse, 1 backward, 2 forward with dropout 0.1 */
+static double time_one(const bcase *c, io *x, int what, int nt) {
+    attn_opts o = attn_opts_default();
+    o.causal = c->causal;
+    o.num_threads = nt;
+    if (what == 2) o.dropout_p = 0.1f, o.dropout_seed = 42;
+    if (what != 1) o.lse = &x->vlse;
+    const double t0 = now();
+    if (what == 1)
+        check(attn_sdpa_backward(&x->vq, &x->vk, &x->vv, &x->vout, &x->vlse, &x->vdout, &x->vdq,
+                                 &x->vdk, &x->vdv, &o, NULL));
+    else
+        check(attn_sdpa(&x->vq, &x->vk, &x->vv, &x->vout, &o));
+    return now() - t0;
+}
+
+static double sgemm_gflops(int nt) {
+#ifdef BENCH_HAVE_BLAS
+    const int n = 2048;
+    float *a = rand_buf((int64_t)n * n, 21), *b = rand_buf((int64_t)n * n, 22),
+          *cc = rand_buf((int64_t)n * n, 23);
+    openblas_set_num_threads(nt);
+    double best = INFINITY;
+    for (int rep = 0; rep < 6; rep++) {
+        const double t0 = now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, cc,
+                    n);
+        const double t = now() - t0;
+        if (rep > 0 && t < best) best = t;
+    }
+    free(a), free(b), free(cc);
+    return 2.0 * n * (double)n * n / best / 1e9;
+#else
+    (void)nt;
+    return NAN;
+#endif
+}
+
+int main(int argc, char **argv) {
+    int nt = 2, rounds = 3;
+    const char *only = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+            nt = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
+            rounds = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
+            only = argv[++i];
+        else {
+            fprintf(stderr,
+                    "usage: attn_bench_backward [--threads T] [--rounds R] [--only NAME]\n");
+            return 2;
+        }
+    }
+    if (rounds < 1) rounds = 1;
+    printf("# attn_bench_backward: %d threads, %s; best of %d rounds\n", nt, attn_build_info(),
+           rounds);
+    double t[N_CASES][3], peak_bwd[N_CASES], sgemm = 0.0;
+    int ran[N_CASES] = {0};
+    attn_allocator tracker = {track_alloc, track_free, NULL};
+    for (int r = 0; r < rounds; r++) {
+        const double sg = sgemm_gflops(nt);
+        if (sg > sgemm || isnan(sg)) sgemm = sg;
+        for (int ci = 0; ci < N_CASES; ci++) {
+            const bcase *c = &cases[ci];
+            if (only && strcmp(only, c->name) != 0) continue;
+            io x;
+            io_make(c, &x);
+            if (r == 0) {
+                ran[ci] = 1;
+                for (int w = 0; w < 3; w++)
+                    t[ci][w] = INFINITY;
+                time_one(c, &x, 0, nt); /* out and lse for the backward */
+                attn_set_allocator(&tracker);
+                atomic_store(&cur_bytes, 0);
+                atomic_store(&peak_bytes, 0);
+                time_one(c, &x, 1, nt);
+                peak_bwd[ci] = (double)atomic_load(&peak_bytes) / (1 << 20);
+                attn_set_allocator(NULL);
+            }
+            /* repetitions alternate forward, backward, dropout forward */
+            const int reps = fwd_flops(c) > 1e11 ? 1 : 3;
+            for (int rep = 0; rep < reps; rep++)
+                for (int w = 0; w < 3; w++) {
+                    if (w == 2 && !c->dropout_row) continue;
+                    const double tw = time_one(c, &x, w, nt);
+                    if (tw < t[ci][w]) t[ci][w] = tw;
+                }
+            time_one(c, &x, 0, nt); /* leave out and lse of the dropout-free forward */
+            io_free(&x);
+        }
+        fprintf(stderr, "attn_bench_backward: round %d of %d done\n", r + 1, rounds);
+    }
+    printf("# OpenBLAS SGEMM 2048^3, %d threads: %.1f GFLOP/s\n\n", nt, sgemm);
+    printf("| case | shape | forward ms | forward GFLOP/s | backward ms | backward GFLOP/s (2.5x "
+           "FLOPs) | bwd / fwd rate | bwd / SGEMM | computed GFLOP/s | backward peak MiB | fwd "
+           "dropout 0.1 ms | dropout / plain |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (int ci = 0; ci < N_CASES; ci++) {
+        const bcase *c = &cases[ci];
+        if (!ran[ci]) continue;
+        const double ff = fwd_flops(c), gf = ff / t[ci][0] / 1e9, gb = 2.5 * ff / t[ci][1] / 1e9;
+        const double comp = 14.0 * (double)c->d * visited_pairs(c) / t[ci][1] / 1e9;
+        char drop[64] = "-", ratio[32] = "-";
+        if (c->dropout_row) {
+            snprintf(drop, sizeof drop, "%.3f", t[ci][2] * 1e3);
+            snprintf(ratio, sizeof ratio, "%.2f", t[ci][2] / t[ci][0]);
+        }
+        printf("| %s | B=%lld H=%lld N=%lld d=%lld%s | %.3f | %.1f | %.3f | %.1f | %.2f | %.2f | "
+               "%.1f | %.2f | %s | %s |\n",
+               c->name, (long long)c->B, (long long)c->H, (long long)c->N, (long long)c->d,
+               c->causal ? " causal" : "", t[ci][0] * 1e3, gf, t[ci][1] * 1e3, gb, gb / gf,
+               gb / sgemm, comp, peak_bwd[ci], drop, ratio);
+    }
+    return 0;
+}

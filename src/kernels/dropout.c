@@ -1,0 +1,118 @@
+/* kernels/dropout.c - see dropout.h: portable C, and AVX-512 F + DQ. */
+#include "kernels/dropout.h"
+
+#include "attn.h"
+#include "dropout_hash.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define AVX512DQ __attribute__((target("avx512f,avx512dq")))
+
+/* mix64 of 8 lanes, as attn__mix64. */
+AVX512DQ static inline __m512i mix8(__m512i z) {
+    z = _mm512_add_epi64(z, _mm512_set1_epi64((long long)0x9E3779B97F4A7C15ull));
+    z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 30)),
+                           _mm512_set1_epi64((long long)0xBF58476D1CE4E5B9ull));
+    z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)),
+                           _mm512_set1_epi64((long long)0x94D049BB133111EBull));
+    return _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
+}
+
+/* keep mask of 8 lanes: (mix(z) >> 40) >= threshold */
+AVX512DQ static inline __mmask8 keep8(__m512i z, __m512i thr) {
+    return _mm512_cmpge_epu64_mask(_mm512_srli_epi64(mix8(z), 40), thr);
+}
+
+/* NV vectors of 8 rows at once: the mixes are chains of dependent
+ * multiplies, so independent chains side by side keep the units busy. */
+AVX512DQ __attribute__((always_inline)) static inline void
+rows_n(float *p, const uint64_t *row, __m512i jj, __m512i thr, __m512 sc, const int NV) {
+    __m512i z[8];
+    for (int v = 0; v < NV; v++)
+        z[v] = _mm512_xor_si512(_mm512_loadu_si512(row + 8 * v), jj);
+    for (int v = 0; v < NV; v++)
+        z[v] = _mm512_add_epi64(z[v], _mm512_set1_epi64((long long)0x9E3779B97F4A7C15ull));
+    for (int v = 0; v < NV; v++)
+        z[v] = _mm512_mullo_epi64(_mm512_xor_si512(z[v], _mm512_srli_epi64(z[v], 30)),
+                                  _mm512_set1_epi64((long long)0xBF58476D1CE4E5B9ull));
+    for (int v = 0; v < NV; v++)
+        z[v] = _mm512_mullo_epi64(_mm512_xor_si512(z[v], _mm512_srli_epi64(z[v], 27)),
+                                  _mm512_set1_epi64((long long)0x94D049BB133111EBull));
+    /* mix64 ends with z ^= z >> 31, which leaves bits 33..63 alone, and only
+     * u = z >> 40 is used: so u >= t iff (z before that step) >= t << 40. */
+    for (int v = 0; v < NV; v += 2) {
+        const __mmask8 k0 = _mm512_cmpge_epu64_mask(z[v], thr);
+        const __mmask8 k1 = _mm512_cmpge_epu64_mask(z[v + 1], thr);
+        const __mmask16 k = (__mmask16)(k0 | ((unsigned)k1 << 8));
+        float *pv = p + 8 * v;
+        _mm512_storeu_ps(pv, _mm512_maskz_mul_ps(k, _mm512_loadu_ps(pv), sc));
+    }
+}
+
+AVX512DQ static void rows_avx512(float *p, const uint64_t *row, int64_t n, int64_t j,
+                                 uint32_t threshold, float scale) {
+    const __m512i jj = _mm512_set1_epi64(j);
+    const __m512i thr = _mm512_set1_epi64((long long)((uint64_t)threshold << 40));
+    const __m512 sc = _mm512_set1_ps(scale);
+    int64_t r = 0;
+    for (; r + 64 <= n; r += 64)
+        rows_n(p + r, row + r, jj, thr, sc, 8);
+    for (; r + 16 <= n; r += 16)
+        rows_n(p + r, row + r, jj, thr, sc, 2);
+    for (; r < n; r++)
+        p[r] = attn__dropout_keep_at(row[r], j, threshold) ? p[r] * scale : 0.0f;
+}
+
+AVX512DQ static void keys_avx512(float *p, uint64_t row, int64_t n, int64_t j0, uint32_t threshold,
+                                 float scale) {
+    const __m512i rr = _mm512_set1_epi64((long long)row), thr = _mm512_set1_epi64(threshold);
+    const __m512i step = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512 sc = _mm512_set1_ps(scale);
+    int64_t c = 0;
+    for (; c + 16 <= n; c += 16) {
+        const __m512i j = _mm512_add_epi64(_mm512_set1_epi64(j0 + c), step);
+        const __mmask8 k0 = keep8(_mm512_xor_si512(rr, j), thr);
+        const __mmask8 k1 =
+            keep8(_mm512_xor_si512(rr, _mm512_add_epi64(j, _mm512_set1_epi64(8))), thr);
+        const __mmask16 k = (__mmask16)(k0 | ((unsigned)k1 << 8));
+        _mm512_storeu_ps(p + c, _mm512_maskz_mul_ps(k, _mm512_loadu_ps(p + c), sc));
+    }
+    for (; c < n; c++)
+        p[c] = attn__dropout_keep_at(row, j0 + c, threshold) ? p[c] * scale : 0.0f;
+}
+
+static int use_avx512(void) {
+    return attn_get_isa() == ATTN_ISA_AVX512 && __builtin_cpu_supports("avx512dq");
+}
+#endif
+
+void attn__dropout_rows(float *p, int64_t ldp, int64_t nk, const uint64_t *row, int64_t n,
+                        int64_t j0, uint32_t threshold, float scale) {
+#if defined(__x86_64__)
+    if (use_avx512()) {
+        for (int64_t c = 0; c < nk; c++)
+            rows_avx512(p + c * ldp, row, n, j0 + c, threshold, scale);
+        return;
+    }
+#endif
+    for (int64_t c = 0; c < nk; c++)
+        for (int64_t r = 0; r < n; r++)
+            p[c * ldp + r] =
+                attn__dropout_keep_at(row[r], j0 + c, threshold) ? p[c * ldp + r] * scale : 0.0f;
+}
+
+void attn__dropout_keys(float *p, int64_t ldp, int64_t nr, const uint64_t *row, int64_t n,
+                        int64_t j0, uint32_t threshold, float scale) {
+#if defined(__x86_64__)
+    if (use_avx512()) {
+        for (int64_t r = 0; r < nr; r++)
+            keys_avx512(p + r * ldp, row[r], n, j0, threshold, scale);
+        return;
+    }
+#endif
+    for (int64_t r = 0; r < nr; r++)
+        for (int64_t c = 0; c < n; c++)
+            p[r * ldp + c] =
+                attn__dropout_keep_at(row[r], j0 + c, threshold) ? p[r * ldp + c] * scale : 0.0f;
+}
