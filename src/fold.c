@@ -144,7 +144,8 @@ attn_status attn_fold_init(attn_fold *f, const attn_view *q, int64_t nkv, const 
     attn_view mask = {0}; /* set only with a mask (initialised: the compiler may test its stride) */
     const attn_view *in[2] = {q, o->mask};
     static const char *const in_names[2] = {"q", "mask"};
-    if ((s = check_state(fn, f, B, H, Nq, dv, in, in_names, 2)) || (s = check_opts(fn, o)) ||
+    if ((o->mask && (s = attn__check_view(fn, "mask", o->mask, 4))) ||
+        (s = check_state(fn, f, B, H, Nq, dv, in, in_names, 2)) || (s = check_opts(fn, o)) ||
         (s = check_key_lengths(fn, o->key_lengths, B, nkv)))
         return s;
     if (o->causal != ATTN_CAUSAL_NONE && o->causal != ATTN_CAUSAL_TOP_LEFT &&
@@ -223,6 +224,7 @@ attn_status attn_fold_step(attn_fold *f, const attn_view *q, const attn_view *k,
     static const char *const in_names[4] = {"q", "k", "v", "mask"};
     if ((s = attn__check_view(fn, "q", q, 4)) || (s = attn__check_view(fn, "k", k, 4)) ||
         (s = attn__check_view(fn, "v", v, 4)) ||
+        (o->mask && (s = attn__check_view(fn, "mask", o->mask, 4))) ||
         (s = check_state(fn, f, q->shape[0], q->shape[1], q->shape[2], v->shape[3], in, in_names,
                          4)))
         return s;
