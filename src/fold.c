@@ -92,23 +92,9 @@ static attn_status check_opts(const char *fn, const attn_opts *o) {
  * dimensions, checked against (B, H, Nq, nkv). */
 static attn_status fold_mask(const char *fn, const attn_view *m, int64_t B, int64_t H, int64_t Nq,
                              int64_t nkv, attn_view *norm) {
-    attn_status s = attn__check_view(fn, "mask", m, 4);
-    if (s) return s;
     const int64_t full[4] = {B, H, Nq, nkv};
     static const char *const names[4] = {"B", "H", "Nq", "nkv"};
-    *norm = *m;
-    for (int i = 0; i < 4; i++) {
-        if (m->shape[i] == 1) {
-            norm->shape[i] = full[i];
-            norm->stride[i] = 0;
-        } else if (m->shape[i] != full[i]) {
-            return attn__fail(ATTN_ERR_SHAPE,
-                              "%s: mask.shape[%d]=%" PRId64 " but must be %s=%" PRId64
-                              " or 1 (broadcast)",
-                              fn, i, m->shape[i], names[i], full[i]);
-        }
-    }
-    return ATTN_OK;
+    return attn__check_mask(fn, m, full, names, norm);
 }
 
 static attn_status check_key_lengths(const char *fn, const int64_t *kl, int64_t B, int64_t nkv) {

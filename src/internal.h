@@ -39,6 +39,12 @@ attn_status attn__check_disjoint(const char *fn, const char *out_name, const att
 attn_status attn__check_disjoint_array(const char *fn, const char *out_name, const attn_view *out,
                                        const char *arr_name, const void *arr, size_t bytes);
 
+/* An additive mask as a rank-4 view with stride 0 on its broadcast
+ * dimensions: each size must be full[i] or 1; names[i] names full[i] in
+ * the message ("mask.shape[3]=6 but must be Nkv=5 or 1 (broadcast)"). */
+attn_status attn__check_mask(const char *fn, const attn_view *m, const int64_t full[4],
+                             const char *const names[4], attn_view *norm);
+
 /* Fail with ATTN_ERR_SHAPE unless a.shape[ia] == b.shape[ib]. */
 attn_status attn__check_dim(const char *fn, const char *a_name, const attn_view *a, int ia,
                             const char *b_name, const attn_view *b, int ib, const char *why);

@@ -42,23 +42,9 @@ int attn_dropout_keep(uint64_t seed, int64_t b, int64_t h, int64_t i, int64_t j,
 /* The mask as a rank-4 view with stride 0 on its broadcast dimensions. */
 static attn_status check_mask(const char *fn, const attn_view *m, const attn__sdpa_problem *P,
                               attn_view *norm) {
-    attn_status s = attn__check_view(fn, "mask", m, 4);
-    if (s) return s;
     const int64_t full[4] = {P->B, P->H, P->Nq, P->Nkv};
     static const char *const names[4] = {"B", "H", "Nq", "Nkv"};
-    *norm = *m;
-    for (int i = 0; i < 4; i++) {
-        if (m->shape[i] == 1) {
-            norm->shape[i] = full[i];
-            norm->stride[i] = 0;
-        } else if (m->shape[i] != full[i]) {
-            return attn__fail(ATTN_ERR_SHAPE,
-                              "%s: mask.shape[%d]=%" PRId64 " but must be %s=%" PRId64
-                              " or 1 (broadcast)",
-                              fn, i, m->shape[i], names[i], full[i]);
-        }
-    }
-    return ATTN_OK;
+    return attn__check_mask(fn, m, full, names, norm);
 }
 
 static attn_status check_optional_output(const char *fn, const char *name, attn_view *o, int ndim,

@@ -278,3 +278,22 @@ attn_status attn__check_x_to_y(const char *fn, const attn_view *x, const attn_vi
     if (!attn__same_view(x, y) && (s = attn__check_disjoint(fn, "y", y, "x", x))) return s;
     return ATTN_OK;
 }
+
+attn_status attn__check_mask(const char *fn, const attn_view *m, const int64_t full[4],
+                             const char *const names[4], attn_view *norm) {
+    attn_status s = attn__check_view(fn, "mask", m, 4);
+    if (s) return s;
+    *norm = *m;
+    for (int i = 0; i < 4; i++) {
+        if (m->shape[i] == 1) {
+            norm->shape[i] = full[i];
+            norm->stride[i] = 0;
+        } else if (m->shape[i] != full[i]) {
+            return attn__fail(ATTN_ERR_SHAPE,
+                              "%s: mask.shape[%d]=%" PRId64 " but must be %s=%" PRId64
+                              " or 1 (broadcast)",
+                              fn, i, m->shape[i], names[i], full[i]);
+        }
+    }
+    return ATTN_OK;
+}

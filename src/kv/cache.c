@@ -516,22 +516,8 @@ static attn_status check_attend_opts(const char *fn, const attn_opts *o, int64_t
 /* The mask as rank 4 (B, H, Nq, Nmax) with stride 0 on broadcast dimensions. */
 static attn_status check_mask(const char *fn, const attn_view *m, const int64_t full[4],
                               attn_view *norm) {
-    attn_status s = attn__check_view(fn, "mask", m, 4);
-    if (s) return s;
     static const char *const names[4] = {"B", "H", "Nq", "max(lengths)"};
-    *norm = *m;
-    for (int i = 0; i < 4; i++) {
-        if (m->shape[i] == 1) {
-            norm->shape[i] = full[i];
-            norm->stride[i] = 0;
-        } else if (m->shape[i] != full[i]) {
-            return attn__fail(ATTN_ERR_SHAPE,
-                              "%s: mask.shape[%d]=%" PRId64 " but must be %s=%" PRId64
-                              " or 1 (broadcast)",
-                              fn, i, m->shape[i], names[i], full[i]);
-        }
-    }
-    return ATTN_OK;
+    return attn__check_mask(fn, m, full, names, norm);
 }
 
 /* What every sequence's problem shares. */
