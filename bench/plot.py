@@ -55,12 +55,15 @@ def main(argv):
     all_tables = tables(text)
     main_t = next((rows for head, rows in all_tables if "GFLOP/s" in head and "x NumPy" in head), [])
     stream_ts = [rows for head, rows in all_tables if "attn GB/s" in head and "stream GB/s" in head]
+    # Tables timed against a bound (decode over the KV cache): time / bound.
+    bound_ts = [rows for head, rows in all_tables if "attend ms" in head and "bound ms" in head]
     if not main_t:
         sys.exit(f"bench/plot.py: no results table in {argv[1]}")
 
-    fig, axes = plt.subplots(1, 1 + len(stream_ts), figsize=(6 + 4.5 * len(stream_ts), 4.6),
-                             gridspec_kw={"width_ratios": [1.6] + [1] * len(stream_ts)})
-    axes = axes if len(stream_ts) else [axes]
+    extra = len(stream_ts) + len(bound_ts)
+    fig, axes = plt.subplots(1, 1 + extra, figsize=(6 + 4.5 * extra, 4.6),
+                             gridspec_kw={"width_ratios": [1.6] + [1] * extra})
+    axes = list(axes) if extra else [axes]
     ax = axes[0]
     names = [r["case"] for r in main_t]
     ours = [num(r["GFLOP/s"]) or 0.0 for r in main_t]
@@ -90,6 +93,18 @@ def main(argv):
         ax.set_xticklabels(labels, rotation=30, fontsize=8)
         ax.set_ylabel("GB/s of K and V read")
         ax.set_title("decode vs memory bandwidth")
+        ax.legend(fontsize=8)
+    for ax, rows in zip(axes[1 + len(stream_ts):], bound_ts):
+        labels = [" ".join(r.get(k, "") for k in ("case", "dtype", "cache")) for r in rows]
+        ratio = [(num(r["attend ms"]) or 0.0) / (num(r["bound ms"]) or float("inf")) for r in rows]
+        x = range(len(rows))
+        ax.bar(list(x), ratio, 0.6, color="#31688e", label="attend time / bound")
+        ax.axhline(1.0, ls="--", color="#440154", label="bound (memory or SGEMM rate)")
+        ax.set_xticks(list(x))
+        ax.set_xticklabels(labels, rotation=60, fontsize=7)
+        ax.set_ylabel("time / bound (lower is better)")
+        ax.set_ylim(0, 1.3 * max(ratio + [1.0]))
+        ax.set_title("decode over the KV cache vs its bound")
         ax.legend(fontsize=8)
     if date:
         fig.suptitle(f"make bench, {date.group(1)}", fontsize=9)
