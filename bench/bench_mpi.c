@@ -96,8 +96,12 @@ int main(int argc, char **argv) {
                     hsum += z ^ (z >> 27);
                 }
     }
-    double mine[7] = {st.seconds,           st.compute_seconds,         st.wait_seconds,
-                      (double)st.bytes_sent, (double)st.kv_buffer_bytes, st.sync_seconds,
+    double mine[7] = {st.seconds,
+                      st.compute_seconds,
+                      st.wait_seconds,
+                      (double)st.bytes_sent,
+                      (double)st.kv_buffer_bytes,
+                      st.sync_seconds,
                       st.test_seconds};
     double mx[7], sum[7];
     uint64_t htot;

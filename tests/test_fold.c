@@ -150,8 +150,7 @@ static void check_config(const config *c, const char *isa) {
           (long long)c->Nkv, (long long)c->d, (long long)c->dv, (int)c->causal, c->mask,
           (long long)c->mshape[0], (long long)c->mshape[1], (long long)c->mshape[2],
           (long long)c->mshape[3], c->kl, c->pos, c->nan_q, c->strided, (long long)c->wl,
-          (long long)c->wr, (double)c->softcap, c->alibi, c->sinks,
-          tu_maxdiff(out_ref, out_f, no));
+          (long long)c->wr, (double)c->softcap, c->alibi, c->sinks, tu_maxdiff(out_ref, out_f, no));
     free(qm);
     free(km);
     free(vm);

@@ -97,9 +97,8 @@ static PyObject *py_sdpa(PyObject *self, PyObject *args, PyObject *kw) {
     PyObject *res = NULL;
     float *slopes = NULL, *sinks = NULL;
     /* The communicator first: without it there is no one to tell. */
-    PyObject *comm_obj = PyTuple_Check(args) && PyTuple_GET_SIZE(args) > 0
-                             ? PyTuple_GET_ITEM(args, 0)
-                             : NULL;
+    PyObject *comm_obj =
+        PyTuple_Check(args) && PyTuple_GET_SIZE(args) > 0 ? PyTuple_GET_ITEM(args, 0) : NULL;
     long long cf = comm_obj ? PyLong_AsLongLong(comm_obj) : -1;
     if (cf == -1 && PyErr_Occurred()) return NULL;
     if (!comm_obj) {
@@ -115,8 +114,8 @@ static PyObject *py_sdpa(PyObject *self, PyObject *args, PyObject *kw) {
         const char *m = s ? PyUnicode_AsUTF8(s) : NULL;
         if (!m) PyErr_Clear();
         attn_status ast;
-        Py_BEGIN_ALLOW_THREADS ast = attn_mpi_abstain(comm, ATTN_ERR_ARG,
-                                                      m ? m : "Python arguments refused");
+        Py_BEGIN_ALLOW_THREADS ast =
+            attn_mpi_abstain(comm, ATTN_ERR_ARG, m ? m : "Python arguments refused");
         Py_END_ALLOW_THREADS(void) ast;
         Py_XDECREF(s);
         PyErr_Restore(et, ev, tb);
@@ -144,10 +143,11 @@ static PyObject *py_sdpa(PyObject *self, PyObject *args, PyObject *kw) {
     attn_view out_v, lse_v;
     if ((out = out_new(4, oshape, &out_v)) == NULL ||
         (v[WANT_LSE].i && (lse = out_new(3, oshape, &lse_v)) == NULL) || bad) {
-        const char *m = bad ? "alibi_slopes and sinks must hold H values each"
-                            : "cannot allocate the outputs";
+        const char *m =
+            bad ? "alibi_slopes and sinks must hold H values each" : "cannot allocate the outputs";
         attn_status ast;
-        Py_BEGIN_ALLOW_THREADS ast = attn_mpi_abstain(comm, bad ? ATTN_ERR_SHAPE : ATTN_ERR_NOMEM, m);
+        Py_BEGIN_ALLOW_THREADS ast =
+            attn_mpi_abstain(comm, bad ? ATTN_ERR_SHAPE : ATTN_ERR_NOMEM, m);
         Py_END_ALLOW_THREADS(void) ast;
         if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "mpi.sdpa: %s", m);
         goto done;
@@ -210,8 +210,15 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef moduledef = {
-    PyModuleDef_HEAD_INIT, "_attn_mpi", "attn_mpi_sdpa for attn.mpi.", -1, methods,
-    NULL,                  NULL,        NULL,                          NULL,
+    PyModuleDef_HEAD_INIT,
+    "_attn_mpi",
+    "attn_mpi_sdpa for attn.mpi.",
+    -1,
+    methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
 };
 
 PyMODINIT_FUNC PyInit__attn_mpi(void) {

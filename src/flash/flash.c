@@ -515,7 +515,8 @@ static void run_tiles(const plan *pl, float *scratch, int64_t per_thread, int nt
         else
             tile_open(pl, scratch, per_thread, t, NULL, &w, &T);
         tile_reset(pl, &T, &w);
-        if (pl->fold && pl->fold->finish) T.jmin = T.jmax = 0; /* no keys: out, lse from the state */
+        if (pl->fold && pl->fold->finish)
+            T.jmin = T.jmax = 0; /* no keys: out, lse from the state */
         for (int64_t c0 = T.jmin / CHUNK * CHUNK; c0 < T.jmax; c0 += CHUNK) {
             chunk_run(pl, &T, &w, c0);
             merge_partial(pl, &T, &w, w.m, w.l, w.oc);
