@@ -7,7 +7,7 @@
 # removes every package and checks that their files are gone.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
-build=${1:-$src/build-deb}
+build=$(mkdir -p "${1:-$src/build-deb}" && cd "${1:-$src/build-deb}" && pwd)
 [ "$(id -u)" -eq 0 ] || { echo "test-deb installs packages: run it as root"; exit 1; }
 bash "$src/tools/deb/build.sh" "$build"
 debs=("$build"/debs/*.deb)
