@@ -7,7 +7,8 @@
  * same bytes (same threads, same cache state: W is far larger than the
  * last-level cache), and with NumPy's x @ W timed by bench_py.py on the same
  * shapes (FILE: lines "G<M> numpy_s torch_s"), and with OpenBLAS itself
- * (attn's copy, the same build as NumPy's: sgemv for M = 1, sgemm above).
+ * (attn's copy, the same build as NumPy's: sgemv for M = 1, sgemm above),
+ * timed after all attn calls: its idle threads spin.
  * --cpu times in process CPU time (with --threads 1: what one core does
  * when it runs, whatever the load of a shared machine). Times: best of R rounds of
  * the best of ~0.3 s of repetitions. */
@@ -93,32 +94,44 @@ int main(int argc, char **argv) {
         best_a[m] = best_s[m] = best_o[m] = INFINITY;
     volatile uint64_t sink = 0;
     static double ta[2000], ts[2000], to[2000];
-    for (int r = 0; r < rounds; r++)
-        for (int m = 1; m <= MAXM; m++) {
-            attn_view xv = attn_view_2d(x, m, K), yv = attn_view_2d(y, m, N);
-            int reps = 0;
-            double total = 0.0;
-            while (reps < 2000 && (reps < 5 || total < min_s)) {
-                double t0 = clock_s();
-                if (attn_linear(&xv, &wv, NULL, &yv, nt) != ATTN_OK) {
-                    fprintf(stderr, "attn_gemv_bench: %s\n", attn_last_error());
-                    return 1;
+    /* attn and the stream alternate; OpenBLAS runs after all of them: with
+     * more than one thread its own workers keep spinning after each call and
+     * would slow whatever runs next on these cores (docs/threads.md). */
+    for (int phase = 0; phase < 2; phase++)
+        for (int r = 0; r < rounds; r++)
+            for (int m = 1; m <= MAXM; m++) {
+                attn_view xv = attn_view_2d(x, m, K), yv = attn_view_2d(y, m, N);
+                int reps = 0;
+                double total = 0.0;
+                while (reps < 2000 && (reps < 5 || total < min_s)) {
+                    if (phase == 0) {
+                        double t0 = clock_s();
+                        if (attn_linear(&xv, &wv, NULL, &yv, nt) != ATTN_OK) {
+                            fprintf(stderr, "attn_gemv_bench: %s\n", attn_last_error());
+                            return 1;
+                        }
+                        ta[reps] = clock_s() - t0;
+                        t0 = clock_s();
+                        sink ^= bench_stream(w, (int64_t)K * N, nt);
+                        ts[reps] = clock_s() - t0;
+                        total += ta[reps] + ts[reps];
+                    } else {
+                        const double t0 = clock_s();
+                        openblas_product(x, w, y, m, K, N, nt);
+                        to[reps] = clock_s() - t0;
+                        total += to[reps];
+                    }
+                    reps++;
                 }
-                ta[reps] = clock_s() - t0;
-                t0 = clock_s();
-                sink ^= bench_stream(w, (int64_t)K * N, nt);
-                ts[reps] = clock_s() - t0;
-                t0 = clock_s();
-                openblas_product(x, w, y, m, K, N, nt);
-                to[reps] = clock_s() - t0;
-                total += ta[reps] + ts[reps] + to[reps];
-                reps++;
+                if (phase == 0) {
+                    const double a = bench_min(ta, reps), s = bench_min(ts, reps);
+                    if (a < best_a[m]) best_a[m] = a;
+                    if (s < best_s[m]) best_s[m] = s;
+                } else {
+                    const double o = bench_min(to, reps);
+                    if (o < best_o[m]) best_o[m] = o;
+                }
             }
-            const double a = bench_min(ta, reps), s = bench_min(ts, reps), o = bench_min(to, reps);
-            if (a < best_a[m]) best_a[m] = a;
-            if (s < best_s[m]) best_s[m] = s;
-            if (o < best_o[m]) best_o[m] = o;
-        }
     (void)sink;
     const double bytes = (double)K * N * sizeof(float);
     printf("# attn_gemv_bench: %d threads, %s time, %s\n\n", nt,
