@@ -38,9 +38,9 @@ def main():
     x1 = rng.uniform(-1, 1, (1, 4096)).astype(np.float32)
     q = rng.uniform(-1, 1, (1, 32, 1, 128)).astype(np.float32)
     k = rng.uniform(-1, 1, (1, 8, 1024, 128)).astype(np.float32)
-    env = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_NUM_THREADS")
-           if k in os.environ}
-    print(f"# environment: {env or 'none of OMP_WAIT_POLICY, GOMP_SPINCOUNT, OPENBLAS_NUM_THREADS'}")
+    names = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_NUM_THREADS")
+    env = {k: os.environ[k] for k in names if k in os.environ}
+    print(f"# environment: {env or 'none of ' + ', '.join(names)}")
     rows = [
         ("nothing (baseline)", lambda: None),
         ("attn.sdpa decode, 2 threads (attn's OpenMP pool)",

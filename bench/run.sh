@@ -65,12 +65,16 @@ echo
 "${run_env[@]}" "$build/bench/attn_loops" --threads "$threads" | grep -v '^# attn_loops'
 if [ -f "$build/python/attn/__init__.py" ]; then
     echo
-    "${run_env[@]}" PYTHONPATH="$build/python" OPENBLAS_NUM_THREADS=$threads \
-        /usr/bin/python3 "$root/bench/loops_py.py" --threads "$threads" | grep -v '^# numpy'
+    # by default, then with the README's two settings ("Threads")
+    for e in "" "GOMP_SPINCOUNT=10000 OPENBLAS_THREAD_TIMEOUT=4"; do
+        if [ -n "$e" ]; then printf '\nThe same with %s:\n\n' "$e"; fi
+        "${run_env[@]}" $e PYTHONPATH="$build/python" OPENBLAS_NUM_THREADS=$threads \
+            /usr/bin/python3 "$root/bench/loops_py.py" --threads "$threads" | grep -v '^# numpy'
+    done
     echo
     echo "CPU burnt by each pool while idle after a call (the cores the next library loses):"
     echo
-    for e in "" GOMP_SPINCOUNT=10000; do
+    for e in "" GOMP_SPINCOUNT=10000 "GOMP_SPINCOUNT=10000 OPENBLAS_THREAD_TIMEOUT=4"; do
         "${run_env[@]}" $e PYTHONPATH="$build/python" OPENBLAS_NUM_THREADS=$threads \
             /usr/bin/python3 "$root/bench/idle_spin.py"
     done
