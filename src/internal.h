@@ -205,6 +205,13 @@ attn_status attn__sdpa_check(const char *fn, const attn_view *q, const attn_view
                              const attn_view *v, attn_view *out, const attn_opts *o,
                              attn__sdpa_problem *P);
 
+/* The score modifiers' values (src/sdpa.c): windows, softcap, ALiBi slopes
+ * and sinks (H values each), and the positions q_offset[b] + i (i < Nq,
+ * b < B) and k_offset + j (j < Nk; nk_name names Nk in messages) within
+ * +-2^61. Shared by attn_sdpa's checks and the KV cache's attend. */
+attn_status attn__check_modifiers(const char *fn, const attn_opts *o, int64_t B, int64_t H,
+                                  int64_t Nq, int64_t Nk, const char *nk_name);
+
 /* The reference algorithm (src/ref/sdpa_ref.c): always applicable. */
 attn_status attn__sdpa_ref(const attn__sdpa_problem *P);
 

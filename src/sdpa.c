@@ -67,22 +67,22 @@ static attn_status check_optional_output(const char *fn, const char *name, attn_
     return ATTN_OK;
 }
 
-/* The score modifiers of design.md: values and positions checked, copied to P. */
-static attn_status check_modifiers(const char *fn, const attn_opts *o, attn__sdpa_problem *P) {
+attn_status attn__check_modifiers(const char *fn, const attn_opts *o, int64_t B, int64_t H,
+                                  int64_t Nq, int64_t Nk, const char *nk_name) {
     const int64_t MAXP = ATTN__MAX_POS;
-    if (o->k_offset < -MAXP || o->k_offset > MAXP - (P->Nkv - 1))
+    if (o->k_offset < -MAXP || o->k_offset > MAXP - (Nk - 1))
         return attn__fail(ATTN_ERR_ARG,
                           "%s: opts.k_offset=%" PRId64
-                          " puts key positions k_offset + j (j < Nkv=%" PRId64 ") outside +-2^61",
-                          fn, o->k_offset, P->Nkv);
+                          " puts key positions k_offset + j (j < %s=%" PRId64 ") outside +-2^61",
+                          fn, o->k_offset, nk_name, Nk);
     if (o->q_offset)
-        for (int64_t b = 0; b < P->B; b++)
-            if (o->q_offset[b] < -MAXP || o->q_offset[b] > MAXP - (P->Nq - 1))
+        for (int64_t b = 0; b < B; b++)
+            if (o->q_offset[b] < -MAXP || o->q_offset[b] > MAXP - (Nq - 1))
                 return attn__fail(ATTN_ERR_ARG,
                                   "%s: opts.q_offset[%" PRId64 "]=%" PRId64
                                   " puts query positions q_offset + i (i < Nq=%" PRId64
                                   ") outside +-2^61",
-                                  fn, b, o->q_offset[b], P->Nq);
+                                  fn, b, o->q_offset[b], Nq);
     if (o->window_left < -1)
         return attn__fail(ATTN_ERR_ARG,
                           "%s: opts.window_left=%" PRId64 " must be >= 0, or -1 for unbounded", fn,
@@ -94,18 +94,25 @@ static attn_status check_modifiers(const char *fn, const attn_opts *o, attn__sdp
     if (!(o->softcap >= 0.0f) || isinf(o->softcap))
         return attn__fail(ATTN_ERR_ARG, "%s: opts.softcap=%g must be finite and >= 0 (0: off)", fn,
                           (double)o->softcap);
-    for (int64_t h = 0; o->alibi_slopes && h < P->H; h++)
+    for (int64_t h = 0; o->alibi_slopes && h < H; h++)
         if (!isfinite(o->alibi_slopes[h]))
             return attn__fail(ATTN_ERR_ARG,
                               "%s: opts.alibi_slopes[%" PRId64 "]=%g must be finite (H=%" PRId64
                               " values)",
-                              fn, h, (double)o->alibi_slopes[h], P->H);
-    for (int64_t h = 0; o->sinks && h < P->H; h++)
+                              fn, h, (double)o->alibi_slopes[h], H);
+    for (int64_t h = 0; o->sinks && h < H; h++)
         if (!isfinite(o->sinks[h]))
             return attn__fail(ATTN_ERR_ARG,
                               "%s: opts.sinks[%" PRId64 "]=%g must be finite (H=%" PRId64
                               " values)",
-                              fn, h, (double)o->sinks[h], P->H);
+                              fn, h, (double)o->sinks[h], H);
+    return ATTN_OK;
+}
+
+/* The score modifiers of design.md: values and positions checked, copied to P. */
+static attn_status check_modifiers(const char *fn, const attn_opts *o, attn__sdpa_problem *P) {
+    const attn_status s = attn__check_modifiers(fn, o, P->B, P->H, P->Nq, P->Nkv, "Nkv");
+    if (s) return s;
     P->q_offset = o->q_offset;
     P->k_offset = o->k_offset;
     P->window_left = o->window_left;

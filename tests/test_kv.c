@@ -611,6 +611,33 @@ static void test_errors(void) {
     o.dropout_p = 0.1f;
     CHECK_FAIL(attn_kv_attend(c, &qv, tables, 2, lengths, NULL, &ov, &o), ATTN_ERR_ARG,
                "dropout_p");
+    /* the modifiers: the same checks as attn_sdpa's (attn__check_modifiers) */
+    o = attn_opts_default();
+    o.window_left = -2;
+    CHECK_FAIL(attn_kv_attend(c, &qv, tables, 2, lengths, NULL, &ov, &o), ATTN_ERR_ARG,
+               "opts.window_left=-2");
+    o = attn_opts_default();
+    o.softcap = -1.0f;
+    CHECK_FAIL(attn_kv_attend(c, &qv, tables, 2, lengths, NULL, &ov, &o), ATTN_ERR_ARG,
+               "opts.softcap=-1 must be finite and >= 0");
+    const float slopes[4] = {0.5f, 0.25f, INFINITY, 0.0f};
+    o = attn_opts_default();
+    o.alibi_slopes = slopes;
+    CHECK_FAIL(attn_kv_attend(c, &qv, tables, 2, lengths, NULL, &ov, &o), ATTN_ERR_ARG,
+               "opts.alibi_slopes[2]=inf must be finite (H=4 values)");
+    o = attn_opts_default();
+    o.sinks = slopes;
+    CHECK_FAIL(attn_kv_attend(c, &qv, tables, 2, lengths, NULL, &ov, &o), ATTN_ERR_ARG,
+               "opts.sinks[2]=inf");
+    o = attn_opts_default();
+    o.k_offset = ((int64_t)1 << 61) - 5;
+    CHECK_FAIL(attn_kv_attend(c, &qv, tables, 2, lengths, NULL, &ov, &o), ATTN_ERR_ARG,
+               "(j < max(lengths)=20) outside +-2^61");
+    const int64_t qoff[2] = {0, -((int64_t)1 << 61) - 1};
+    o = attn_opts_default();
+    o.q_offset = qoff;
+    CHECK_FAIL(attn_kv_attend(c, &qv, tables, 2, lengths, NULL, &ov, &o), ATTN_ERR_ARG,
+               "opts.q_offset[1]");
     o = attn_opts_default();
     attn_view lbad = attn_view_3d(lse, 2, 4, 2);
     o.lse = &lbad;

@@ -458,8 +458,7 @@ static attn_view slice0(const attn_view *v, int64_t i0) {
 }
 
 static attn_status check_attend_opts(const char *fn, const attn_opts *o, int64_t B, int64_t H,
-                                     int64_t nmax) {
-    const int64_t MAXP = ATTN__MAX_POS;
+                                     int64_t Nq, int64_t nmax) {
     if (o->causal != ATTN_CAUSAL_NONE && o->causal != ATTN_CAUSAL_TOP_LEFT &&
         o->causal != ATTN_CAUSAL_BOTTOM_RIGHT)
         return attn__fail(ATTN_ERR_ARG, "%s: opts.causal=%d is not an attn_causal value", fn,
@@ -481,36 +480,7 @@ static attn_status check_attend_opts(const char *fn, const attn_opts *o, int64_t
     if (o->weights)
         return attn__fail(ATTN_ERR_ARG,
                           "%s: opts.weights must be NULL (the cache never forms them)", fn);
-    if (o->k_offset < -MAXP || o->k_offset > MAXP - nmax)
-        return attn__fail(ATTN_ERR_ARG,
-                          "%s: opts.k_offset=%" PRId64 " puts key positions outside +-2^61", fn,
-                          o->k_offset);
-    for (int64_t b = 0; o->q_offset && b < B; b++)
-        if (o->q_offset[b] < -MAXP || o->q_offset[b] > MAXP - nmax)
-            return attn__fail(ATTN_ERR_ARG,
-                              "%s: opts.q_offset[%" PRId64 "]=%" PRId64
-                              " puts query positions outside +-2^61",
-                              fn, b, o->q_offset[b]);
-    if (o->window_left < -1)
-        return attn__fail(ATTN_ERR_ARG,
-                          "%s: opts.window_left=%" PRId64 " must be >= 0, or -1 for unbounded", fn,
-                          o->window_left);
-    if (o->window_right < -1)
-        return attn__fail(ATTN_ERR_ARG,
-                          "%s: opts.window_right=%" PRId64 " must be >= 0, or -1 for unbounded", fn,
-                          o->window_right);
-    if (!(o->softcap >= 0.0f) || isinf(o->softcap))
-        return attn__fail(ATTN_ERR_ARG, "%s: opts.softcap=%g must be finite and >= 0 (0: off)", fn,
-                          (double)o->softcap);
-    for (int64_t h = 0; o->alibi_slopes && h < H; h++)
-        if (!isfinite(o->alibi_slopes[h]))
-            return attn__fail(ATTN_ERR_ARG, "%s: opts.alibi_slopes[%" PRId64 "]=%g must be finite",
-                              fn, h, (double)o->alibi_slopes[h]);
-    for (int64_t h = 0; o->sinks && h < H; h++)
-        if (!isfinite(o->sinks[h]))
-            return attn__fail(ATTN_ERR_ARG, "%s: opts.sinks[%" PRId64 "]=%g must be finite", fn, h,
-                              (double)o->sinks[h]);
-    return ATTN_OK;
+    return attn__check_modifiers(fn, o, B, H, Nq, nmax, "max(lengths)");
 }
 
 /* The mask as rank 4 (B, H, Nq, Nmax) with stride 0 on broadcast dimensions. */
@@ -700,7 +670,7 @@ attn_status attn_kv_attend(const attn_kv_cache *cache, const attn_view *q,
                               fn, b, q_lengths[b], Nq);
         if (lengths[b] > nmax) nmax = lengths[b];
     }
-    if ((s = check_attend_opts(fn, o, B, H, nmax))) return s;
+    if ((s = check_attend_opts(fn, o, B, H, Nq, nmax))) return s;
     batch bt = {c,          q,       o,         *out, {0}, {0},  block_tables,
                 max_blocks, lengths, q_lengths, H,    Nq,  0.0f, 0};
     if (o->mask) {
