@@ -13,6 +13,8 @@
  * swept before each call) and are compared with a plain read-only stream
  * over the same K and V bytes in the same cache state. */
 #define _POSIX_C_SOURCE 200809L
+#include "common.h"
+
 #include "attn.h"
 
 #include <math.h>
@@ -29,39 +31,7 @@
 #include <cblas.h>
 #endif
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* ---- peak extra memory ---------------------------------------------------- */
-
-static _Atomic int64_t cur_bytes, peak_bytes;
-
-static void *track_alloc(size_t size, size_t align, void *ctx) {
-    (void)ctx;
-    const size_t hdr = align < 16 ? 16 : align;
-    char *base = aligned_alloc(hdr, (size + 2 * hdr - 1) / hdr * hdr);
-    if (!base) return NULL;
-    char *p = base + hdr;
-    ((size_t *)p)[-1] = hdr;
-    ((size_t *)p)[-2] = size;
-    const int64_t c = atomic_fetch_add(&cur_bytes, (int64_t)size) + (int64_t)size;
-    int64_t pk = atomic_load(&peak_bytes);
-    while (c > pk && !atomic_compare_exchange_weak(&peak_bytes, &pk, c)) {
-    }
-    return p;
-}
-
-static void track_free(void *ptr, void *ctx) {
-    (void)ctx;
-    if (!ptr) return;
-    char *p = ptr;
-    const size_t hdr = ((size_t *)p)[-1], size = ((size_t *)p)[-2];
-    atomic_fetch_sub(&cur_bytes, (int64_t)size);
-    free(p - hdr);
-}
 
 /* ---- data ------------------------------------------------------------------- */
 
@@ -96,48 +66,6 @@ static void sweep_cache(void) {
 #endif
     for (size_t i = 0; i < n; i += 8)
         p[i] += 1;
-}
-
-/* A plain read-only stream over n floats (threads share it), returns a
- * checksum so the compiler keeps the loads. With AVX2 it reads 32 bytes a
- * load into four accumulators, as fast as a core reads memory; else a plain
- * loop. */
-#if defined(__x86_64__)
-#include <immintrin.h>
-__attribute__((target("avx2"))) static uint64_t stream_avx2(const float *a, int64_t n, int nt) {
-    uint64_t acc = 0;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nt) reduction(^ : acc) schedule(static)
-#endif
-    for (int64_t blk = 0; blk < n / 1024; blk++) {
-        const __m256i *p = (const __m256i *)(a + blk * 1024);
-        __m256i x0 = _mm256_setzero_si256(), x1 = x0, x2 = x0, x3 = x0;
-        for (int i = 0; i < 128; i += 4) {
-            x0 = _mm256_xor_si256(x0, _mm256_loadu_si256(p + i));
-            x1 = _mm256_xor_si256(x1, _mm256_loadu_si256(p + i + 1));
-            x2 = _mm256_xor_si256(x2, _mm256_loadu_si256(p + i + 2));
-            x3 = _mm256_xor_si256(x3, _mm256_loadu_si256(p + i + 3));
-        }
-        x0 = _mm256_xor_si256(_mm256_xor_si256(x0, x1), _mm256_xor_si256(x2, x3));
-        acc ^= (uint64_t)_mm256_extract_epi64(x0, 0) ^ (uint64_t)_mm256_extract_epi64(x0, 3);
-    }
-    return acc;
-}
-#endif
-
-static uint64_t stream_read(const float *a, int64_t n, int nt) {
-#if defined(__x86_64__)
-    if (__builtin_cpu_supports("avx2") && n % 1024 == 0) return stream_avx2(a, n, nt);
-#endif
-    const uint64_t *w = (const uint64_t *)a;
-    const int64_t nw = n / 2;
-    uint64_t acc = 0;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nt) reduction(^ : acc) schedule(static)
-#endif
-    for (int64_t i = 0; i < nw; i++)
-        acc ^= w[i];
-    return acc;
 }
 
 /* ---- cases ------------------------------------------------------------------ */
@@ -241,36 +169,14 @@ static double time_case(const bcase *c, inputs *in, attn_algo algo, int nt, doub
     double best = INFINITY, total = 0.0;
     for (int rep = 0; rep < 1000 && (rep < 3 || total < min_s); rep++) {
         if (cold) sweep_cache();
-        const double t0 = now();
+        const double t0 = bench_now();
         run_once(c, in, algo, nt);
-        const double t = now() - t0;
+        const double t = bench_now() - t0;
         total += t;
         if (t < best) best = t;
         if (min_s == 0.0) break;
     }
     return best;
-}
-
-static double sgemm_gflops(int nt) {
-#ifdef BENCH_HAVE_BLAS
-    const int n = 2048;
-    float *a = rand_buf((int64_t)n * n, 21), *b = rand_buf((int64_t)n * n, 22),
-          *cc = rand_buf((int64_t)n * n, 23);
-    openblas_set_num_threads(nt);
-    double best = INFINITY;
-    for (int rep = 0; rep < 12; rep++) {
-        const double t0 = now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, cc,
-                    n);
-        const double t = now() - t0;
-        if (rep > 0 && t < best) best = t;
-    }
-    free(a), free(b), free(cc);
-    return 2.0 * n * (double)n * n / best / 1e9;
-#else
-    (void)nt;
-    return NAN;
-#endif
 }
 
 /* ---- NumPy / PyTorch results -------------------------------------------------- */
@@ -341,15 +247,15 @@ static void time_decode(const bcase *c, inputs *in, int nt, int cold, double min
     double total = 0.0;
     for (int rep = 0; rep < 200 && (rep < 5 || total < min_s); rep++) {
         if (cold) sweep_cache();
-        double t0 = now();
+        double t0 = bench_now();
         run_once(c, in, ATTN_ALGO_AUTO, nt);
-        double t = now() - t0;
+        double t = bench_now() - t0;
         total += t;
         if (t < *tf) *tf = t;
         if (cold) sweep_cache();
-        t0 = now();
-        sink ^= stream_read(in->k, n, nt) ^ stream_read(in->v, n, nt);
-        t = now() - t0;
+        t0 = bench_now();
+        sink ^= bench_stream(in->k, n, nt) ^ bench_stream(in->v, n, nt);
+        t = bench_now() - t0;
         if (t < *ts) *ts = t;
     }
     (void)sink;
@@ -408,9 +314,9 @@ int main(int argc, char **argv) {
      * shared, and a busy moment then spoils one round, not the table. */
     static result R[N_CASES];
     double sgemm = 0.0;
-    attn_allocator tracker = {track_alloc, track_free, NULL};
+    attn_allocator tracker = {bench_track_alloc, bench_track_free, NULL};
     for (int round = 0; round < rounds; round++) {
-        const double sg = sgemm_gflops(nt);
+        const double sg = bench_sgemm_gflops(nt, 12);
         if (sg > sgemm || isnan(sg)) sgemm = sg;
         attn_set_allocator(&tracker);
         for (size_t ci = 0; ci < N_CASES; ci++) {
@@ -426,10 +332,10 @@ int main(int argc, char **argv) {
                     res->dec_t[k] = res->dec_s[k] = INFINITY;
                 for (int k = 0; k < N_ISA; k++)
                     res->isa_t[k] = INFINITY;
-                atomic_store(&cur_bytes, 0);
-                atomic_store(&peak_bytes, 0);
+                atomic_store(&bench_cur_bytes, 0);
+                atomic_store(&bench_peak_bytes, 0);
                 run_once(c, &in, ATTN_ALGO_AUTO, nt); /* warm-up, and the peak memory */
-                res->peak_mib = (double)atomic_load(&peak_bytes) / (1 << 20);
+                res->peak_mib = (double)atomic_load(&bench_peak_bytes) / (1 << 20);
                 if (c->ref && !no_ref)
                     res->t_ref = time_case(c, &in, ATTN_ALGO_REFERENCE, nt, 0.0, 0);
             }

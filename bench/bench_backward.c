@@ -10,6 +10,8 @@
  * over every pair of the 64 x 64 blocks it visits; "computed GFLOP/s" is the
  * rate over those. Peak extra memory through a counting allocator. */
 #define _POSIX_C_SOURCE 200809L
+#include "common.h"
+
 #include "attn.h"
 
 #include <math.h>
@@ -22,38 +24,6 @@
 #ifdef BENCH_HAVE_BLAS
 #include <cblas.h>
 #endif
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static _Atomic int64_t cur_bytes, peak_bytes;
-
-static void *track_alloc(size_t size, size_t align, void *ctx) {
-    (void)ctx;
-    const size_t hdr = align < 16 ? 16 : align;
-    char *base = aligned_alloc(hdr, (size + 2 * hdr - 1) / hdr * hdr);
-    if (!base) return NULL;
-    char *p = base + hdr;
-    ((size_t *)p)[-1] = hdr;
-    ((size_t *)p)[-2] = size;
-    const int64_t c = atomic_fetch_add(&cur_bytes, (int64_t)size) + (int64_t)size;
-    int64_t pk = atomic_load(&peak_bytes);
-    while (c > pk && !atomic_compare_exchange_weak(&peak_bytes, &pk, c)) {
-    }
-    return p;
-}
-
-static void track_free(void *ptr, void *ctx) {
-    (void)ctx;
-    if (!ptr) return;
-    char *p = ptr;
-    const size_t hdr = ((size_t *)p)[-1], size = ((size_t *)p)[-2];
-    atomic_fetch_sub(&cur_bytes, (int64_t)size);
-    free(p - hdr);
-}
 
 static float *rand_buf(int64_t n, uint64_t seed) {
     float *p = malloc((size_t)n * sizeof(float));
@@ -139,35 +109,13 @@ static double time_one(const bcase *c, io *x, int what, int nt) {
     o.num_threads = nt;
     if (what == 2) o.dropout_p = 0.1f, o.dropout_seed = 42;
     if (what != 1) o.lse = &x->vlse;
-    const double t0 = now();
+    const double t0 = bench_now();
     if (what == 1)
         check(attn_sdpa_backward(&x->vq, &x->vk, &x->vv, &x->vout, &x->vlse, &x->vdout, &x->vdq,
                                  &x->vdk, &x->vdv, &o, NULL));
     else
         check(attn_sdpa(&x->vq, &x->vk, &x->vv, &x->vout, &o));
-    return now() - t0;
-}
-
-static double sgemm_gflops(int nt) {
-#ifdef BENCH_HAVE_BLAS
-    const int n = 2048;
-    float *a = rand_buf((int64_t)n * n, 21), *b = rand_buf((int64_t)n * n, 22),
-          *cc = rand_buf((int64_t)n * n, 23);
-    openblas_set_num_threads(nt);
-    double best = INFINITY;
-    for (int rep = 0; rep < 6; rep++) {
-        const double t0 = now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, cc,
-                    n);
-        const double t = now() - t0;
-        if (rep > 0 && t < best) best = t;
-    }
-    free(a), free(b), free(cc);
-    return 2.0 * n * (double)n * n / best / 1e9;
-#else
-    (void)nt;
-    return NAN;
-#endif
+    return bench_now() - t0;
 }
 
 int main(int argc, char **argv) {
@@ -191,9 +139,9 @@ int main(int argc, char **argv) {
            rounds);
     double t[N_CASES][3], peak_bwd[N_CASES], sgemm = 0.0;
     int ran[N_CASES] = {0};
-    attn_allocator tracker = {track_alloc, track_free, NULL};
+    attn_allocator tracker = {bench_track_alloc, bench_track_free, NULL};
     for (int r = 0; r < rounds; r++) {
-        const double sg = sgemm_gflops(nt);
+        const double sg = bench_sgemm_gflops(nt, 6);
         if (sg > sgemm || isnan(sg)) sgemm = sg;
         for (int ci = 0; ci < N_CASES; ci++) {
             const bcase *c = &cases[ci];
@@ -206,10 +154,10 @@ int main(int argc, char **argv) {
                     t[ci][w] = INFINITY;
                 time_one(c, &x, 0, nt); /* out and lse for the backward */
                 attn_set_allocator(&tracker);
-                atomic_store(&cur_bytes, 0);
-                atomic_store(&peak_bytes, 0);
+                atomic_store(&bench_cur_bytes, 0);
+                atomic_store(&bench_peak_bytes, 0);
                 time_one(c, &x, 1, nt);
-                peak_bwd[ci] = (double)atomic_load(&peak_bytes) / (1 << 20);
+                peak_bwd[ci] = (double)atomic_load(&bench_peak_bytes) / (1 << 20);
                 attn_set_allocator(NULL);
             }
             /* repetitions alternate forward, backward, dropout forward */

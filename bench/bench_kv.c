@@ -17,6 +17,8 @@
  * 32768-token cache, BOTTOM_RIGHT; FLOPs over visible pairs
  * 4 H d (Nq (L - Nq) + Nq (Nq + 1) / 2), against 0.7 x SGEMM. */
 #define _POSIX_C_SOURCE 200809L
+#include "common.h"
+
 #include "attn.h"
 
 #include <math.h>
@@ -35,12 +37,6 @@
 /* --cpu: process CPU time instead of wall time (on a loaded machine, with
  * --threads 1, the time this process ran, stalls on memory included). */
 static clockid_t clock_kind = CLOCK_MONOTONIC;
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(clock_kind, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void die(const char *what) {
     fprintf(stderr, "attn_bench_kv: %s: %s\n", what, attn_last_error());
@@ -117,28 +113,6 @@ static uint64_t stream_pools(const unsigned char *kp, const unsigned char *vp, c
         }
     (void)nt;
     return acc;
-}
-
-static double sgemm_gflops(int nt) {
-#ifdef BENCH_HAVE_BLAS
-    const int n = 2048;
-    float *a = rand_buf((int64_t)n * n), *b = rand_buf((int64_t)n * n),
-          *c = rand_buf((int64_t)n * n);
-    openblas_set_num_threads(nt);
-    double best = INFINITY;
-    for (int rep = 0; rep < 8; rep++) {
-        const double t0 = now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c,
-                    n);
-        const double t = now() - t0;
-        if (rep > 0 && t < best) best = t;
-    }
-    free(a), free(b), free(c);
-    return 2.0 * n * (double)n * n / best / 1e9;
-#else
-    (void)nt;
-    return NAN;
-#endif
 }
 
 static void cpu_name(char *buf, size_t n) {
@@ -232,7 +206,7 @@ int main(int argc, char **argv) {
     sweep_buf = calloc(1, SWEEP_BYTES);
     char cpu[128];
     cpu_name(cpu, sizeof cpu);
-    const double sgemm = sgemm_gflops(nt);
+    const double sgemm = bench_sgemm_gflops(nt, 8);
     printf("\n# attn_bench_kv: %s, %d threads, %s\n", cpu, nt, attn_build_info());
     printf("# KV cache: block_size %lld, block tables shuffled; OpenBLAS SGEMM 2048^3 in this "
            "run: %.1f GFLOP/s. The machine is shared: timings are best-of%s.\n\n",
@@ -260,9 +234,9 @@ int main(int argc, char **argv) {
                 double total = 0.0;
                 for (int rep = 0; rep < 100 && (rep < 5 || total < min_s); rep++) {
                     if (cold) sweep_cache();
-                    const double t0 = now();
+                    const double t0 = bench_now();
                     if (attn_sdpa(&qv, &kv, &vv, &ov, &o)) die("attn_sdpa");
-                    const double t = now() - t0;
+                    const double t = bench_now() - t0;
                     total += t;
                     if (t < t_strided[cold]) t_strided[cold] = t;
                 }
@@ -284,16 +258,16 @@ int main(int argc, char **argv) {
                 double ta = INFINITY, ts = INFINITY, total = 0.0;
                 for (int rep = 0; rep < 100 && (rep < 5 || total < min_s); rep++) {
                     if (cold) sweep_cache();
-                    double t0 = now();
+                    double t0 = bench_now();
                     if (attn_kv_attend(s.c, &qv, s.table, s.nb, &L, NULL, &ov, &o))
                         die("attn_kv_attend");
-                    double t = now() - t0;
+                    double t = bench_now() - t0;
                     total += t;
                     if (t < ta) ta = t;
                     if (cold) sweep_cache();
-                    t0 = now();
+                    t0 = bench_now();
                     sink ^= stream_pools(kp, vp, s.table, s.nb, hkv, piece, piece, nt);
-                    t = now() - t0;
+                    t = bench_now() - t0;
                     if (t < ts) ts = t;
                 }
                 const double bound_mem = ts / 0.85, bound_fl = flops / (0.6 * sgemm * 1e9);
@@ -333,9 +307,9 @@ int main(int argc, char **argv) {
             attn_view kv = attn_view_4d(k, 1, hkv, L, d), vv = attn_view_4d(v, 1, hkv, L, d);
             double best = INFINITY;
             for (int rep = 0; rep < (quick ? 1 : 3); rep++) {
-                const double t0 = now();
+                const double t0 = bench_now();
                 if (attn_sdpa(&qv, &kv, &vv, &ov, &o)) die("attn_sdpa");
-                const double t = now() - t0;
+                const double t = bench_now() - t0;
                 if (t < best) best = t;
             }
             const double gf = flops / best / 1e9;
@@ -350,10 +324,10 @@ int main(int argc, char **argv) {
             seq_make(&s, (attn_kv_dtype)dt, L, hkv, d, bs);
             double best = INFINITY;
             for (int rep = 0; rep < (quick ? 1 : 3); rep++) {
-                const double t0 = now();
+                const double t0 = bench_now();
                 if (attn_kv_attend(s.c, &qv, s.table, s.nb, &L, NULL, &ov, &o))
                     die("attn_kv_attend");
-                const double t = now() - t0;
+                const double t = bench_now() - t0;
                 if (t < best) best = t;
             }
             const double gf = flops / best / 1e9;

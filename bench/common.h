@@ -1,15 +1,22 @@
-/* bench/common.h - what attn_loops and attn_gemv_bench share: a clock,
- * reproducible data, a read-only memory stream and a median. */
+/* bench/common.h - what the benchmarks share: a clock, reproducible data,
+ * a read-only memory stream, a median and a minimum, an allocator that
+ * tracks attn's peak extra memory, and OpenBLAS's SGEMM rate. */
 #ifndef ATTN_BENCH_COMMON_H
 #define ATTN_BENCH_COMMON_H
 
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
+#include <math.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#ifdef BENCH_HAVE_BLAS
+#include <cblas.h>
+#endif
 
 static inline double bench_now(void) {
     struct timespec ts;
@@ -33,6 +40,59 @@ static inline float *bench_rand(int64_t n, uint64_t seed, float scale) {
         p[i] = scale * (float)((z >> 40) * (2.0 / 16777216.0) - 1.0);
     }
     return p;
+}
+
+/* ---- peak extra memory: an attn_allocator (attn_set_allocator) ----------- */
+
+static _Atomic int64_t bench_cur_bytes, bench_peak_bytes;
+
+static inline void *bench_track_alloc(size_t size, size_t align, void *ctx) {
+    (void)ctx;
+    const size_t hdr = align < 16 ? 16 : align;
+    char *base = aligned_alloc(hdr, (size + 2 * hdr - 1) / hdr * hdr);
+    if (!base) return NULL;
+    char *p = base + hdr;
+    ((size_t *)p)[-1] = hdr;
+    ((size_t *)p)[-2] = size;
+    const int64_t c = atomic_fetch_add(&bench_cur_bytes, (int64_t)size) + (int64_t)size;
+    int64_t pk = atomic_load(&bench_peak_bytes);
+    while (c > pk && !atomic_compare_exchange_weak(&bench_peak_bytes, &pk, c)) {
+    }
+    return p;
+}
+
+static inline void bench_track_free(void *ptr, void *ctx) {
+    (void)ctx;
+    if (!ptr) return;
+    char *p = ptr;
+    const size_t hdr = ((size_t *)p)[-1], size = ((size_t *)p)[-2];
+    atomic_fetch_sub(&bench_cur_bytes, (int64_t)size);
+    free(p - hdr);
+}
+
+/* OpenBLAS's SGEMM 2048^3 on nt threads, GFLOP/s: the best of reps - 1
+ * calls after a warm-up; NaN without BLAS. Its idle threads spin for a
+ * while afterwards: time nothing right after it. */
+static inline double bench_sgemm_gflops(int nt, int reps) {
+#ifdef BENCH_HAVE_BLAS
+    const int n = 2048;
+    float *a = bench_rand((int64_t)n * n, 21, 1.0f), *b = bench_rand((int64_t)n * n, 22, 1.0f),
+          *c = bench_rand((int64_t)n * n, 23, 1.0f);
+    openblas_set_num_threads(nt);
+    double best = INFINITY;
+    for (int rep = 0; rep < reps; rep++) {
+        const double t0 = bench_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c,
+                    n);
+        const double t = bench_now() - t0;
+        if (rep > 0 && t < best) best = t;
+    }
+    free(a), free(b), free(c);
+    return 2.0 * n * (double)n * n / best / 1e9;
+#else
+    (void)nt, (void)reps;
+    return NAN;
+#endif
 }
 
 static int bench_cmp_double(const void *a, const void *b) {
