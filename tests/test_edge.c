@@ -22,8 +22,11 @@
  *   long decode     Nq = 1, Nkv = 100000 (20000 with ATTN_TEST_QUICK=1)
  *
  * Every case runs for ATTN_ALGO_REFERENCE and ATTN_ALGO_FLASH under every
- * instruction set this CPU supports (attn_set_isa). */
+ * instruction set this CPU supports (attn_set_isa). Last, attn_set_error: the
+ * status returned, the message per thread, cut when too long. */
 #include "testutil.h"
+
+#include <threads.h>
 
 #define EDGE_C 8.0
 
@@ -533,6 +536,40 @@ static void long_decode(attn_algo algo, double *worst) {
     prob_free(&p);
 }
 
+/* attn_set_error (for libraries layered on attn): the status comes back, the
+ * message is this thread's attn_last_error(), cut at the buffer's end with
+ * its NUL kept, NULL is an empty message, and another thread's message is
+ * its own. */
+static int other_thread(void *arg) {
+    *(int *)arg = strcmp(attn_last_error(), "set by main") != 0;
+    attn_set_error(ATTN_ERR_ARG, "set by the other thread");
+    return 0;
+}
+
+static void set_error(void) {
+    CHECK(attn_set_error(ATTN_ERR_SHAPE, "layered: x.shape[0]=3") == ATTN_ERR_SHAPE,
+          "attn_set_error returns its status");
+    CHECK(strcmp(attn_last_error(), "layered: x.shape[0]=3") == 0, "message recorded: %s",
+          attn_last_error());
+    CHECK(attn_set_error(ATTN_OK, NULL) == ATTN_OK && attn_last_error()[0] == '\0',
+          "NULL records an empty message");
+    char big[2000];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    attn_set_error(ATTN_ERR_ARG, big);
+    const size_t n = strlen(attn_last_error());
+    CHECK(n > 100 && n < sizeof big - 1, "a long message is cut (%zu characters kept)", n);
+    attn_set_error(ATTN_ERR_ARG, "set by main");
+    int other_saw_another = 0;
+    thrd_t t;
+    CHECK(thrd_create(&t, other_thread, &other_saw_another) == thrd_success &&
+              thrd_join(t, NULL) == thrd_success,
+          "thread start");
+    CHECK(other_saw_another, "a new thread does not see main's message");
+    CHECK(strcmp(attn_last_error(), "set by main") == 0, "main's message kept: %s",
+          attn_last_error());
+}
+
 int main(void) {
     const char *qenv = getenv("ATTN_TEST_QUICK");
     quick = qenv && *qenv && strcmp(qenv, "0") != 0;
@@ -565,5 +602,6 @@ int main(void) {
     }
     CHECK(n_isa >= 1, "no instruction set ran");
     CHECK_OK(attn_set_isa(ATTN_ISA_AUTO));
+    set_error();
     return tu_summary("test_edge");
 }
