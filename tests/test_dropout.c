@@ -6,7 +6,11 @@
  * the pattern of attn_dropout_keep (entry zero iff dropped or hidden), and
  * values within 1e-5; the fast path must give the same bits for 1, 2 and 3
  * threads, in prefill tiles and in decode's split keys. The lse is taken
- * before dropout: equal to the lse without dropout. */
+ * before dropout: equal to the lse without dropout. Below them, the dropout
+ * kernels themselves (kernels/dropout.h) against the scalar keep decision,
+ * every ISA, run lengths around the vector widths, extreme thresholds. */
+#include "dropout_hash.h"
+#include "kernels/dropout.h"
 #include "testutil.h"
 
 /* window >= 0: a sliding window (left) and sinks too, so the weights of a row
@@ -77,6 +81,40 @@ static void one(int64_t B, int64_t H, int64_t Nq, int64_t N, attn_causal causal,
         free(f[t]);
 }
 
+/* The rows and keys kernels of the selected ISA against attn__dropout_keep_at,
+ * bit for bit, on runs of n = 1..70 (the 4-, 8- and 16-lane bodies and their
+ * tails), thresholds 0 (keep all), 1, p = 0.5 and 2^24 - 1 (drop almost all). */
+static void kernels(void) {
+    const uint32_t thresholds[4] = {0, 1, 1u << 23, (1u << 24) - 1};
+    uint64_t row[70];
+    for (int r = 0; r < 70; r++)
+        row[r] = attn__dropout_row(0x1234u + (uint64_t)r, r % 3, r % 5, r);
+    float p[3 * 70], want[3 * 70];
+    int64_t wrong = 0;
+    for (int t = 0; t < 4; t++)
+        for (int64_t n = 1; n <= 70; n++)
+            for (int kind = 0; kind < 2; kind++) {
+                const int64_t outer = 3, ld = 70, j0 = (int64_t)1 << 40;
+                for (int64_t a = 0; a < outer; a++)
+                    for (int64_t x = 0; x < n; x++) {
+                        const float val = 0.5f + (float)(a * n + x);
+                        p[a * ld + x] = val;
+                        const uint64_t rw = kind == 0 ? row[x] : row[a];
+                        const int64_t j = kind == 0 ? j0 + a : j0 + x;
+                        want[a * ld + x] =
+                            attn__dropout_keep_at(rw, j, thresholds[t]) ? val * 1.25f : 0.0f;
+                    }
+                if (kind == 0)
+                    attn__dropout_rows(p, ld, outer, row, n, j0, thresholds[t], 1.25f);
+                else
+                    attn__dropout_keys(p, ld, outer, row, n, j0, thresholds[t], 1.25f);
+                for (int64_t a = 0; a < outer; a++)
+                    wrong += memcmp(p + a * ld, want + a * ld, (size_t)n * sizeof(float)) != 0;
+            }
+    CHECK(wrong == 0, "%s: %lld dropout kernel runs differ from attn__dropout_keep_at",
+          attn_isa_name(attn_get_isa()), (long long)wrong);
+}
+
 int main(void) {
     const attn_isa isas[] = {ATTN_ISA_GENERIC, ATTN_ISA_AVX2, ATTN_ISA_AVX512};
     for (int a = 0; a < 3; a++) {
@@ -85,6 +123,7 @@ int main(void) {
             continue;
         }
         CHECK_OK(attn_set_isa(isas[a]));
+        kernels();
         one(2, 3, 70, 70, ATTN_CAUSAL_TOP_LEFT, 0.1f, -1);
         one(1, 2, 33, 130, ATTN_CAUSAL_BOTTOM_RIGHT, 0.5f, -1);
         one(1, 2, 5, 300, ATTN_CAUSAL_NONE, 0.3f, -1);

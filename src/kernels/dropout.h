@@ -4,7 +4,9 @@
  *   keys:  p[r*ldp + c] = keep(row[r], j0 + c) ? p[r*ldp + c] * scale : 0   r < nr, c < n
  * The hash is integer arithmetic and the product one IEEE multiply, so every
  * ISA gives the same bits. AVX-512 (with DQ's 64-bit multiply) is used when
- * the selected ISA is avx512 and the CPU has DQ; else portable C. */
+ * the selected ISA is avx512 and the CPU has DQ; AVX2 (the 64-bit multiply
+ * built from 32-bit ones) when it is avx2, or avx512 without DQ; else
+ * portable C. */
 #ifndef ATTN_KERNELS_DROPOUT_H
 #define ATTN_KERNELS_DROPOUT_H
 
