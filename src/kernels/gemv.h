@@ -51,7 +51,8 @@ attn__gemv_fn attn__gemv_for(attn_isa isa);
 
 /* C (M, N) = A (M, K) @ B (K, N) [+ bias], M <= ATTN_GEMV_MAX_ROWS, B and C
  * with unit column stride: columns split over `threads` OpenMP threads in
- * blocks of 64 (src/gemv.c). Allocates nothing, cannot fail. */
+ * blocks of 64 (src/gemv.c). Allocates nothing, cannot fail (the AVX2
+ * kernel keeps up to 64 KiB of partial sums on the calling thread's stack). */
 void attn__gemv(attn__gemv_fn kernel, const attn_view *A, const attn_view *B, const attn_view *bias,
                 attn_view *C, int threads);
 
