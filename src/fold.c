@@ -172,6 +172,9 @@ attn_status attn_fold_init(attn_fold *f, const attn_view *q, int64_t nkv, const 
                     int64_t lo, end;
                     attn__key_range(&W, b, i, &lo, &end);
                     const float *mrow = attn__at4(&mask, b, h, i, 0); /* mask[b, h, i, :] */
+                    /* a mask broadcast over the keys has one value a row:
+                     * one look, not nkv (nkv may be far beyond any K) */
+                    if (mask.stride[3] == 0 && end > lo) end = lo + 1;
                     for (int64_t j = lo; j < end; j++) {
                         const float mv = mrow[j * mask.stride[3]];
                         if (mv > mx && mv != INFINITY) mx = mv;

@@ -291,9 +291,35 @@ static void test_errors(void) {
     free(snap);
 }
 
+/* A mask broadcast over the keys (stride 0) of a fold over 2^40 keys: the
+ * init looks once per row, not 2^40 times (a fuzz_api timeout), and the
+ * state's shift is that value. */
+static void test_broadcast_mask_huge_nkv(void) {
+    const int64_t Nq = 3, d = 4;
+    float *qm = tu_rand(Nq * d, -1, 1), mval[Nq];
+    for (int64_t i = 0; i < Nq; i++)
+        mval[i] = -2.0f + (float)i;
+    float *mem = tu_zeros(attn_fold_floats(1, 1, Nq, d));
+    attn_fold f;
+    CHECK_OK(attn_fold_bind(&f, mem, 1, 1, Nq, d));
+    attn_view q = attn_view_4d(qm, 1, 1, Nq, d);
+    attn_view m = attn_view_4d(mval, 1, 1, Nq, (int64_t)1 << 40);
+    m.stride[2] = 1, m.stride[3] = 0; /* mask[0, 0, i, j] = mval[i] */
+    attn_opts o = attn_opts_default();
+    o.mask = &m;
+    CHECK_OK(attn_fold_init(&f, &q, (int64_t)1 << 40, &o));
+    int same = 1;
+    for (int64_t i = 0; i < Nq; i++)
+        same &= *attn__at3(&f.shift, 0, 0, i) == mval[i];
+    CHECK(same, "broadcast mask: the shift is the row's mask value");
+    free(qm);
+    free(mem);
+}
+
 int main(void) {
     test_errors();
     test_skip_and_empty();
+    test_broadcast_mask_huge_nkv();
     const attn_isa isas[3] = {ATTN_ISA_GENERIC, ATTN_ISA_AVX2, ATTN_ISA_AVX512};
     const int n = quick() ? 25 : 120;
     for (int s = 0; s < 3; s++) {
