@@ -87,7 +87,7 @@ AVX2 __attribute__((always_inline)) static inline void keys8(float *st, const fl
         const __m256i cols = lanes_below(ne);
         __m256 x[8];
         for (int c = 0; c < 8; c++) {
-            x[c] = c >= nk ? _mm256_setzero_ps()
+            x[c] = c >= nk   ? _mm256_setzero_ps()
                    : ne == 8 ? _mm256_loadu_ps(k + c * ks + e0)
                              : _mm256_maskload_ps(k + c * ks + e0, cols);
             /* the same line 8 keys on: K streams from memory in decode */
