@@ -25,22 +25,6 @@
 #include <cblas.h>
 #endif
 
-static float *rand_buf(int64_t n, uint64_t seed) {
-    float *p = malloc((size_t)n * sizeof(float));
-    if (!p) {
-        fprintf(stderr, "attn_bench_backward: out of memory\n");
-        exit(1);
-    }
-    uint64_t z = seed * 0x9E3779B97F4A7C15ull + 1;
-    for (int64_t i = 0; i < n; i++) {
-        z += 0x9E3779B97F4A7C15ull;
-        uint64_t x = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-        p[i] = (float)(((x ^ (x >> 31)) >> 40) * (2.0 / 16777216.0) - 1.0);
-    }
-    return p;
-}
-
 typedef struct bcase {
     const char *name;
     int64_t B, H, N, d;
@@ -76,9 +60,10 @@ typedef struct io {
 
 static void io_make(const bcase *c, io *x) {
     const int64_t n = c->B * c->H * c->N * c->d;
-    x->q = rand_buf(n, 1), x->k = rand_buf(n, 2), x->v = rand_buf(n, 3);
-    x->out = rand_buf(n, 4), x->dout = rand_buf(n, 5), x->lse = rand_buf(c->B * c->H * c->N, 6);
-    x->dq = rand_buf(n, 7), x->dk = rand_buf(n, 8), x->dv = rand_buf(n, 9);
+    x->q = bench_rand(n, 1, 1.0f), x->k = bench_rand(n, 2, 1.0f), x->v = bench_rand(n, 3, 1.0f);
+    x->out = bench_rand(n, 4, 1.0f), x->dout = bench_rand(n, 5, 1.0f),
+    x->lse = bench_rand(c->B * c->H * c->N, 6, 1.0f);
+    x->dq = bench_rand(n, 7, 1.0f), x->dk = bench_rand(n, 8, 1.0f), x->dv = bench_rand(n, 9, 1.0f);
     x->vq = attn_view_4d(x->q, c->B, c->H, c->N, c->d);
     x->vk = attn_view_4d(x->k, c->B, c->H, c->N, c->d);
     x->vv = attn_view_4d(x->v, c->B, c->H, c->N, c->d);

@@ -14,6 +14,8 @@
  *   alibi    the paper's slopes on S1 and S2;  sinks  per-head sinks on S1, S2
  *   decode   S4 (B=1 H=32 Nkv=4096 d=128) with each modifier */
 #define _POSIX_C_SOURCE 200809L
+#include "common.h"
+
 #include "attn.h"
 
 #include <math.h>
@@ -32,22 +34,6 @@ static double now(void) {
     struct timespec ts;
     clock_gettime(use_cpu_clock ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static float *rand_buf(int64_t n, uint64_t seed) {
-    float *p = malloc((size_t)n * sizeof(float));
-    if (!p) {
-        fprintf(stderr, "attn_bench_modifiers: out of memory\n");
-        exit(1);
-    }
-    uint64_t z = seed * 0x9E3779B97F4A7C15ull + 1;
-    for (int64_t i = 0; i < n; i++) {
-        z += 0x9E3779B97F4A7C15ull;
-        uint64_t x = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-        p[i] = (float)(((x ^ (x >> 31)) >> 40) * (2.0 / 16777216.0) - 1.0);
-    }
-    return p;
 }
 
 enum mod { WINDOW, SOFTCAP, ALIBI, SINKS };
@@ -146,10 +132,10 @@ int main(int argc, char **argv) {
         const pcase *c = &cases[ci];
         if (only && strcmp(only, c->name) != 0) continue;
         inputs in;
-        in.q = rand_buf(c->B * c->H * c->Nq * c->d, 1);
-        in.k = rand_buf(c->B * c->H * c->Nkv * c->d, 2);
-        in.v = rand_buf(c->B * c->H * c->Nkv * c->d, 3);
-        in.out = rand_buf(c->B * c->H * c->Nq * c->d, 4);
+        in.q = bench_rand(c->B * c->H * c->Nq * c->d, 1, 1.0f);
+        in.k = bench_rand(c->B * c->H * c->Nkv * c->d, 2, 1.0f);
+        in.v = bench_rand(c->B * c->H * c->Nkv * c->d, 3, 1.0f);
+        in.out = bench_rand(c->B * c->H * c->Nq * c->d, 4, 1.0f);
         in.qv = attn_view_4d(in.q, c->B, c->H, c->Nq, c->d);
         in.kv = attn_view_4d(in.k, c->B, c->H, c->Nkv, c->d);
         in.vv = attn_view_4d(in.v, c->B, c->H, c->Nkv, c->d);
