@@ -159,7 +159,9 @@ def test_self_attention_torch_layout(attn, tmp_path):
     b, _ = run(attn, tmp_path, "self", "--layout", "torch", x=x,
                Wq=np.ascontiguousarray(Wq.T), Wk=np.ascontiguousarray(Wk.T),
                Wv=np.ascontiguousarray(Wv.T))
-    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    # The two layouts reach the BLAS as different transposes, so its kernels may
+    # sum in another order: equal to a few float32 roundings, not bit for bit.
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     # Without the flag, (HS, D) weights do not fit x (N, D): the error says so.
     _, p = run(attn, tmp_path, "self", x=x, Wq=np.ascontiguousarray(Wq.T), Wk=Wk, Wv=Wv, rc=3)
     assert "Wq (" in p.stderr and "Wq.npy" in p.stderr and "dimension 0 is 4" in p.stderr
