@@ -117,6 +117,9 @@ int main(void) {
                     one(isas[s], M, K, n, xmode, (int64_t)(ni % 3) * 7, (int64_t)(ki % 2) * 5,
                         bmode);
                 }
+        /* more columns than one AVX-512 tile block (4096): blocks, then a tail */
+        one(isas[s], 4, 33, 2 * 4096 + 45, 1, 7, 5, 1);
+        one(isas[s], 8, 17, 4096 + 3, 2, 0, 0, 2);
         driver(isas[s], 1, 513, 1000);
         driver(isas[s], 5, 64, 4099);
         driver(isas[s], 8, 3, 129);

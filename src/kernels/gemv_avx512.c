@@ -1,17 +1,24 @@
 /* kernels/gemv_avx512.c - few-row products, AVX-512 F (kernels/gemv.h):
  *   y[m, o] = b[o] + sum_i x[m, i] w[i, o]      // "mi,io->mo"
- * Two loop orders, both bound by reading w once:
- *   M <= 4 (run_rows): w streamed in memory order, R rows at a time; for
+ * Two loop orders, both reading w in long contiguous runs of a few rows at
+ * a time (on an Emerald Rapids core, register tiles walking 256 rows down
+ * w, 128-192 bytes from each, ran at 0.5-0.6 of a stream: every row a
+ * separate page and, with a row stride a multiple of 4 KiB, the same L1 set):
+ *   M <= 3 (run_rows): w streamed in memory order, R rows at a time; for
  *     each vector of 16 columns the M partial sums are loaded from y,
  *     updated by the R rows (R loads of w, each row prefetched PF_AHEAD
  *     floats ahead: without it the rate drops by a third), and stored
  *     back; the columns go in blocks of 8192 / M floats so y stays in L1.
- *   M >= 5 (run_tiles): register tiles of M rows x NV vectors, walked down
- *     KC rows of w, the partial sums waiting in y between chunks, the tile
- *     PF_TILES ahead prefetched row by row (fewer loads and stores of y per
- *     multiply-add, which many rows need).
+ *   M >= 4 (run_tiles): register tiles of M rows x NV vectors (up to 24
+ *     accumulators, which run_rows would load and store for every vector
+ *     of w), walked left to right across a block of TILE_CB columns for
+ *     TILE_R rows of w at a time (TILE_R runs of 16 KiB in flight), each
+ *     row prefetched TILE_PF tiles ahead; x[:, i] for those rows packed
+ *     first so that each broadcast is one load at a fixed offset. The
+ *     partial sums wait in y (TILE_CB x M floats, in L2) between row groups.
  * The last columns use masked vectors. Per element: the bias (or +0), then
- * an fma chain over i ascending, as gemv_generic.c. */
+ * an fma chain over i ascending, as gemv_generic.c. (Rates measured with
+ * bench/gemv_bench.c, docs/threads.md.) */
 #include "kernels/gemv.h"
 #include "kernels/impl.h"
 
@@ -73,28 +80,33 @@ run_rows(float *y, int64_t ldy, const float *x, int64_t xs0, int64_t xs1, const 
     }
 }
 
-enum { KC = 256, PF_TILES = 4 };
+enum {
+    TILE_R = 16,    /* run_tiles: rows of w per pass over a column block */
+    TILE_CB = 4096, /* run_tiles: columns per block (M x 16 KiB of y, in L2) */
+    TILE_PF = 2,    /* run_tiles: each row prefetched this many tiles ahead */
+};
 
-/* Rows k0..k1-1 of columns [c, c + 16 NV) (mask on the last vector). */
+/* Rows k0..k0+nr-1 of columns [c, c + 16 NV) (mask on the last vector);
+ * xt[r][m] = x[m, k0 + r]. PF: prefetch the tiles ahead. */
 AVX512 __attribute__((always_inline)) static inline void
-tile(float *y, int64_t ldy, const float *x, int64_t xs0, int64_t xs1, const float *w, int64_t ldw,
-     int64_t k0, int64_t k1, int64_t c, __mmask16 last, const int M, const int NV, const int PF) {
-    __m512 acc[8][8];
+tile(float *y, int64_t ldy, const float (*xt)[8], const float *w, int64_t ldw, int64_t k0,
+     int64_t nr, int64_t c, __mmask16 last, const int M, const int NV, const int PF) {
+    __m512 acc[8][4];
     for (int m = 0; m < M; m++)
         for (int v = 0; v < NV; v++)
             acc[m][v] =
                 _mm512_maskz_loadu_ps(v == NV - 1 ? last : 0xffff, y + m * ldy + c + 16 * v);
-    for (int64_t i = k0; i < k1; i++) {
-        const float *wi = w + i * ldw + c; /* seek to w[i, c] */
-        __m512 wv[8];
+    const float *wi = w + k0 * ldw + c; /* seek to w[k0, c] */
+    for (int64_t r = 0; r < nr; r++, wi += ldw) {
+        __m512 wv[4];
         for (int v = 0; v < NV; v++) {
             wv[v] = _mm512_maskz_loadu_ps(v == NV - 1 ? last : 0xffff, wi + 16 * v);
             if (PF)
-                _mm_prefetch(attn__prefetch_addr(w, i, ldw, c + 16 * (v + NV * PF_TILES)),
+                _mm_prefetch(attn__prefetch_addr(w, k0 + r, ldw, c + 16 * (v + NV * TILE_PF)),
                              _MM_HINT_T0);
         }
         for (int m = 0; m < M; m++) {
-            const __m512 xb = _mm512_set1_ps(x[m * xs0 + i * xs1]);
+            const __m512 xb = _mm512_set1_ps(xt[r][m]);
             for (int v = 0; v < NV; v++)
                 acc[m][v] = _mm512_fmadd_ps(xb, wv[v], acc[m][v]);
         }
@@ -107,15 +119,22 @@ tile(float *y, int64_t ldy, const float *x, int64_t xs0, int64_t xs1, const floa
 AVX512 __attribute__((always_inline)) static inline void
 run_tiles(float *y, int64_t ldy, const float *x, int64_t xs0, int64_t xs1, const float *w,
           int64_t ldw, int64_t K, int64_t n, const int M, const int NV) {
-    const int64_t full = n - n % (16 * NV);
-    for (int64_t k0 = 0; k0 < K; k0 += KC) {
-        const int64_t k1 = k0 + KC < K ? k0 + KC : K;
-        for (int64_t c = 0; c < full; c += 16 * NV)
-            tile(y, ldy, x, xs0, xs1, w, ldw, k0, k1, c, 0xffff, M, NV, 1);
-        for (int64_t c = full; c < n; c += 16) {
-            const int64_t r = n - c;
-            tile(y, ldy, x, xs0, xs1, w, ldw, k0, k1, c,
-                 r >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << r) - 1u), M, 1, 0);
+    float xt[TILE_R][8] __attribute__((aligned(64)));
+    for (int64_t c0 = 0; c0 < n; c0 += TILE_CB) {
+        const int64_t c1 = c0 + TILE_CB < n ? c0 + TILE_CB : n;
+        const int64_t full = c1 - (c1 - c0) % (16 * NV);
+        for (int64_t k0 = 0; k0 < K; k0 += TILE_R) {
+            const int64_t nr = K - k0 < TILE_R ? K - k0 : TILE_R;
+            for (int64_t r = 0; r < nr; r++)
+                for (int m = 0; m < M; m++)
+                    xt[r][m] = x[m * xs0 + (k0 + r) * xs1];
+            for (int64_t c = c0; c < full; c += 16 * NV)
+                tile(y, ldy, xt, w, ldw, k0, nr, c, 0xffff, M, NV, 1);
+            for (int64_t c = full; c < c1; c += 16) {
+                const int64_t left = c1 - c;
+                tile(y, ldy, xt, w, ldw, k0, nr, c,
+                     left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u), M, 1, 0);
+            }
         }
     }
 }
@@ -137,19 +156,19 @@ AVX512 void attn__gemv_avx512(float *y, int64_t ldy, const float *x, int64_t xs0
         run_rows(y, ldy, x, xs0, xs1, w, ldw, K, n, 3, 8);
         break;
     case 4:
-        run_rows(y, ldy, x, xs0, xs1, w, ldw, K, n, 4, 8);
+        run_tiles(y, ldy, x, xs0, xs1, w, ldw, K, n, 4, 4);
         break;
     case 5:
-        run_tiles(y, ldy, x, xs0, xs1, w, ldw, K, n, 5, 2);
+        run_tiles(y, ldy, x, xs0, xs1, w, ldw, K, n, 5, 4);
         break;
     case 6:
-        run_tiles(y, ldy, x, xs0, xs1, w, ldw, K, n, 6, 2);
+        run_tiles(y, ldy, x, xs0, xs1, w, ldw, K, n, 6, 4);
         break;
     case 7:
-        run_tiles(y, ldy, x, xs0, xs1, w, ldw, K, n, 7, 2);
+        run_tiles(y, ldy, x, xs0, xs1, w, ldw, K, n, 7, 3);
         break;
     default:
-        run_tiles(y, ldy, x, xs0, xs1, w, ldw, K, n, 8, 2);
+        run_tiles(y, ldy, x, xs0, xs1, w, ldw, K, n, 8, 3);
         break;
     }
 }
