@@ -29,6 +29,15 @@ raise SystemExit(0 if d < 1e-3 else 1)' 2>/dev/null; then
     run_env=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
 fi
 core=$("${run_env[@]}" OPENBLAS_VERBOSE=2 /usr/bin/python3 -c 'import numpy' 2>&1 | sed -n 's/^Core: //p')
+# On a CPU newer than the OpenBLAS release, OpenBLAS falls back to its SSE3
+# kernels ("Prescott"); attn's private copy then picks better ones itself
+# (src/blas_core.c). NumPy's and PyTorch's OpenBLAS get the same kernels here,
+# through OPENBLAS_CORETYPE, so that they are not compared on a handicap.
+attn_core=$("$build/tools/attn/attn" --version 2>/dev/null | sed -n "s/.*; core \([A-Za-z0-9]*\) (attn's choice.*/\1/p")
+if [ "$core" = Prescott ] && [ -n "$attn_core" ] && [ -z "${OPENBLAS_CORETYPE:-}" ]; then
+    run_env+=(OPENBLAS_CORETYPE="$attn_core")
+    core="$attn_core (set by bench/run.sh: OpenBLAS chose Prescott)"
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 echo "# command: bash bench/run.sh $build $threads $*"

@@ -221,6 +221,14 @@ const char *attn_isa_name(attn_isa isa);
  *     in README.md, "Threads".
  *   - attn_build_info() names the BLAS copy, the OpenMP runtime loaded and
  *     the wait policy in effect.
+ *   - The kernels of that copy: OpenBLAS chooses them from the CPU model, and
+ *     on a model newer than itself falls back to SSE3 ones ("Prescott", 5x
+ *     slower GEMMs). attn then chooses SkylakeX (AVX-512) or Haswell (AVX2)
+ *     kernels from the CPU's features when it loads; OPENBLAS_CORETYPE, when
+ *     set, is left to decide, and the process environment is not changed.
+ *     attn_build_info() says "core SkylakeX (attn's choice: OpenBLAS chose
+ *     Prescott)". (src/blas_core.c; libattn.a users get this only when
+ *     linking with -Wl,--wrap=getenv, as attn's own programs do.)
  *   - Results are deterministic for a given thread count; the few-row
  *     projections and the flash path give the same bits for any count.
  * Since v0.2.0 (before: OpenBLAS's own threads ran the GEMMs). */

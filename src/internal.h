@@ -224,4 +224,8 @@ attn_status attn__sdpa_ref(const attn__sdpa_problem *P);
 void attn__gemm(const attn_view *A, const attn_view *B, const attn_view *bias, attn_view *C,
                 int threads);
 
+/* " (attn's choice: OpenBLAS chose Prescott)" when src/blas_core.c replaced
+ * the kernels OpenBLAS fell back to on a CPU newer than itself, else "". */
+const char *attn__blas_core_note(void);
+
 #endif /* ATTN_INTERNAL_H */

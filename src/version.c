@@ -37,7 +37,8 @@ static void blas_desc(char *buf, size_t n) {
         : openblas_get_parallel() == 1 ? "shared, pthreads build: its own thread pool"
                                        : "shared, sequential build";
 #endif
-    snprintf(buf, n, "openblas %s (%s; core %s)", ver, how, openblas_get_corename());
+    snprintf(buf, n, "openblas %s (%s; core %s%s)", ver, how, openblas_get_corename(),
+             attn__blas_core_note());
 #else
     snprintf(buf, n, "none (built-in loops)");
 #endif

@@ -29,8 +29,11 @@ class Runner:
     def __call__(self, *args, rc=0, env=None, timeout=120):
         full_env = dict(os.environ)
         full_env.pop("ATTN_ISA", None)
-        if env:
-            full_env.update(env)
+        for k, v in (env or {}).items():  # None: unset
+            if v is None:
+                full_env.pop(k, None)
+            else:
+                full_env[k] = v
         p = subprocess.run([self.binary] + [str(a) for a in args], capture_output=True,
                            text=True, errors="replace", env=full_env,
                            timeout=timeout)

@@ -93,6 +93,20 @@ def test_version(attn):
     assert "isa: avx2" in attn("--version", env={"ATTN_ISA": "avx2"}).stdout
 
 
+def test_blas_core_choice(attn):
+    """The user's OPENBLAS_CORETYPE stands; unset, attn's private OpenBLAS on a
+    CPU with AVX2 never runs the SSE3 kernels ("Prescott") OpenBLAS falls back
+    to on CPUs newer than itself (src/blas_core.c)."""
+    forced = attn("--version", env={"OPENBLAS_CORETYPE": "Prescott"}).stdout
+    if "private static copy" not in forced:
+        pytest.skip("not built with attn's private OpenBLAS")
+    assert "; core Prescott)" in forced, forced
+    auto = attn("--version", env={"OPENBLAS_CORETYPE": None}).stdout
+    core = re.search(r"; core (\w+)", auto).group(1)
+    if re.search(r"supported: [^)]*avx2", auto):
+        assert core != "Prescott", auto
+
+
 @pytest.mark.parametrize("cmd", [[], ["demo"], ["explain"], ["run"], ["bench"], ["info"]])
 def test_help(attn, cmd):
     out = attn(*(cmd + ["--help"])).stdout
