@@ -1,11 +1,14 @@
 /* bench/gemv_bench.c - decode-shaped projections against the memory.
  *
  * attn_gemv_bench [--threads T] [--rounds R] [--seconds S] [--py FILE] [--cpu] [--quick]
+ *                 [--columns N]
  *
  * attn_linear(x (M, 4096), W (4096, 6144)) for M = 1..8: bound by reading
  * W's 96 MiB once. Each call alternates with a read-only stream over the
- * same bytes (same threads, same cache state: W is far larger than the
- * last-level cache), and with NumPy's x @ W timed by bench_py.py on the same
+ * same bytes (same threads, same cache state: on most machines W is far
+ * larger than the last-level cache; --columns N makes W (4096, N), e.g.
+ * 49152 for 768 MiB where the cache holds 96 MiB, and drops NumPy's column),
+ * and with NumPy's x @ W timed by bench_py.py on the same
  * shapes (FILE: lines "G<M> numpy_s torch_s"), and with OpenBLAS itself
  * (attn's copy, the same build as NumPy's: sgemv for M = 1, sgemm above),
  * timed after all attn calls: its idle threads spin.
@@ -47,10 +50,11 @@ static void openblas_product(const float *x, const float *w, float *y, int m, in
 #endif
 }
 
-enum { K = 4096, N = 6144, MAXM = 8 };
+enum { K = 4096, MAXM = 8 };
 
 int main(int argc, char **argv) {
     int nt = 2, rounds = 3;
+    int64_t N = 6144;
     double min_s = 0.3;
     const char *py = NULL;
     for (int i = 1; i < argc; i++) {
@@ -66,17 +70,19 @@ int main(int argc, char **argv) {
             use_cpu_clock = 1;
         else if (strcmp(argv[i], "--quick") == 0)
             rounds = 1, min_s = 0.1;
+        else if (strcmp(argv[i], "--columns") == 0 && i + 1 < argc && atoll(argv[i + 1]) > 0)
+            N = atoll(argv[++i]);
         else {
             fprintf(stderr,
                     "usage: attn_gemv_bench [--threads T] [--rounds R] [--seconds S] [--py FILE] "
-                    "[--cpu] [--quick]\n");
+                    "[--cpu] [--quick] [--columns N]\n");
             return 2;
         }
     }
     double np_s[MAXM + 1];
     for (int m = 0; m <= MAXM; m++)
         np_s[m] = NAN;
-    if (py) {
+    if (py && N == 6144) {
         FILE *f = fopen(py, "r");
         char line[256];
         while (f && fgets(line, sizeof line, f)) {
@@ -117,7 +123,7 @@ int main(int argc, char **argv) {
                         total += ta[reps] + ts[reps];
                     } else {
                         const double t0 = clock_s();
-                        openblas_product(x, w, y, m, K, N, nt);
+                        openblas_product(x, w, y, m, K, (int)N, nt);
                         to[reps] = clock_s() - t0;
                         total += to[reps];
                     }
@@ -134,7 +140,7 @@ int main(int argc, char **argv) {
             }
     (void)sink;
     const double bytes = (double)K * N * sizeof(float);
-    printf("# attn_gemv_bench: %d threads, %s time, %s\n\n", nt,
+    printf("# attn_gemv_bench: W (%d, %lld), %d threads, %s time, %s\n\n", (int)K, (long long)N, nt,
            use_cpu_clock ? "process CPU" : "wall", attn_build_info());
     printf(
         "| M | attn_linear ms | GB/s | stream ms | stream GB/s | attn / stream | OpenBLAS ms | x "

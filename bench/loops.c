@@ -1,6 +1,6 @@
 /* bench/loops.c - the loops users write, against the sum of their parts.
  *
- * attn_loops [--threads T] [--rounds R] [--seconds S] [--quick] [--only NAME]
+ * attn_loops [--threads T] [--rounds R] [--seconds S] [--quick] [--only NAME] [--cold]
  *
  * A real model alternates projections and attention. Each loop below is one
  * step of such a model; it is timed as a whole (per iteration) and each of
@@ -20,13 +20,20 @@
  * D = 4096. Times: the best over R rounds of short interleaved bursts of
  * each kind (part 1 alone, part 2 alone, the iteration), ~S seconds of
  * iterations per round: on a shared machine, the speed when the others let
- * us run (a pool fight slows every iteration, so it still shows). */
+ * us run (a pool fight slows every iteration, so it still shows).
+ * --cold: before every timed call (a part alone or an iteration), an untimed
+ * read over twice the last-level cache, so that all three start from memory.
+ * Where the last-level cache holds a part's data (W's 96 MiB, the 64 MiB of
+ * K and V: an Emerald Rapids VM shows 260 MB of L3), parts repeated alone
+ * run from cache and the iteration, whose two parts evict each other, does
+ * not: the ratio then measures the cache, not the threads. */
 #include "common.h"
 
 #include "attn.h"
 
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 static void check(attn_status s, const char *what) {
     if (s != ATTN_OK) {
@@ -149,11 +156,16 @@ static const loop loops[] = {
  * part 2), in short interleaved bursts (4 calls, the first not counted: it
  * follows the other kind) until each kind has run about min_s, so that all
  * three see the same moments of a shared machine. */
+static float *evict;    /* --cold: the buffer read before each timed call */
+static int64_t evict_n; /* its floats */
+
 static void time_loop(data *d, const loop *l, double min_s, double best[3]) {
     double total[3] = {0, 0, 0};
+    volatile uint64_t sink = 0;
     for (int burst = 0; burst < 100000 && (burst < 3 || total[2] < min_s); burst++)
         for (int kind = 0; kind < 3; kind++)
             for (int rep = 0; rep < 4; rep++) {
+                if (evict) sink ^= bench_stream(evict, evict_n, d->nt);
                 const double t0 = bench_now();
                 if (kind != 1) l->parts[0](d);
                 if (kind != 0) l->parts[1](d);
@@ -165,7 +177,7 @@ static void time_loop(data *d, const loop *l, double min_s, double best[3]) {
 }
 
 int main(int argc, char **argv) {
-    int nt = 2, rounds = 3;
+    int nt = 2, rounds = 3, cold = 0;
     double min_s = 0.3;
     const char *only = NULL;
     for (int i = 1; i < argc; i++) {
@@ -179,14 +191,23 @@ int main(int argc, char **argv) {
             min_s = atof(argv[++i]);
         else if (strcmp(argv[i], "--quick") == 0)
             rounds = 1, min_s = 0.1;
+        else if (strcmp(argv[i], "--cold") == 0)
+            cold = 1;
         else {
             fprintf(stderr, "usage: attn_loops [--threads T] [--rounds R] [--seconds S] [--quick] "
-                            "[--only NAME]\n");
+                            "[--only NAME] [--cold]\n");
             return 2;
         }
     }
     if (rounds < 1) rounds = 1;
-    printf("# attn_loops: %d threads, %s\n", nt, attn_build_info());
+    if (cold) {
+        long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+        if (llc < (32L << 20)) llc = 128L << 20; /* unknown or small: 256 MiB read */
+        evict_n = (int64_t)(2 * llc / (long)sizeof(float)) / 1024 * 1024;
+        evict = bench_rand(evict_n, 99, 1.0f);
+    }
+    printf("# attn_loops: %d threads%s, %s\n", nt,
+           cold ? ", --cold (caches swept before every timed call)" : "", attn_build_info());
     data d;
     data_make(&d, nt);
     enum { NL = sizeof loops / sizeof loops[0] };
@@ -207,5 +228,6 @@ int main(int argc, char **argv) {
                best[l][0] * 1e3, best[l][1] * 1e3, s * 1e3, best[l][2] * 1e3, best[l][2] / s);
     }
     data_free(&d);
+    free(evict);
     return 0;
 }

@@ -18,8 +18,13 @@ Prints markdown rows: loop, part 1 alone, part 2 alone, sum, iteration,
 iteration / sum (ms). The three kinds are timed in short interleaved bursts,
 each the best over all repetitions of all rounds: on a shared machine, the
 speed when the others let us run; a pool fight slows every iteration.
+--cold: before every timed call, an untimed read over twice the last-level
+cache, so that parts alone and iterations all start from memory (where that
+cache holds W or K and V, parts repeated alone run from it and the iteration,
+whose parts evict each other, does not: bench/loops.c says more).
 """
 import argparse
+import os
 import sys
 import time
 
@@ -28,7 +33,16 @@ import numpy as np
 import attn
 
 
-def interleaved(a, b, min_s, best):
+def llc_bytes():
+    """The last-level cache size the OS reports, or 128 MiB."""
+    try:
+        n = os.sysconf("SC_LEVEL3_CACHE_SIZE")
+    except (ValueError, OSError):
+        n = 0
+    return n if n >= 32 << 20 else 128 << 20
+
+
+def interleaved(a, b, min_s, best, sweep=None):
     """Best times of a alone, b alone and a then b, in short interleaved
     bursts (4 calls, the first not counted: it follows the other kind) until
     the iterations have run about min_s: all three see the same moments of
@@ -39,6 +53,8 @@ def interleaved(a, b, min_s, best):
     while bursts < 3 or total < min_s:
         for k, fn in enumerate(kinds):
             for rep in range(4):
+                if sweep is not None:
+                    sweep()
                 t0 = time.perf_counter()
                 fn()
                 t = time.perf_counter() - t0
@@ -57,6 +73,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default=None)
+    ap.add_argument("--cold", action="store_true", help="sweep the caches before every timed call")
     ap.add_argument("--seconds", type=float, default=0.3, help="repetitions per part and round")
     args = ap.parse_args()
     nt = args.threads
@@ -105,13 +122,18 @@ def main():
         print(f"# torch {torch.__version__}, torch.get_num_threads()={torch.get_num_threads()}")
     except ImportError:
         print("# torch not installed: no torch loop")
+    sweep = None
+    if args.cold:
+        evict = np.ones(2 * llc_bytes() // 4, np.float32)
+        sweep = evict.sum  # one thread: no pool woken
+        print(f"# --cold: {evict.nbytes >> 20} MiB read before every timed call")
     print(f"# numpy {np.__version__}; {attn.build_info()}")
     best = {}
     for _ in range(rounds):
         for name, what, a, b in loops:
             if args.only and name != args.only:
                 continue
-            best[name] = interleaved(a, b, min_s, best.get(name, [float("inf")] * 3))
+            best[name] = interleaved(a, b, min_s, best.get(name, [float("inf")] * 3), sweep)
     print("| loop | part 1 alone ms | part 2 alone ms | sum ms | iteration ms | iteration / sum |")
     print("|---|---|---|---|---|---|")
     for name, what, _, _ in loops:

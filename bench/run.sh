@@ -19,6 +19,7 @@ cmake --build "$build" --target attn_python -j2 > /dev/null 2>&1 || true
 # when OpenBLAS then still multiplies correctly, checked here, and prints the
 # kernel OpenBLAS picked. Tests and CI never change them.
 run_env=(env)
+dropped=kept
 if [ -n "${OPENBLAS_CORETYPE:-}${OPENBLAS_L2_SIZE:-}" ] &&
    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/python3 -c '
 import numpy as np
@@ -27,6 +28,7 @@ a, b = r.random((512, 300), np.float32), r.random((300, 700), np.float32)
 d = np.abs(a @ b - a.astype(np.float64) @ b.astype(np.float64)).max()
 raise SystemExit(0 if d < 1e-3 else 1)' 2>/dev/null; then
     run_env=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
+    dropped="dropped for this run"
 fi
 core=$("${run_env[@]}" OPENBLAS_VERBOSE=2 /usr/bin/python3 -c 'import numpy' 2>&1 | sed -n 's/^Core: //p')
 # On a CPU newer than the OpenBLAS release, OpenBLAS falls back to its SSE3
@@ -42,7 +44,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 echo "# command: bash bench/run.sh $build $threads $*"
 echo "# date: $(date -u '+%Y-%m-%d %H:%M UTC'), host: $(uname -srm), $(nproc) CPUs"
-echo "# OpenBLAS kernel: ${core:-unknown}; OPENBLAS_CORETYPE ${OPENBLAS_CORETYPE:-unset} in the environment, $([ ${#run_env[@]} -gt 1 ] && echo "dropped for this run" || echo "kept")"
+echo "# OpenBLAS kernel: ${core:-unknown}; OPENBLAS_CORETYPE ${OPENBLAS_CORETYPE:-unset} in the environment, $dropped"
 if ! "${run_env[@]}" OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads \
     /usr/bin/python3 "$root/bench/bench_py.py" --threads "$threads" > "$tmp/py.txt"; then
     echo "# NumPy/PyTorch timing failed; their columns stay empty" | tee "$tmp/py.txt"
@@ -69,9 +71,17 @@ echo "Decode-shaped projections, attn_linear(x (M, 4096), W (4096, 6144)), again
 echo
 "${run_env[@]}" "$build/bench/attn_gemv_bench" --threads "$threads" --py "$tmp/py.txt" | grep -v '^# attn_gemv_bench'
 echo
+echo "The same with W (4096, 49152), 768 MiB: beyond any last-level cache (no NumPy column):"
+echo
+"${run_env[@]}" "$build/bench/attn_gemv_bench" --threads "$threads" --columns 49152 --rounds 2 | grep -v '^# attn_gemv_bench'
+echo
 echo "The loops users write: each iteration against the sum of its parts alone, same run (C, then Python):"
 echo
 "${run_env[@]}" "$build/bench/attn_loops" --threads "$threads" | grep -v '^# attn_loops'
+echo
+echo "The same C loops with the caches swept before every timed call (--cold: where the last-level cache holds W or K and V, parts alone run from it and the iteration does not):"
+echo
+"${run_env[@]}" "$build/bench/attn_loops" --threads "$threads" --cold --rounds 2 | grep -v '^# attn_loops'
 if [ -f "$build/python/attn/__init__.py" ]; then
     echo
     # by default, then with the README's two settings ("Threads")
@@ -80,6 +90,9 @@ if [ -f "$build/python/attn/__init__.py" ]; then
         "${run_env[@]}" $e PYTHONPATH="$build/python" OPENBLAS_NUM_THREADS=$threads \
             /usr/bin/python3 "$root/bench/loops_py.py" --threads "$threads" | grep -v '^# numpy'
     done
+    printf '\nThe Python loops with the caches swept before every timed call (--cold), no setting:\n\n'
+    "${run_env[@]}" PYTHONPATH="$build/python" OPENBLAS_NUM_THREADS=$threads \
+        /usr/bin/python3 "$root/bench/loops_py.py" --threads "$threads" --cold --rounds 2 | grep -v '^# numpy'
     echo
     echo "CPU burnt by each pool while idle after a call (the cores the next library loses):"
     echo
