@@ -206,8 +206,9 @@ int main(int argc, char **argv) {
         evict_n = (int64_t)(2 * llc / (long)sizeof(float)) / 1024 * 1024;
         evict = bench_rand(evict_n, 99, 1.0f);
     }
-    printf("# attn_loops: %d threads%s, %s\n", nt,
-           cold ? ", --cold (caches swept before every timed call)" : "", attn_build_info());
+    printf("# attn_loops: %d threads", nt);
+    if (cold) printf(", --cold: %lld MiB read before every timed call", (long long)(evict_n >> 18));
+    printf(", %s\n", attn_build_info());
     data d;
     data_make(&d, nt);
     enum { NL = sizeof loops / sizeof loops[0] };

@@ -34,10 +34,12 @@ import attn
 
 
 def llc_bytes():
-    """The last-level cache size the OS reports, or 128 MiB."""
+    """The L3 size Linux reports for CPU 0 (as bench/loops.c's sysconf), or 128 MiB."""
     try:
-        n = os.sysconf("SC_LEVEL3_CACHE_SIZE")
-    except (ValueError, OSError):
+        with open("/sys/devices/system/cpu/cpu0/cache/index3/size") as f:
+            size = f.read().strip()
+        n = int(size[:-1]) << {"K": 10, "M": 20}[size[-1]] if size[-1] in "KM" else int(size)
+    except (OSError, ValueError, IndexError):
         n = 0
     return n if n >= 32 << 20 else 128 << 20
 
