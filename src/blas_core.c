@@ -20,7 +20,6 @@
  * gotoblas_dynamic_init (a single-architecture OpenBLAS). */
 #include "internal.h"
 
-#include <stdio.h>
 #include <string.h>
 
 #if defined(ATTN_BLAS_RESELECT) && defined(ATTN_BLAS_PRIVATE) && defined(__x86_64__)
@@ -34,7 +33,7 @@ void gotoblas_dynamic_quit(void);
 char *__real_getenv(const char *name) __attribute__((weak));
 
 static const char *volatile core_override; /* set only while re-initialising */
-static char reselected[64];                /* "SkylakeX (OpenBLAS chose Prescott)" or "" */
+static const char *note = "";              /* attn__blas_core_note() */
 
 /* Every getenv of the objects linked into libattn (attn's and OpenBLAS's). */
 char *__wrap_getenv(const char *name) {
@@ -43,26 +42,16 @@ char *__wrap_getenv(const char *name) {
     return __real_getenv(name);
 }
 
-static uint64_t xcr0(void) {
-    uint32_t lo, hi;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    return ((uint64_t)hi << 32) | lo;
-}
-
-/* The best OpenBLAS 0.3.21 kernel family this CPU and OS can run, or NULL. */
+/* The best OpenBLAS 0.3.21 kernel family this CPU and OS can run, or NULL:
+ * SkylakeX's kernels use AVX-512 CD, BW, DQ and VL besides F. */
 static const char *best_core(void) {
-    unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return NULL;
-    const int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
-    if (!osxsave || !avx || __get_cpuid_max(0, NULL) < 7) return NULL;
-    const uint64_t x = xcr0();
-    if ((x & 0x6) != 0x6) return NULL;
-    __cpuid_count(7, 0, a, b, c, d);
-    const int avx2 = (b >> 5) & 1;
-    const unsigned avx512 = (1u << 16) | (1u << 17) | (1u << 28) | (1u << 30) | (1u << 31);
-    if (avx2 && fma && (b & avx512) == avx512 && (x & 0xe0) == 0xe0) return "SkylakeX";
-    if (avx2 && fma) return "Haswell";
-    return NULL;
+    if (attn_isa_supported(ATTN_ISA_AVX512)) {
+        unsigned a, b, c, d;
+        __cpuid_count(7, 0, a, b, c, d);
+        const unsigned cd_bw_dq_vl = (1u << 28) | (1u << 30) | (1u << 17) | (1u << 31);
+        if ((b & cd_bw_dq_vl) == cd_bw_dq_vl) return "SkylakeX";
+    }
+    return attn_isa_supported(ATTN_ISA_AVX2) ? "Haswell" : NULL;
 }
 
 __attribute__((constructor)) static void reselect_core(void) {
@@ -76,11 +65,11 @@ __attribute__((constructor)) static void reselect_core(void) {
     gotoblas_dynamic_init();
     core_override = NULL;
     if (strcmp(openblas_get_corename(), want) == 0)
-        snprintf(reselected, sizeof reselected, "%s", " (attn's choice: OpenBLAS chose Prescott)");
+        note = " (attn's choice: OpenBLAS chose Prescott)";
 }
 
 const char *attn__blas_core_note(void) {
-    return reselected;
+    return note;
 }
 #else
 /* (No BLAS, a shared one, or an archive without gotoblas_dynamic_init.) */
