@@ -24,16 +24,11 @@
 #include <string.h>
 #include <time.h>
 
-/* --cpu: the process's CPU time instead of the wall clock. On a shared,
- * overloaded machine the wall clock of a call includes the time it waited
- * for a core; its CPU time does not (with 1 thread it is the cost of the
- * call itself; with more, OpenMP's spinning at barriers counts too). */
+/* --cpu: the process's CPU time instead of the wall clock (bench_clock). */
 static int use_cpu_clock = 0;
 
 static double now(void) {
-    struct timespec ts;
-    clock_gettime(use_cpu_clock ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    return bench_clock(use_cpu_clock);
 }
 
 enum mod { WINDOW, SOFTCAP, ALIBI, SINKS };

@@ -27,10 +27,7 @@
 
 static int use_cpu_clock; /* --cpu: process CPU time instead of wall time */
 static double clock_s(void) {
-    if (!use_cpu_clock) return bench_now();
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    return bench_clock(use_cpu_clock);
 }
 
 /* OpenBLAS (attn's copy: the same build and kernels as NumPy's) on the same
@@ -50,11 +47,11 @@ static void openblas_product(const float *x, const float *w, float *y, int m, in
 #endif
 }
 
-enum { K = 4096, MAXM = 8 };
+enum { K = 4096, N_DEFAULT = 6144, MAXM = 8 }; /* bench_py.py times NumPy at N_DEFAULT */
 
 int main(int argc, char **argv) {
     int nt = 2, rounds = 3;
-    int64_t N = 6144;
+    int64_t N = N_DEFAULT;
     double min_s = 0.3;
     const char *py = NULL;
     for (int i = 1; i < argc; i++) {
@@ -82,7 +79,7 @@ int main(int argc, char **argv) {
     double np_s[MAXM + 1];
     for (int m = 0; m <= MAXM; m++)
         np_s[m] = NAN;
-    if (py && N == 6144) {
+    if (py && N == N_DEFAULT) {
         FILE *f = fopen(py, "r");
         char line[256];
         while (f && fgets(line, sizeof line, f)) {
