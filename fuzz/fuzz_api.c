@@ -444,6 +444,29 @@ static int call(reader *r, const dims *D, attn_status *st) {
             return -1;
         *st = attn_linear(maybe(r, &a), maybe(r, &b), u8(r) & 1 ? &c : NULL, maybe(r, &d),
                           threads[u8(r) % COUNT(threads)]);
+        /* Then, if an extra byte says so (older inputs end before it), the
+         * packed product: b packed into e (its proper shape, contiguous, in
+         * OUT, unless the next byte asks for a fuzzed view), then
+         * attn_linear_packed from e on new x and y views; what the earlier
+         * calls wrote is the new reference for "untouched". */
+        if (u8(r) == 0xB8) {
+            if (!view(r, D, 2, IN, &f) || !view(r, D, 2, OUT, &g)) return -1;
+            if (u8(r) < 200 && b.ndim == 2 && b.shape[0] > 0 && b.shape[1] > 0 &&
+                b.shape[0] < 4096 && b.shape[1] < 4096) {
+                const int64_t np = (b.shape[1] + ATTN_PANEL - 1) / ATTN_PANEL;
+                e = (attn_view){
+                    OUT, 3, {np, b.shape[0], ATTN_PANEL}, {b.shape[0] * ATTN_PANEL, ATTN_PANEL, 1}};
+                if (np * b.shape[0] * ATTN_PANEL > BUF_FLOATS) return -1;
+            } else if (!view(r, D, 3, OUT, &e))
+                return -1;
+            memcpy(OUT_SAVE, OUT, BUF_FLOATS * sizeof(float));
+            *st = attn_weight_pack(maybe(r, &b), maybe(r, &e));
+            if (*st == ATTN_OK) {
+                memcpy(OUT_SAVE, OUT, BUF_FLOATS * sizeof(float));
+                *st = attn_linear_packed(maybe(r, &f), &e, u8(r) & 1 ? &c : NULL, maybe(r, &g),
+                                         threads[u8(r) % COUNT(threads)]);
+            }
+        }
         break;
     }
     case 4: { /* layer norm, maybe in place */

@@ -81,6 +81,17 @@ def seeds_api():
         data = bytearray(bytes(s - 1 for s in sizes) + bytes([0, 0, 0, 1]) + bytes(300))
         data[70] = 0xB7
         put("fuzz_api", "call01_backward_%d" % variant, bytes(data))
+    # linear then the packed product (attn_weight_pack, attn_linear_packed):
+    # with zero bodies the byte that selects it is read at offset 57; byte 75
+    # moves y away from the packed weight; bytes 82-84 pick the bias and the
+    # thread count in the third.
+    for variant, sizes in enumerate(([2, 3, 1, 4, 2, 3, 2, 1], [1, 1, 1, 1, 1, 1, 1, 1],
+                                     [3, 2, 4, 1, 2, 1, 3, 2])):
+        data = bytearray(bytes(s - 1 for s in sizes) + bytes([0, 0, 0, 3]) + bytes(300))
+        data[57], data[75] = 0xB8, 0x05
+        if variant == 2:
+            data[82] = data[83] = data[84] = 1
+        put("fuzz_api", "call03_packed_%d" % variant, bytes(data))
     # The fold (call 16: selector bytes 244, 249, 254), with its own stream.
     rnd = random.Random(2)
     for variant, sizes in enumerate(([2, 3, 1, 4, 2, 3, 2, 1], [1, 1, 1, 1, 1, 1, 1, 1],

@@ -605,6 +605,45 @@ attn_status attn_fold_finish(const attn_fold *f, attn_view *out, attn_view *lse,
 attn_status attn_linear(const attn_view *x, const attn_view *W, const attn_view *bias, attn_view *y,
                         int num_threads);
 
+/* Packed weights: decoding's projections at the memory's speed.
+ * A weight W (in, out) stored as panels of ATTN_PANEL columns, each panel
+ * (in, ATTN_PANEL) contiguous:
+ *   Wp[p, i, c] = W[i, ATTN_PANEL p + c]     (0 past the last column)
+ * Wp is a float32 view of shape (ceil(out / ATTN_PANEL), in, ATTN_PANEL),
+ * contiguous (strides (in ATTN_PANEL, ATTN_PANEL, 1)), 4 x ATTN_PANEL x in x
+ * ceil(out / ATTN_PANEL) bytes: at most ATTN_PANEL - 1 columns more than W.
+ * With few rows of x, attn_linear reads a row-major W one row of each
+ * thread's columns at a time, an order in which a core's multiply-adds and
+ * its memory reads overlap badly; attn_linear_packed reads Wp from its first
+ * byte to its last. On a Zen 5 with two threads, x (M, 4096) @ W (4096,
+ * 6144) ran at 0.64-0.94 of a read-only stream over W with attn_linear
+ * (M = 1, 4, 8) and at 0.88-1.00 with attn_linear_packed (median of paired
+ * calls, bench/gemv_patterns.c; docs/threads.md, "Packed weights"). Pack
+ * once, when the weights are loaded. */
+#define ATTN_PANEL 48
+
+/* Wp = W packed (above). W (in, out) with any strides; Wp as above, not
+ * overlapping W. Allocates nothing.
+ * @return ATTN_OK, or NULL/SHAPE/STRIDE (Wp's shape or strides, named with
+ * the ones expected). Since v0.2.0. */
+attn_status attn_weight_pack(const attn_view *W, attn_view *Wp);
+
+/* y = x @ W + b with W packed in Wp (attn_weight_pack):
+ *   x (rows, in) or (in);  Wp (ceil(out / ATTN_PANEL), in, ATTN_PANEL);
+ *   bias (out) or NULL;  y (rows, out) or (out), the rank of x
+ *   y[n, o] = sum_i x[n, i] W[i, o] + bias[o]     // einsum "ni,io->no"
+ * out is y's last size. Any number of rows: each panel is read once per 8
+ * rows of x (for many rows, attn_linear's GEMM is faster). The panels are
+ * split over num_threads threads (<= 0: all CPUs); each y element is the
+ * bias, then a multiply-add chain over i ascending: for any row count and
+ * thread count the same bits as attn_linear with at most 8 rows on the
+ * unpacked W (with unit column stride), and as the same call with 1
+ * thread. x, y, bias: any strides; y must not overlap x, Wp or bias.
+ * Allocates nothing.
+ * @return ATTN_OK, or NULL/SHAPE/STRIDE/ISA. Since v0.2.0. */
+attn_status attn_linear_packed(const attn_view *x, const attn_view *Wp, const attn_view *bias,
+                               attn_view *y, int num_threads);
+
 /* Layer normalisation over the last axis:
  *   mu = mean_j x[..., j];  var = mean_j (x[..., j] - mu)^2   (biased, as PyTorch)
  *   y[..., j] = (x[..., j] - mu) / sqrt(var + eps) * gamma[j] + beta[j]

@@ -693,11 +693,20 @@ static void no_alloc_calls(void) {
     attn_view pl[2] = {attn_view_3d(lse2, 1, 1, 4), attn_view_3d(lse2 + 4, 1, 1, 4)};
     attn_view mo = attn_view_4d(out2, 1, 1, 4, 3);
     CHECK_OK(attn_merge(po, pl, 2, &mo, NULL));
+    /* W (6, 4) packed into one panel, then y (4, 4) = x (4, 6) @ W, with a
+     * y column stride that takes the per-thread buffer path. */
+    float wp[6 * ATTN_PANEL], yp[4 * 4 * 2];
+    attn_view wv = attn_view_2d(x, 6, 4), wpv = attn_view_3d(wp, 1, 6, ATTN_PANEL),
+              ypv = {yp, 2, {4, 4}, {8, 2}};
+    CHECK_OK(attn_weight_pack(&wv, &wpv));
+    CHECK_OK(attn_linear_packed(&xv, &wpv, NULL, &ypv, 2));
     CHECK(atomic_load(&C.calls) == 0,
-          "softmax/layer_norm/rms_norm/split_qkv_gqa/merge allocated %ld times",
+          "softmax/layer_norm/rms_norm/split_qkv_gqa/merge/weight_pack/linear_packed allocated "
+          "%ld times",
           atomic_load(&C.calls));
     printf("  %-44s  0 allocation points (checked)\n",
-           "attn_softmax, attn_layer_norm, attn_rms_norm, attn_split_qkv_gqa, attn_merge");
+           "attn_softmax, attn_layer_norm, attn_rms_norm, attn_split_qkv_gqa, attn_merge, "
+           "attn_weight_pack, attn_linear_packed");
 }
 
 /* ---- the KV cache -------------------------------------------------------- */
