@@ -14,7 +14,7 @@ The article's functions, same names and argument order (note k, q, v):
     softmax_cols(x)
     self_attention_cols(x, Wk, Wq, Wv, Bk, Bq, Bv)    x (D, N)    -> (HS, N)
     layer_norm(x, gamma=None, beta=None, eps=1e-5)
-    linear(x, W, b=None)
+    linear(x, W, b=None)                             W (in, out) or pack_weight(W)
 
 The general API: sdpa(q, k, v, ...), its gradients sdpa_backward(q, k, v,
 out, lse, dout, ...), merge(outs, lses), the class MultiHeadAttention (with
@@ -68,7 +68,7 @@ from .core import alibi_slopes, merge, sdpa
 from .backward import sdpa_backward
 from .grads import (layer_norm_backward, linear_backward, mha_backward, rms_norm_backward,
                     rope_backward)
-from .modules import MultiHeadAttention, layer_norm, linear
+from .modules import MultiHeadAttention, PackedWeight, layer_norm, linear, pack_weight
 from .decoder import (rms_norm, rope, rope_inv_freq, rope_inv_freq_linear, rope_inv_freq_llama3,
                       rope_inv_freq_ntk, rope_inv_freq_yarn)
 from .kv import KVCache
@@ -84,6 +84,8 @@ __all__ = [
     "self_attention_cols",
     "layer_norm",
     "linear",
+    "pack_weight",
+    "PackedWeight",
     "sdpa",
     "merge",
     "sdpa_backward",

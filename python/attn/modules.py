@@ -4,7 +4,8 @@ layer_norm."""
 import numpy as np
 
 from ._convert import (_algo, _attn, _causal, _check_key_lengths, _check_mask, _check_proj,
-                       _check_rank, _int, _modifiers, _stack_bias, _stack_heads, _threads)
+                       _check_rank, _int, _modifiers, _shape_error, _stack_bias, _stack_heads,
+                       _threads)
 
 
 def layer_norm(x, gamma=None, beta=None, eps=1e-5):
@@ -28,19 +29,58 @@ def layer_norm(x, gamma=None, beta=None, eps=1e-5):
     return y.reshape(x.shape)
 
 
+class PackedWeight:
+    """A weight W (in, out) packed for decoding's projections (attn_weight_pack).
+
+    ``attn.linear(x, attn.pack_weight(W), b)`` gives the bits of
+    ``attn.linear(x, W, b)`` with at most 8 rows of x, reading the weight in
+    memory order: with few rows, at the speed of a read-only stream over it
+    (docs/threads.md). Pack once, when the weights are loaded.
+
+        data           float32 (ceil(out / 48), in, 48): data[p, i, c] = W[i, 48 p + c],
+                       0 past the last column
+        shape          (in, out), W's shape
+    """
+
+    __slots__ = ("data", "shape")
+
+    def __init__(self, data, shape):
+        self.data, self.shape = data, shape
+
+    def __repr__(self):
+        return "PackedWeight(shape=%s, panels=%d)" % (self.shape, self.data.shape[0])
+
+
+def pack_weight(W):
+    """W (in, out), float32 or float64, any strides -> PackedWeight (float32)."""
+    W = np.asarray(W)
+    _check_rank("pack_weight", W, "W", 2, 2, "a matrix (in, out)")
+    return PackedWeight(_attn.pack_weight(W), W.shape)
+
+
 def linear(x, W, b=None, *, num_threads=None):
     """Linear layer in the article's layout: y = x @ W + b.
 
-        x (..., in);  W (in, out);  b (out,) or None  ->  (..., out)
+        x (..., in);  W (in, out) or pack_weight(W);  b (out,) or None  ->  (..., out)
         y[n, o] = sum_i x[n, i] W[i, o] + b[o]        # einsum "ni,io->no"
 
     Ranks above 3 are reshaped to (-1, in). Uses BLAS sgemm when the library
-    was built with it.
+    was built with it and x has more than 8 rows. With a PackedWeight, every
+    row count runs attn_linear_packed (each 8 rows read the weight once: for
+    many rows a plain W is faster).
     """
     x = np.asarray(x)
     if x.ndim == 0:
         raise ValueError("linear: x must have at least one dimension")
     nt = _threads(num_threads)
+    if isinstance(W, PackedWeight):
+        if W.shape[0] != x.shape[-1]:
+            _shape_error("linear", "W is a PackedWeight of shape %s: its in=%d must be x's width "
+                         "%d (x.shape[%d]); W is (in, out), applied as x @ W",
+                         W.shape, W.shape[0], x.shape[-1], x.ndim - 1)
+        x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 2 else x
+        y = _attn.linear_packed(x2, W.data, W.shape[1], b, nt)
+        return y.reshape(x.shape[:-1] + (W.shape[1],))
     W = np.asarray(W)
     _check_rank("linear", W, "W", 2, 2, "a matrix (in, out)")
     _check_proj("linear", x, "x", W, "W", 0, "W is (in, out), applied as x @ W")

@@ -110,6 +110,68 @@ done:
     return res;
 }
 
+/* pack_weight(W) -> float32 (ceil(out / 48), in, 48): attn_weight_pack.
+ * Always float32 (what attn_linear_packed reads), whatever W's dtype. */
+enum { PW_W, PW_N };
+static const arg_spec pack_weight_spec[PW_N] = {
+    [PW_W] = {"W", ARG_ARRAY, ARG_REQUIRED, 2, 2},
+};
+
+static PyObject *py_pack_weight(PyObject *self, PyObject *args, PyObject *kw) {
+    (void)self;
+    arg_val v[PW_N];
+    conv_state st;
+    PyObject *res = NULL;
+    if (args_parse("pack_weight", pack_weight_spec, PW_N, args, kw, v, &st) < 0) goto done;
+    const int64_t in = v[PW_W].view.shape[0], out = v[PW_W].view.shape[1];
+    const int64_t shape[3] = {(out + ATTN_PANEL - 1) / ATTN_PANEL, in, ATTN_PANEL};
+    attn_view wp;
+    PyArrayObject *r = out_new(3, shape, &wp);
+    if (r == NULL) goto done;
+    int rc;
+    CALL_NOGIL(rc, attn_weight_pack(&v[PW_W].view, &wp));
+    if (rc == 0)
+        res = (PyObject *)r;
+    else
+        Py_DECREF(r);
+done:
+    args_release(v, PW_N);
+    return res;
+}
+
+/* linear_packed(x, Wp, out_features, b=None, num_threads=0): attn_linear_packed */
+enum { LP_X, LP_WP, LP_OUTF, LP_B, LP_THREADS, LP_N };
+static const arg_spec linear_packed_spec[LP_N] = {
+    [LP_X] = {"x", ARG_ARRAY, ARG_REQUIRED, 1, 2},
+    [LP_WP] = {"Wp", ARG_ARRAY, ARG_REQUIRED | ARG_NOVOTE, 3, 3},
+    [LP_OUTF] = {"out_features", ARG_INT, ARG_REQUIRED | ARG_MIN, .min = 1},
+    [LP_B] = {"b", ARG_ARRAY, 0},
+    [LP_THREADS] = {"num_threads", ARG_INT, ARG_MIN, .min = 0},
+};
+
+static PyObject *py_linear_packed(PyObject *self, PyObject *args, PyObject *kw) {
+    (void)self;
+    arg_val v[LP_N];
+    conv_state st;
+    PyObject *res = NULL;
+    if (args_parse("linear_packed", linear_packed_spec, LP_N, args, kw, v, &st) < 0) goto done;
+    const attn_view *x = &v[LP_X].view;
+    const int64_t yshape[2] = {x->shape[0], v[LP_OUTF].i};
+    int nt = v[LP_THREADS].i > INT32_MAX ? INT32_MAX : (int)v[LP_THREADS].i;
+    attn_view y;
+    PyArrayObject *r = out_new(x->ndim, x->ndim == 2 ? yshape : yshape + 1, &y);
+    if (r == NULL) goto done;
+    int rc;
+    CALL_NOGIL(rc, attn_linear_packed(x, &v[LP_WP].view, v[LP_B].vp, &y, nt));
+    if (rc == 0)
+        res = out_finish(r, &st);
+    else
+        Py_DECREF(r);
+done:
+    args_release(v, LP_N);
+    return res;
+}
+
 /* attention1(x, xkv, Wq, Wk, Wv, <options>): attn_self_attention, or
  * attn_cross_attention when xkv is given. */
 enum { A1_X, A1_XKV, A1_WQ, A1_WK, A1_WV, A1_OPTS, A1_N = A1_OPTS + OPT_N };
@@ -301,6 +363,10 @@ PyMethodDef attn_py_modules_methods[] = {
      "layer_norm(x, gamma=None, beta=None, eps=1e-5): attn_layer_norm."},
     {"linear", PY_KWFUNC(py_linear), METH_VARARGS | METH_KEYWORDS,
      "linear(x, W, b=None, num_threads=0): attn_linear."},
+    {"pack_weight", PY_KWFUNC(py_pack_weight), METH_VARARGS | METH_KEYWORDS,
+     "pack_weight(W): attn_weight_pack -> float32 (ceil(out / 48), in, 48)."},
+    {"linear_packed", PY_KWFUNC(py_linear_packed), METH_VARARGS | METH_KEYWORDS,
+     "linear_packed(x, Wp, out_features, b=None, num_threads=0): attn_linear_packed."},
     {"attention1", PY_KWFUNC(py_attention1), METH_VARARGS | METH_KEYWORDS,
      "attention1(x, xkv, Wq, Wk, Wv, ...): attn_self_attention / attn_cross_attention."},
     {"mha", PY_KWFUNC(py_mha), METH_VARARGS | METH_KEYWORDS,
