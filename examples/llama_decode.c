@@ -27,10 +27,16 @@
  * ATTN_ALGO_REFERENCE) and compares every step's logits and token.
  * --dump DIR writes the weights, tokens and logits as .npy files (for
  * examples/test_llama_decode.py's float64 NumPy model).
+ * --packed also packs every projection weight at load (attn_weight_pack)
+ * and runs the decode steps' projections (T <= 8 rows) with
+ * attn_linear_packed, which reads each weight in memory order; the prefill
+ * keeps attn_linear's GEMM. The tokens and logits are the same bits as
+ * without it (docs/threads.md, "Packed weights").
  *
  *   llama_decode [--dim D] [--heads H] [--kv-heads G] [--ffn F] [--layers L]
  *                [--vocab V] [--prompt P] [--tokens N] [--block BS]
  *                [--base THETA] [--seed S] [--threads T] [--check] [--dump DIR]
+ *                [--packed]
  * Defaults: TinyLlama-1.1B's layer (D 2048, H 32, Hkv 4, HS 64, F 5632),
  * 2 layers, V 256, a 4064-token prompt and 32 new tokens (context 4096). */
 #define _POSIX_C_SOURCE 200809L
@@ -49,13 +55,14 @@ typedef struct {
     int64_t D, H, G, HS, F, L, V, P, N, BS;
     double base;
     uint64_t seed;
-    int threads, check;
+    int threads, check, packed;
     const char *dump;
 } config;
 
 typedef struct {
     float *g_attn, *Wqkv, *Wo, *g_ffn, *W1, *W3,
-        *W2; /* (D), (D, C), (H*HS, D), (D), (D, F) x2, (F, D) */
+        *W2;                              /* (D), (D, C), (H*HS, D), (D), (D, F) x2, (F, D) */
+    float *pWqkv, *pWo, *pW1, *pW3, *pW2; /* --packed: the same, packed (else NULL) */
 } layer;
 
 typedef struct {
@@ -65,6 +72,7 @@ typedef struct {
     size_t arena_n;
     layer *ly;
     float *E, *g_out, *Wout; /* (V, D), (D), (D, V) */
+    float *parena, *pWout;   /* --packed: the packed weights, one block; Wout packed */
     attn_kv_cache **cache;   /* one per layer */
     int32_t *table;          /* the sequence's blocks 0..nb-1 */
     int64_t nb;
@@ -130,6 +138,34 @@ static void *xalloc(size_t n, size_t size) {
     return p;
 }
 
+/* Floats of a packed (in, out) weight: (ceil(out / ATTN_PANEL), in, ATTN_PANEL). */
+static size_t packed_n(int64_t in, int64_t out) {
+    return (size_t)((out + ATTN_PANEL - 1) / ATTN_PANEL * in * ATTN_PANEL);
+}
+
+/* W (in, out) packed at *q, which moves past it. */
+static float *pack(float **q, const float *W, int64_t in, int64_t out) {
+    float *wp = *q;
+    attn_view w = attn_view_2d((float *)W, in, out);
+    attn_view p = attn_view_3d(wp, (out + ATTN_PANEL - 1) / ATTN_PANEL, in, ATTN_PANEL);
+    TRY(attn_weight_pack(&w, &p));
+    *q += packed_n(in, out);
+    return wp;
+}
+
+/* y = x @ W: packed when there is a packed copy and x has at most 8 rows. */
+static void project(const attn_view *x, const float *W, const float *Wp, int64_t in, int64_t out,
+                    attn_view *y, int nt) {
+    if (Wp && x->shape[0] <= 8) {
+        attn_view p =
+            attn_view_3d((float *)Wp, (out + ATTN_PANEL - 1) / ATTN_PANEL, in, ATTN_PANEL);
+        TRY(attn_linear_packed(x, &p, NULL, y, nt));
+    } else {
+        attn_view w = attn_view_2d((float *)W, in, out);
+        TRY(attn_linear(x, &w, NULL, y, nt));
+    }
+}
+
 static void build(model *m) {
     const config *c = &m->c;
     const int64_t D = c->D, C = (c->H + 2 * c->G) * c->HS, F = c->F, HD = c->H * c->HS;
@@ -163,6 +199,21 @@ static void build(model *m) {
     fill(m->E, (size_t)(c->V * D), 1.0);
     fill_gain(m->g_out, D);
     fill(m->Wout, (size_t)(D * c->V), (double)D);
+    if (c->packed) {
+        const size_t pn = (size_t)c->L * (packed_n(D, C) + packed_n(HD, D) + 2 * packed_n(D, F) +
+                                          packed_n(F, D)) +
+                          packed_n(D, c->V);
+        float *q = m->parena = xalloc(pn, sizeof(float));
+        for (int64_t l = 0; l < c->L; l++) {
+            layer *y = &m->ly[l];
+            y->pWqkv = pack(&q, y->Wqkv, D, C);
+            y->pWo = pack(&q, y->Wo, HD, D);
+            y->pW1 = pack(&q, y->W1, D, F);
+            y->pW3 = pack(&q, y->W3, D, F);
+            y->pW2 = pack(&q, y->W2, F, D);
+        }
+        m->pWout = pack(&q, m->Wout, D, c->V);
+    }
 
     const int64_t ctx = c->P + c->N;
     m->nb = (ctx + c->BS - 1) / c->BS;
@@ -212,12 +263,9 @@ static void forward(model *m, const int64_t *tokens, int64_t T, int64_t p0, int 
     for (int64_t l = 0; l < c->L; l++) {
         const layer *y = &m->ly[l];
         attn_view ga = attn_view_1d(y->g_attn, D), gf = attn_view_1d(y->g_ffn, D);
-        attn_view Wqkv = attn_view_2d(y->Wqkv, D, C), Wo = attn_view_2d(y->Wo, HD, D);
-        attn_view W1 = attn_view_2d(y->W1, D, F), W3 = attn_view_2d(y->W3, D, F);
-        attn_view W2 = attn_view_2d(y->W2, F, D);
         /* 1. attention block */
         TRY(attn_rms_norm(&h, &ga, 1e-5f, &a));
-        TRY(attn_linear(&a, &Wqkv, NULL, &qkv, (int)nt));
+        project(&a, y->Wqkv, y->pWqkv, D, C, &qkv, (int)nt);
         attn_view q, k, v;
         TRY(attn_split_qkv_gqa(&qkv3, c->H, c->G, &q, &k, &v));
         TRY(attn_rope(&q, pos, NULL, &q, &m->rope));
@@ -234,26 +282,25 @@ static void forward(model *m, const int64_t *tokens, int64_t T, int64_t p0, int 
             ro.algo = ATTN_ALGO_REFERENCE;
             TRY(attn_sdpa(&q, &k4, &v4, &o, &ro));
         }
-        TRY(attn_linear(&cat, &Wo, NULL, &tmp, (int)nt));
+        project(&cat, y->Wo, y->pWo, HD, D, &tmp, (int)nt);
         for (int64_t i = 0; i < T * D; i++)
             m->h[i] += m->tmp[i];
         /* 2. SwiGLU MLP */
         TRY(attn_rms_norm(&h, &gf, 1e-5f, &a));
-        TRY(attn_linear(&a, &W1, NULL, &u, (int)nt));
-        TRY(attn_linear(&a, &W3, NULL, &g, (int)nt));
+        project(&a, y->W1, y->pW1, D, F, &u, (int)nt);
+        project(&a, y->W3, y->pW3, D, F, &g, (int)nt);
         for (int64_t i = 0; i < T * F; i++) {
             const float x = m->u[i];
             m->u[i] = x / (1.0f + expf(-x)) * m->g[i];
         }
-        TRY(attn_linear(&u, &W2, NULL, &tmp, (int)nt));
+        project(&u, y->W2, y->pW2, F, D, &tmp, (int)nt);
         for (int64_t i = 0; i < T * D; i++)
             m->h[i] += m->tmp[i];
     }
     attn_view last = attn_view_2d(m->h + (T - 1) * D, 1, D), a1 = attn_view_2d(m->a, 1, D);
-    attn_view go = attn_view_1d(m->g_out, D), Wout = attn_view_2d(m->Wout, D, c->V);
-    attn_view lg = attn_view_2d(m->logits, 1, c->V);
+    attn_view go = attn_view_1d(m->g_out, D), lg = attn_view_2d(m->logits, 1, c->V);
     TRY(attn_rms_norm(&last, &go, 1e-5f, &a1));
-    TRY(attn_linear(&a1, &Wout, NULL, &lg, (int)nt));
+    project(&a1, m->Wout, m->pWout, D, c->V, &lg, (int)nt);
     free(pos);
 }
 
@@ -435,7 +482,7 @@ int main(int argc, char **argv) {
     model m;
     memset(&m, 0, sizeof m);
     config *c = &m.c;
-    *c = (config){2048, 32, 4, 0, 5632, 2, 256, 4064, 32, 64, 10000.0, 1, 0, 0, NULL};
+    *c = (config){2048, 32, 4, 0, 5632, 2, 256, 4064, 32, 64, 10000.0, 1, 0, 0, 0, NULL};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--dim"))
@@ -464,6 +511,8 @@ int main(int argc, char **argv) {
             c->base = (double)arg_i(argc, argv, &i, 2);
         else if (!strcmp(a, "--check"))
             c->check = 1;
+        else if (!strcmp(a, "--packed"))
+            c->packed = 1;
         else if (!strcmp(a, "--dump") && i + 1 < argc)
             c->dump = argv[++i];
         else {
@@ -495,10 +544,10 @@ int main(int argc, char **argv) {
     m.stream_cpu = xalloc((size_t)(c->N + 1), sizeof(double));
 
     printf("Llama-style decoder: %lld layers, D=%lld H=%lld Hkv=%lld HS=%lld F=%lld V=%lld, "
-           "bfloat16 KV cache in blocks of %lld, RoPE base %g, %d threads, seed %llu\n",
+           "bfloat16 KV cache in blocks of %lld, RoPE base %g, %d threads, seed %llu%s\n",
            (long long)c->L, (long long)c->D, (long long)c->H, (long long)c->G, (long long)c->HS,
            (long long)c->F, (long long)c->V, (long long)c->BS, c->base, c->threads,
-           (unsigned long long)c->seed);
+           (unsigned long long)c->seed, c->packed ? ", decode projections on packed weights" : "");
     printf("%s\n", attn_build_info());
     double tp, td;
     generate(&m, tokens, logits, 0, &tp, &td);
@@ -577,7 +626,8 @@ int main(int argc, char **argv) {
     if (c->dump) dump(&m, tokens, logits);
     for (int64_t l = 0; l < c->L; l++)
         attn_kv_destroy(m.cache[l]);
-    free(m.cache), free(m.table), free(m.arena), free(m.ly), free(m.h), free(m.a), free(m.qkv);
+    free(m.cache), free(m.table), free(m.arena), free(m.parena), free(m.ly), free(m.h), free(m.a),
+        free(m.qkv);
     free(m.cat), free(m.tmp), free(m.u), free(m.g), free(m.logits), free(m.kf), free(m.vf);
     free(tokens), free(logits), free(m.step_s), free(m.stream_s), free(m.step_cpu),
         free(m.stream_cpu);
