@@ -10,7 +10,7 @@ threads=${2:-2}
 shift $(($# >= 2 ? 2 : $#))
 # (re)configure so that bench/ is part of the build tree, then build the bench
 cmake -S "$root" -B "$build" > /dev/null
-cmake --build "$build" --target attn_bench attn_bench_modifiers attn_bench_kv attn_gemv_bench attn_loops attn_bench_backward -j2 > /dev/null
+cmake --build "$build" --target attn_bench attn_bench_modifiers attn_bench_kv attn_gemv_bench attn_gemv_patterns attn_loops attn_bench_backward -j2 > /dev/null
 # the Python extension for bench_torch.py (absent when configured without Python)
 cmake --build "$build" --target attn_python -j2 > /dev/null 2>&1 || true
 # OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE may be set on this machine to keep older
@@ -74,6 +74,10 @@ echo
 echo "The same with W (4096, 49152), 768 MiB: beyond any last-level cache (no NumPy column):"
 echo
 "${run_env[@]}" "$build/bench/attn_gemv_bench" --threads "$threads" --columns 49152 --rounds 2 | grep -v '^# attn_gemv_bench'
+echo
+echo "The orders W can be read in, with a product's multiply-adds, against the stream (AVX-512 only; docs/threads.md):"
+echo
+"${run_env[@]}" "$build/bench/attn_gemv_patterns" | grep -v '^# attn_gemv_patterns: W'
 echo
 echo "The loops users write: each iteration against the sum of its parts alone, same run (C, then Python):"
 echo
