@@ -106,7 +106,7 @@ TSAN_FLAGS    = -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATT
 # valgrind memcheck on the C tests of the main build: no invalid access, no
 # definite or indirect leak. valgrind hides AVX-512 (and forcing it is
 # SIGILL), so the kernels run as AVX2 and generic here.
-VALGRIND_TESTS = test_sdpa test_modules test_kv test_faults test_fold test_edge test_threads test_flash test_kernels test_isa test_rope test_rmsnorm test_gqa test_kv_rope test_gemv test_loops test_dropout test_grads
+VALGRIND_TESTS = test_sdpa test_modules test_kv test_faults test_fold test_edge test_threads test_flash test_kernels test_isa test_rope test_rmsnorm test_gqa test_kv_rope test_gemv test_loops test_dropout test_grads test_packed
 test-valgrind: build
 	@command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)"; exit 1; }
 	cd $(BUILD) && for t in $(VALGRIND_TESTS); do \

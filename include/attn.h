@@ -616,7 +616,7 @@ attn_status attn_linear(const attn_view *x, const attn_view *W, const attn_view 
  * thread's columns at a time, an order in which a core's multiply-adds and
  * its memory reads overlap badly; attn_linear_packed reads Wp from its first
  * byte to its last. On a Zen 5 with two threads, x (M, 4096) @ W (4096,
- * 6144) ran at 0.64-0.94 of a read-only stream over W with attn_linear
+ * 6144) ran at 0.63-0.94 of a read-only stream over W with attn_linear
  * (M = 1, 4, 8) and at 0.88-1.00 with attn_linear_packed (median of paired
  * calls, bench/gemv_patterns.c; docs/threads.md, "Packed weights"). Pack
  * once, when the weights are loaded. */
