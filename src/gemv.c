@@ -23,16 +23,20 @@ attn__gemv_fn attn__gemv_for(attn_isa isa) {
 /* Below this many multiply-adds a second thread costs more than it saves. */
 #define GEMV_MIN_PER_THREAD (1 << 16)
 
+int64_t attn__gemv_threads(int threads, int64_t units, int64_t work) {
+    int64_t nt = threads;
+    if (nt > units) nt = units;
+    if (nt > 1 && work / nt < GEMV_MIN_PER_THREAD)
+        nt = work / GEMV_MIN_PER_THREAD > 1 ? work / GEMV_MIN_PER_THREAD : 1;
+    return nt;
+}
+
 void attn__gemv(attn__gemv_fn kernel, const attn_view *A, const attn_view *B, const attn_view *bias,
                 attn_view *C, int threads) {
     const int64_t M = A->shape[0], K = A->shape[1], N = B->shape[1];
     const int64_t ldw = K == 1 ? N : B->stride[0], ldy = M == 1 ? N : C->stride[0];
     const int64_t blocks = (N + 63) / 64;
-    int64_t nt = threads;
-    if (nt > blocks) nt = blocks;
-    const int64_t work = M * K * N;
-    if (nt > 1 && work / nt < GEMV_MIN_PER_THREAD)
-        nt = work / GEMV_MIN_PER_THREAD > 1 ? work / GEMV_MIN_PER_THREAD : 1;
+    const int64_t nt = attn__gemv_threads(threads, blocks, M * K * N);
     const float *bd = bias ? bias->data : NULL;
     const int64_t bs = bias ? bias->stride[0] : 0;
 #pragma omp parallel num_threads((int)nt) if (nt > 1)

@@ -64,9 +64,6 @@ attn_status attn_weight_pack(const attn_view *W, attn_view *Wp) {
     return ATTN_OK;
 }
 
-/* Below this many multiply-adds a second thread costs more than it saves. */
-#define PACKED_MIN_PER_THREAD (1 << 16)
-
 attn_status attn_linear_packed(const attn_view *x, const attn_view *Wp, const attn_view *bias,
                                attn_view *y, int num_threads) {
     const char *fn = "attn_linear_packed";
@@ -100,13 +97,10 @@ attn_status attn_linear_packed(const attn_view *x, const attn_view *Wp, const at
     const int64_t ys0 = last ? y->stride[0] : 0, ys1 = y->stride[last];
     const float *bd = bias ? bias->data : NULL;
     const int64_t bs = bias ? bias->stride[0] : 0;
-    int64_t nt = attn__threads(num_threads);
-    if (nt > panels) nt = panels;
     int64_t work; /* multiply-adds, saturated */
     if (__builtin_mul_overflow(rows, in, &work) || __builtin_mul_overflow(work, out, &work))
         work = INT64_MAX;
-    if (nt > 1 && work / nt < PACKED_MIN_PER_THREAD)
-        nt = work / PACKED_MIN_PER_THREAD > 1 ? work / PACKED_MIN_PER_THREAD : 1;
+    const int64_t nt = attn__gemv_threads(attn__threads(num_threads), panels, work);
 #pragma omp parallel num_threads((int)nt) if (nt > 1)
     {
 #ifdef _OPENMP

@@ -56,4 +56,9 @@ attn__gemv_fn attn__gemv_for(attn_isa isa);
 void attn__gemv(attn__gemv_fn kernel, const attn_view *A, const attn_view *B, const attn_view *bias,
                 attn_view *C, int threads);
 
+/* The threads for a few-row product of `work` multiply-adds split in
+ * `units` (column blocks, panels): at most `threads` and `units`, and none
+ * with fewer than 2^16 multiply-adds (src/gemv.c). */
+int64_t attn__gemv_threads(int threads, int64_t units, int64_t work);
+
 #endif /* ATTN_KERNELS_GEMV_H */
