@@ -5,12 +5,14 @@
  *
  * attn_linear(x (M, 4096), W (4096, 6144)) for M = 1..8: bound by reading
  * W's 96 MiB once; and attn_linear_packed on the same W packed
- * (attn_weight_pack), which reads it in memory order. Each call alternates with a read-only stream
- * over the same bytes (same threads, same cache state: on most machines W is far larger than the
- * last-level cache; --columns N makes W (4096, N), e.g. 49152 for 768 MiB where the cache holds 96
- * MiB, and drops NumPy's column), and with NumPy's x @ W timed by bench_py.py on the same shapes
- * (FILE: lines "G<M> numpy_s torch_s"), and with OpenBLAS itself (attn's copy, the same build as
- * NumPy's: sgemv for M = 1, sgemm above), timed after all attn calls: its idle threads spin.
+ * (attn_weight_pack), which reads it in memory order. Each call alternates
+ * with a read-only stream over the same bytes (same threads, same cache
+ * state: on most machines W is far larger than the last-level cache;
+ * --columns N makes W (4096, N), e.g. 49152 for 768 MiB where the cache
+ * holds 96 MiB, and drops NumPy's column), and with NumPy's x @ W timed by
+ * bench_py.py on the same shapes (FILE: lines "G<M> numpy_s torch_s"), and
+ * with OpenBLAS itself (attn's copy, the same build as NumPy's: sgemv for
+ * M = 1, sgemm above), timed after all attn calls: its idle threads spin.
  * --cpu times in process CPU time (with --threads 1: what one core does
  * when it runs, whatever the load of a shared machine). Times: best of R rounds of
  * the best of ~0.3 s of repetitions. */
@@ -153,9 +155,8 @@ int main(int argc, char **argv) {
     const double bytes = (double)K * N * sizeof(float);
     printf("# attn_gemv_bench: W (%d, %lld), %d threads, %s time, %s\n\n", (int)K, (long long)N, nt,
            use_cpu_clock ? "process CPU" : "wall", attn_build_info());
-    printf("| M | attn_linear ms | GB/s | stream ms | stream GB/s | attn / stream | packed ms | "
-           "packed "
-           "/ stream | OpenBLAS ms | x OpenBLAS | NumPy ms | x NumPy |\n"
+    printf("| M | attn_linear ms | GB/s | stream ms | stream GB/s | attn / stream | "
+           "packed ms | packed / stream | OpenBLAS ms | x OpenBLAS | NumPy ms | x NumPy |\n"
            "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (int m = 1; m <= MAXM; m++) {
         char npm[32] = "-", npr[32] = "-";
