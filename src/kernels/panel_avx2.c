@@ -1,6 +1,6 @@
 /* kernels/panel_avx2.c - one packed panel, AVX2 + FMA (kernels/panel.h):
  *   y[m, c] = b[c] + sum_i x[m, i] wp[i, c]
- * Sixteen registers hold 4 rows x 24 columns of sums (12), a third of a
+ * Sixteen registers hold 4 rows x 24 columns of sums (12 vectors), half a
  * panel row (3) and a broadcast: the panel goes by in chunks of KC rows
  * (12 KiB, in L1), each chunk once per group of 4 rows of x and half of
  * the columns, the sums waiting in a local array between chunks. The first
