@@ -111,11 +111,6 @@ static void attn_packed(int M) {
     if (attn_linear_packed(&xv, &wv, NULL, &yv, 2) != ATTN_OK) fail();
 }
 
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 int main(int argc, char **argv) {
     int rounds = 25;
     for (int i = 1; i < argc; i++) {
@@ -169,8 +164,7 @@ int main(int argc, char **argv) {
     for (int v = 0; v < 4; v++) {
         printf("| %s |", names[v]);
         for (int mi = 0; mi < 3; mi++) {
-            qsort(ratio[v][mi], (size_t)rounds, sizeof(double), cmp_double);
-            printf(" %.2f |", ratio[v][mi][rounds / 2]);
+            printf(" %.2f |", bench_median(ratio[v][mi], rounds));
         }
         printf("\n");
     }
