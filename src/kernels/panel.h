@@ -35,6 +35,13 @@ ATTN__PANEL_DECL(avx2);
 ATTN__PANEL_DECL(avx512);
 #endif
 
+/* Where every kernel's sums start: b48[c] = b[c * bs] for the n columns of
+ * the panel, +0 past them and without a bias. */
+static inline void attn__panel_bias(float b48[ATTN_PANEL], const float *b, int64_t bs, int n) {
+    for (int c = 0; c < ATTN_PANEL; c++)
+        b48[c] = b && c < n ? b[c * bs] : 0.0f;
+}
+
 /* The kernel of an ISA (AUTO: the one in use). */
 attn__panel_fn attn__panel_for(attn_isa isa);
 

@@ -11,6 +11,8 @@
  * docs/threads.md, "Packed weights"). */
 #include "kernels/panel.h"
 
+#include <string.h>
+
 #include <immintrin.h>
 
 #define AVX2 __attribute__((target("avx2,fma")))
@@ -57,12 +59,12 @@ pass(float (*acc)[ATTN_PANEL], const float *x, int64_t xs0, int64_t xs1, const f
 AVX2 void attn__panel_avx2(float *y, int64_t ldy, const float *x, int64_t xs0, int64_t xs1,
                            const float *wp, int64_t K, const float *b, int64_t bs, int M, int n) {
     float acc[8][ATTN_PANEL];
-    for (int m = 0; m < M; m++)
-        for (int c = 0; c < ATTN_PANEL; c++)
-            acc[m][c] = b && c < n ? b[c * bs] : 0.0f;
+    attn__panel_bias(acc[0], b, bs, n);
+    for (int m = 1; m < M; m++)
+        memcpy(acc[m], acc[0], sizeof acc[0]);
+    const int P = (M + 1) / 2; /* passes over each chunk */
     for (int64_t k0 = 0; k0 < K; k0 += KC) {
         const int64_t k1 = k0 + KC < K ? k0 + KC : K;
-        const int P = (M + 1) / 2;
         for (int m0 = 0; m0 < M; m0 += 2) {
             if (M - m0 >= 2)
                 pass(acc, x, xs0, xs1, wp, K, k0, k1, m0, 2, m0 / 2, P);

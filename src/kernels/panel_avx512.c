@@ -20,8 +20,7 @@ AVX512 __attribute__((always_inline)) static inline void
 panel(float *y, int64_t ldy, const float *x, int64_t xs0, int64_t xs1, const float *wp, int64_t K,
       const float *b, int64_t bs, const int M, int n) {
     float b48[ATTN_PANEL];
-    for (int c = 0; c < ATTN_PANEL; c++)
-        b48[c] = b && c < n ? b[c * bs] : 0.0f;
+    attn__panel_bias(b48, b, bs, n);
     __m512 acc[8][3];
     for (int v = 0; v < 3; v++) {
         const __m512 bv = _mm512_loadu_ps(b48 + 16 * v);

@@ -5,12 +5,14 @@
  * which the compiler vectorises. */
 #include "kernels/panel.h"
 
+#include <string.h>
+
 void attn__panel_generic(float *y, int64_t ldy, const float *x, int64_t xs0, int64_t xs1,
                          const float *wp, int64_t K, const float *b, int64_t bs, int M, int n) {
     float acc[8][ATTN_PANEL];
-    for (int m = 0; m < M; m++)
-        for (int c = 0; c < ATTN_PANEL; c++)
-            acc[m][c] = b && c < n ? b[c * bs] : 0.0f;
+    attn__panel_bias(acc[0], b, bs, n);
+    for (int m = 1; m < M; m++)
+        memcpy(acc[m], acc[0], sizeof acc[0]);
     for (int64_t i = 0; i < K; i++) {
         const float *wi = wp + i * ATTN_PANEL; /* seek to wp[i, 0] */
         for (int m = 0; m < M; m++) {
