@@ -138,16 +138,21 @@ static void *xalloc(size_t n, size_t size) {
     return p;
 }
 
-/* Floats of a packed (in, out) weight: (ceil(out / ATTN_PANEL), in, ATTN_PANEL). */
+/* A packed (in, out) weight at wp: (ceil(out / ATTN_PANEL), in, ATTN_PANEL). */
+static attn_view packed_view(const float *wp, int64_t in, int64_t out) {
+    return attn_view_3d((float *)wp, (out + ATTN_PANEL - 1) / ATTN_PANEL, in, ATTN_PANEL);
+}
+
+/* Its floats. */
 static size_t packed_n(int64_t in, int64_t out) {
-    return (size_t)((out + ATTN_PANEL - 1) / ATTN_PANEL * in * ATTN_PANEL);
+    const attn_view v = packed_view(NULL, in, out);
+    return (size_t)(v.shape[0] * in * ATTN_PANEL);
 }
 
 /* W (in, out) packed at *q, which moves past it. */
 static float *pack(float **q, const float *W, int64_t in, int64_t out) {
     float *wp = *q;
-    attn_view w = attn_view_2d((float *)W, in, out);
-    attn_view p = attn_view_3d(wp, (out + ATTN_PANEL - 1) / ATTN_PANEL, in, ATTN_PANEL);
+    attn_view w = attn_view_2d((float *)W, in, out), p = packed_view(wp, in, out);
     TRY(attn_weight_pack(&w, &p));
     *q += packed_n(in, out);
     return wp;
@@ -157,8 +162,7 @@ static float *pack(float **q, const float *W, int64_t in, int64_t out) {
 static void project(const attn_view *x, const float *W, const float *Wp, int64_t in, int64_t out,
                     attn_view *y, int nt) {
     if (Wp && x->shape[0] <= 8) {
-        attn_view p =
-            attn_view_3d((float *)Wp, (out + ATTN_PANEL - 1) / ATTN_PANEL, in, ATTN_PANEL);
+        attn_view p = packed_view(Wp, in, out);
         TRY(attn_linear_packed(x, &p, NULL, y, nt));
     } else {
         attn_view w = attn_view_2d((float *)W, in, out);
